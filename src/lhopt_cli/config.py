@@ -1,0 +1,110 @@
+"""Compose a command's config from conf/, validate it against its schema, make its run folder.
+
+Every command uses Hydra's compose API (one job per call); the baseline grid's job function
+takes the composed config only, so a `hydra.main` entry point can launch it as well.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to the user as one line."""
+
+
+def conf_dir() -> Path:
+    """conf/ inside the installed package, or the repository's top-level conf/ (editable)."""
+    packaged = Path(str(resources.files("lhopt_cli"))) / "conf"
+    if packaged.is_dir():
+        return packaged
+    repo = Path(__file__).resolve().parents[2] / "conf"
+    if repo.is_dir():
+        return repo
+    raise ConfigError("lhopt's conf/ folder is missing from this installation")
+
+
+def known_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _one_line(text: object) -> str:
+    """Collapse a library's multi-line message; OmegaConf's trailing key dump is dropped."""
+    return " ".join(str(text).split("full_key:")[0].split())
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides and validate the result."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    _check_group_choices(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(_one_line(err)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Name the known options when a config group choice does not exist."""
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if not sep or "." in key or not (conf_dir() / key).is_dir() or value in ("null", ""):
+            continue
+        options = known_options(key)
+        if value not in options:
+            raise ConfigError(f"unknown {key} '{value}'; known: {', '.join(options)}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge into the command's structured schema: wrong keys and types fail with one line."""
+    command = cfg.get("command")
+    if command not in COMMAND_SCHEMAS:
+        raise ConfigError(f"unknown command '{command}'; known: {', '.join(COMMAND_SCHEMAS)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(COMMAND_SCHEMAS[command]), cfg)
+        if "task" in cfg and cfg.task is not None:
+            merged.task = validate_task(cfg.task)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = _one_line(getattr(err, "msg", err))
+        raise ConfigError(f"invalid config at '{key}': {msg}" if key else f"invalid config: {msg}") from None
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def validate_task(task_cfg: DictConfig) -> DictConfig:
+    name = task_cfg.get("name")
+    if name not in TASK_SCHEMAS:
+        raise ConfigError(f"unknown task '{name}'; known: {', '.join(sorted(TASK_SCHEMAS))}")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TASK_SCHEMAS[name]), task_cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = _one_line(getattr(err, "msg", err))
+        raise ConfigError(f"invalid config at 'task.{key}': {msg}") from None
+
+
+def make_run_dir(cfg: DictConfig) -> Path:
+    """The run folder (run_dir, or outputs/<command>/<timestamp>), with config.yaml saved in it."""
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        run_dir = Path("outputs") / cfg.command / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir

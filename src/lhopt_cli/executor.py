@@ -1,0 +1,43 @@
+"""Local parallelism: worker processes with one torch thread each, results as they finish."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator, Sequence, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+def resolve_workers(requested: int, jobs: int) -> int:
+    """0 means one worker per CPU core; never more workers than jobs."""
+    workers = requested if requested > 0 else (os.cpu_count() or 1)
+    return max(1, min(workers, jobs))
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # processes, not threads, share the cores
+
+
+def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> Iterator[tuple[J, R]]:
+    """Yield (job, fn(job)) in completion order; workers == 1 runs in this process.
+
+    Jobs are submitted a few at a time so that an interrupted run leaves little in flight.
+    """
+    if workers <= 1:
+        for job in jobs:
+            yield job, fn(job)
+        return
+    pending = list(reversed(jobs))
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        running = {}
+        while pending or running:
+            while pending and len(running) < 2 * workers:
+                job = pending.pop()
+                running[pool.submit(fn, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()

@@ -1,0 +1,75 @@
+"""One epoch of training with torch's AdamW and gradient clipping, driven by a hook."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ..tasks import Task
+from .hooks import Hook, RunContext
+from .optim import HParams, RollingMaxClipper, apply_hparams, make_adamw
+
+
+@dataclass
+class RunResult:
+    status: str  # "done" or "diverged"
+    steps: int  # optimizer steps taken
+    curve: list[dict] = field(default_factory=list)  # one row per validation point
+    wall_s: float = 0.0
+
+    @property
+    def final_valid_loss(self) -> float:
+        return self.curve[-1]["valid_loss"] if self.curve else math.nan
+
+
+def train_one_epoch(task: Task, seed: int, hook: Hook | None = None, hparams: HParams | None = None) -> RunResult:
+    """Train `task` for its total steps from the model and data order fixed by `seed`.
+
+    Validation runs at step 0 and at the task's evenly spaced eval steps. A non-finite
+    training or validation loss marks the run diverged and stops it; the curve is kept.
+    """
+    hook = hook or Hook()
+    model = task.make_model(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    hp = hparams or HParams()
+    run = RunContext(0, task.total_steps, model, make_adamw(params, hp), hp, RollingMaxClipper())
+    eval_at = set(task.eval_steps())
+    start = time.perf_counter()
+    curve: list[dict] = []
+    recent: list[float] = []  # train losses since the last validation point
+
+    def record(step: int, valid: float) -> None:
+        train = sum(recent) / len(recent) if recent else math.nan
+        curve.append({"step": step, "train_loss": train, "valid_loss": valid, **run.hparams.as_dict(),
+                      "wall_s": time.perf_counter() - start})
+        recent.clear()
+
+    model.train()
+    record(0, task.valid_loss(model))
+    hook.on_start(run)
+    status = "done"
+    for step, batch in zip(range(run.total_steps), task.train_batches(seed)):
+        run.step = step
+        hook.before_step(run)
+        apply_hparams(run.optimizer, run.hparams)
+        loss = task.loss(model, batch)
+        value = float(loss.detach())
+        recent.append(value)
+        if not math.isfinite(value):
+            status = "diverged"
+            record(step, math.nan)
+            break
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.grad_norm, run.clipped = run.clipper(params, run.hparams.clip)
+        run.optimizer.step()
+        run.step = step + 1
+        hook.after_step(run, value)
+        if run.step in eval_at:
+            valid = task.valid_loss(model)
+            record(run.step, valid)
+            hook.on_eval(run, valid)
+            if not math.isfinite(valid):
+                status = "diverged"
+                break
+    return RunResult(status, run.step, curve, time.perf_counter() - start)

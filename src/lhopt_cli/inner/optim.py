@@ -1,0 +1,82 @@
+"""Hyperparameters in and out of AdamW's param_groups, and clipping by a rolling max norm."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import torch
+
+HPARAM_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "clip")
+
+
+@dataclass
+class HParams:
+    """AdamW's controlled hyperparameters plus the clip fraction c (METHOD.md section 2).
+
+    The clip threshold is c x the rolling max of the global gradient norm; c = 1 never clips.
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    clip: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def make_adamw(params: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim.AdamW:
+    """torch's AdamW at `hp`; the fused kernel where this build has one (it is the fastest)."""
+    params = list(params)
+    kwargs = dict(lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.eps, weight_decay=hp.weight_decay)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, **kwargs)
+
+
+def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams) -> None:
+    """Write the hyperparameters into every param group (read by the next optimizer.step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = hp.lr
+        group["betas"] = (hp.beta1, hp.beta2)
+        group["eps"] = hp.eps
+        group["weight_decay"] = hp.weight_decay
+
+
+def read_hparams(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> HParams:
+    """The hyperparameters of the first param group (AdamW-family optimizers)."""
+    group = optimizer.param_groups[0]
+    beta1, beta2 = group["betas"]
+    return HParams(float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]), clip)
+
+
+class RollingMaxClipper:
+    """Clip the global gradient norm at c x its rolling max (the max decays 0.99 per step)."""
+
+    def __init__(self, decay: float = 0.99):
+        self.decay = decay
+        self.rolling_max = 0.0
+
+    def __call__(self, params: list[torch.nn.Parameter], fraction: float) -> tuple[float, bool]:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return 0.0, False
+        norm = torch.nn.utils.get_total_norm(grads)
+        value = float(norm)
+        if math.isfinite(value):
+            self.rolling_max = max(self.decay * self.rolling_max, value)
+        threshold = fraction * self.rolling_max
+        clipped = fraction < 1.0 and value > threshold
+        if clipped:
+            torch.nn.utils.clip_grads_with_norm_(grads, threshold, norm)
+        return value, clipped
+
+    def state_dict(self) -> dict[str, float]:
+        return {"rolling_max": self.rolling_max}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.rolling_max = float(state["rolling_max"])

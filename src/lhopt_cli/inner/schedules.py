@@ -1,0 +1,51 @@
+"""The 7 baseline learning-rate schedules of METHOD.md section 8, as multipliers f(p).
+
+p = step / total_steps is the progress when the step is taken (0 at the first step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Callable
+
+from .hooks import Hook
+from .optim import HParams
+
+MILESTONES = (0.5, 0.75)
+
+
+def _multistep(p: float) -> float:
+    return 0.1 ** sum(p >= m for m in MILESTONES)
+
+
+def _cosine(p: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda p: 1.0,
+    "multistep": _multistep,
+    "linear": lambda p: 1.0 - p,
+    "quadratic": lambda p: (1.0 - p) ** 2,
+    "exponential": lambda p: 0.01**p,
+    "cosine": _cosine,
+    "cosine_to_0.1": lambda p: 0.1 + 0.9 * _cosine(p),
+}
+
+
+def lr_multiplier(schedule: str, step: int, total_steps: int) -> float:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+    return SCHEDULES[schedule](step / total_steps)
+
+
+class ScheduleHook(Hook):
+    """Loop hook for a baseline: fixed AdamW hyperparameters, lr = lr0 x f(step / total)."""
+
+    def __init__(self, schedule: str, base: HParams):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+        self.schedule, self.base = schedule, base
+
+    def before_step(self, run) -> None:
+        run.hparams = replace(self.base, lr=self.base.lr * lr_multiplier(self.schedule, run.step, run.total_steps))

@@ -1,0 +1,88 @@
+"""The results store: one tidy table of curves and one table of runs, as Parquet in a run folder.
+
+Writes are atomic (temp file + rename), curves first and runs second, so a killed command
+leaves at worst curve rows of a run that is not in runs.parquet; loading drops those, and a
+resumed command reruns that run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+CURVE_COLUMNS = [
+    "run_id", "command", "method", "task", "task_params", "model_params", "seed", "lr0", "schedule",
+    "step", "total_steps", "tokens_or_examples", "flops", "train_loss", "valid_loss",
+    "lr", "beta1", "beta2", "eps", "weight_decay", "clip", "wall_s",
+]
+RUN_COLUMNS = [
+    "run_id", "command", "method", "task", "task_params", "model_params", "seed", "lr0", "schedule",
+    "status", "steps", "total_steps", "final_valid_loss", "wall_s", "error",
+]
+FINISHED = ("done", "diverged")  # a failed run is retried on resume
+
+
+class StoreError(ValueError):
+    pass
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{path}: not a readable Parquet table ({type(err).__name__})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StoreError(f"{path}: not an lhopt results table (missing columns: {', '.join(missing)})")
+    return frame
+
+
+class ResultsStore:
+    """results.parquet (curves) and runs.parquet (one row per run) under `run_dir`."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.curves_path = self.run_dir / "results.parquet"
+        self.runs_path = self.run_dir / "runs.parquet"
+        self.runs = _read(self.runs_path, RUN_COLUMNS)
+        curves = _read(self.curves_path, CURVE_COLUMNS)
+        self.curves = curves[curves.run_id.isin(self.runs.run_id)]  # drop rows of unrecorded runs
+
+    def finished_ids(self) -> set[str]:
+        return set(self.runs.loc[self.runs.status.isin(FINISHED), "run_id"])
+
+    def add(self, run: dict, curve: Iterable[dict]) -> None:
+        """Record one run (replacing an earlier failed attempt) and its curve, atomically."""
+        run_id = run["run_id"]
+        meta = {k: run[k] for k in CURVE_COLUMNS if k in run}
+        rows = pd.DataFrame([{**meta, **point} for point in curve], columns=CURVE_COLUMNS)
+        kept_curves = self.curves[self.curves.run_id != run_id]
+        kept_runs = self.runs[self.runs.run_id != run_id]
+        self.curves = rows if kept_curves.empty else pd.concat([kept_curves, rows], ignore_index=True)
+        new_run = pd.DataFrame([run], columns=RUN_COLUMNS)
+        self.runs = new_run if kept_runs.empty else pd.concat([kept_runs, new_run], ignore_index=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_parquet(self.curves, self.curves_path)
+        _atomic_parquet(self.runs, self.runs_path)
+
+
+def load(*paths: str | Path) -> pd.DataFrame:
+    """Curves of one or more run folders (or results.parquet files) as one DataFrame."""
+    frames = []
+    for path in paths:
+        path = Path(path)
+        store = ResultsStore(path.parent if path.suffix == ".parquet" else path)
+        frames.append(store.curves)
+    if not frames:
+        raise StoreError("no results paths given")
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,100 @@
+"""Structured schemas: every composed config is merged into these to check keys and types."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class TaskBase:
+    name: str = "?"
+    batch_size: int = 32
+    max_steps: Optional[int] = None  # cap on steps per run (None = one full epoch)
+    eval_points: int = 25  # evenly spaced validation evaluations, the last at the end
+    valid_size: Optional[int] = None  # validation examples used (None = all)
+
+
+@dataclass
+class MlpMnistTask(TaskBase):
+    hidden: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
+class CnnMnistTask(TaskBase):
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+
+
+@dataclass
+class Mnist1dConvTask(TaskBase):
+    channels: list[int] = field(default_factory=lambda: [32, 32])
+    num_train: int = 32000
+    num_valid: int = 2000
+
+
+@dataclass
+class CharLmTask(TaskBase):
+    text_path: Optional[str] = None
+    max_chars: int = 400000
+    n_layer: int = 2
+    d_model: int = 64
+    n_head: int = 4
+    context: int = 64
+
+
+@dataclass
+class NqmTask(TaskBase):
+    dim: int = 1000
+    condition: float = 1000.0
+    noise: float = 1.0
+    steps: int = 1000
+
+
+TASK_SCHEMAS: dict[str, type] = {
+    "mlp_mnist": MlpMnistTask,
+    "cnn_mnist": CnnMnistTask,
+    "mnist1d_conv": Mnist1dConvTask,
+    "char_lm": CharLmTask,
+    "nqm": NqmTask,
+}
+
+
+@dataclass
+class GridConfig:
+    lrs: list[float] = field(default_factory=list)
+    schedules: list[str] = field(default_factory=list)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    clip_fraction: float = 1.0
+
+
+@dataclass
+class ExecutorConfig:
+    workers: int = 0  # 0 = one per CPU core; 1 = in the calling process
+
+
+@dataclass
+class BaselineGridConfig:
+    command: str = "baseline-grid"
+    task: Any = None  # checked against TASK_SCHEMAS[task.name]
+    grid: GridConfig = field(default_factory=GridConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    run_dir: Optional[str] = None
+
+
+@dataclass
+class PendingCommandConfig:
+    """Commands whose options have not landed yet take only the shared keys."""
+
+    command: str = "?"
+    run_dir: Optional[str] = None
+
+
+COMMAND_SCHEMAS: dict[str, type] = {
+    "baseline-grid": BaselineGridConfig,
+    "train-policy": PendingCommandConfig,
+    "evaluate": PendingCommandConfig,
+    "scaling-fit": PendingCommandConfig,
+}

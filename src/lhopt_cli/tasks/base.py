@@ -1,0 +1,138 @@
+"""The Task protocol: one-epoch training problems with a model, data order, loss and costs."""
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+
+class Task(ABC):
+    """A training problem run for exactly one epoch (or `max_steps`, whichever is first).
+
+    The seed fixes both the model's initialisation and the order of the training data.
+    """
+
+    def __init__(self, cfg: DictConfig | dict):
+        self.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+        self.name: str = self.cfg.name
+
+    # --- what each task defines -------------------------------------------------------
+    @property
+    @abstractmethod
+    def steps_per_epoch(self) -> int: ...
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model, drawn from torch's global RNG."""
+
+    @abstractmethod
+    def train_batches(self, seed: int) -> Iterator[Any]:
+        """The epoch's batches in the order fixed by `seed` (at least `total_steps` of them)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+
+    @abstractmethod
+    def valid_loss(self, model: nn.Module) -> float: ...
+
+    @property
+    def examples_per_step(self) -> int:
+        """Examples (tokens for language models) consumed per step."""
+        return int(self.cfg.batch_size)
+
+    def embedding_params(self, model: nn.Module) -> int:
+        """Parameters of lookup tables, excluded from N as in scaling-law practice."""
+        return 0
+
+    # --- shared behaviour ---------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        cap = self.cfg.get("max_steps")
+        return self.steps_per_epoch if cap is None else max(1, min(int(cap), self.steps_per_epoch))
+
+    def eval_steps(self) -> list[int]:
+        """Evenly spaced validation steps after step 0, the last one at the end of the run."""
+        points = max(1, int(self.cfg.eval_points))
+        total = self.total_steps
+        return sorted({max(1, round(k * total / points)) for k in range(1, points + 1)})
+
+    def make_model(self, seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.build_model()
+
+    @cached_property
+    def num_params(self) -> int:
+        """N: trainable, non-embedding parameters."""
+        model = self.make_model(0)
+        total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return total - self.embedding_params(model)
+
+    @cached_property
+    def flops_per_step(self) -> float:
+        """Forward plus backward FLOPs of one training step, counted by torch on one batch."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model = self.make_model(0)
+        batch = next(iter(self.train_batches(0)))
+        with FlopCounterMode(display=False) as counter:
+            self.loss(model, batch).backward()
+        counted = float(counter.get_total_flops())
+        return counted if counted > 0 else 6.0 * self.num_params * self.examples_per_step
+
+    def describe(self) -> str:
+        """The task's parameters as canonical JSON (stored with every run)."""
+        return json.dumps(OmegaConf.to_container(self.cfg, resolve=True), sort_keys=True)
+
+
+def batches_from_arrays(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Iterator[tuple]:
+    """One epoch over (x, y) in a seeded random order, dropping the last partial batch."""
+    gen = torch.Generator().manual_seed(10_007 * seed + 17)
+    order = torch.randperm(len(x), generator=gen)
+    for start in range(0, len(x) - batch_size + 1, batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]
+
+
+class ArrayClassificationTask(Task):
+    """Tasks whose data are in-memory tensors and whose loss is cross-entropy on targets."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+
+    def _limit_valid(self) -> None:
+        size = self.cfg.get("valid_size")
+        if size is not None:
+            self.x_valid, self.y_valid = self.x_valid[:size], self.y_valid[:size]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.x_train) // int(self.cfg.batch_size)
+
+    def train_batches(self, seed: int) -> Iterator[tuple]:
+        return batches_from_arrays(self.x_train, self.y_train, int(self.cfg.batch_size), seed)
+
+    def loss(self, model: nn.Module, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        logits = model(x)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    @torch.no_grad()
+    def valid_loss(self, model: nn.Module, chunk: int = 1024) -> float:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for start in range(0, len(self.x_valid), chunk):
+            x, y = self.x_valid[start : start + chunk], self.y_valid[start : start + chunk]
+            total += float(self.loss(model, (x, y))) * y.numel()
+            count += y.numel()
+        model.train(was_training)
+        return total / count if count else math.nan

