@@ -89,10 +89,10 @@ def execute(job: GridRun) -> tuple[dict, list[dict]]:
     return run, curve
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None) -> pd.DataFrame:
     """Run (or resume) the grid into `run_dir`; returns the lr x schedule table of final losses."""
-    console = console or Console()
-    jobs = plan(cfg)
+    console = console or Console(soft_wrap=True)
+    jobs = plan(cfg) if jobs is None else jobs
     store = ResultsStore(run_dir)
     finished = store.finished_ids()
     todo = [job for job in jobs if job.run_id not in finished]

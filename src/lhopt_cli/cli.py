@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit.")]
-console = Console()
+console = Console(soft_wrap=True)  # paths and messages stay on one line
 
 
 class UserError(Exception):
@@ -54,8 +54,9 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from .report import best_cell, print_grid, write_grid_csv
 
     cfg = _compose(ctx, "baseline_grid", cfg_only)
+    jobs = job.plan(cfg)  # checks the grid's values before anything is written
     run_dir = make_run_dir(cfg)
-    table = job.run(cfg, run_dir, console)
+    table = job.run(cfg, run_dir, console, jobs)
     title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
     print_grid(table, title, console)
     csv_path = write_grid_csv(table, run_dir / "grid_table.csv")

@@ -16,8 +16,8 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     """Final validation loss per (learning rate, schedule); the best cell boxed, gaps marked."""
     values = table.to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2, 0.6 * len(table.index) + 1.8))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r", aspect="auto")
-    image.cmap.set_bad("lightgray")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="lightgray")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right")
     ax.set_yticks(range(len(table.index)), [f"{lr:g}" for lr in table.index])
     ax.set_xlabel("schedule")

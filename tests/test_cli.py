@@ -1,0 +1,78 @@
+"""The CLI through typer's CliRunner and the installed console script: help, --cfg, bad input."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import LHOPT, lhopt_env
+from lhopt_cli.cli import main
+
+
+def test_help_lists_all_four_commands(run_cli):
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    for command in ("train-policy", "baseline-grid", "evaluate", "scaling-fit"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", ["train-policy", "evaluate", "scaling-fit"])
+def test_pending_commands_exit_2(run_cli, command):
+    result = run_cli(command)
+    assert result.exit_code == 2
+    assert "not yet available" in result.output
+
+
+def test_cfg_prints_composed_config_with_overrides(run_cli):
+    result = run_cli("baseline-grid", "--cfg", "task=char_lm", "seeds=[0,1]", "task.n_layer=3")
+    assert result.exit_code == 0
+    cfg = yaml.safe_load(result.output)
+    assert cfg["task"]["name"] == "char_lm" and cfg["task"]["n_layer"] == 3
+    assert cfg["seeds"] == [0, 1]
+    assert len(cfg["grid"]["lrs"]) == 5 and len(cfg["grid"]["schedules"]) == 7
+
+
+def test_debug_smoke_shrinks_runs(run_cli):
+    cfg = yaml.safe_load(run_cli("baseline-grid", "--cfg", "debug=smoke").output)
+    assert cfg["task"]["max_steps"] <= 10
+
+
+@pytest.mark.parametrize("config_group", ["task=mlp_mnist", "task=cnn_mnist", "task=mnist1d_conv", "task=char_lm",
+                                          "task=nqm", "grid=default", "executor=local", "debug=smoke"])
+def test_every_config_group_option_composes(run_cli, config_group):
+    assert run_cli("baseline-grid", "--cfg", config_group).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("task=foo", "unknown task 'foo'; known: char_lm, cnn_mnist, mlp_mnist, mnist1d_conv, nqm"),
+        ("+foo=1", "Key 'foo' not in"),
+        ("nonsense=1", "Could not override 'nonsense'"),
+        ("task.batch_size=abc", "task.batch_size"),
+        ("seeds=zero", "seeds"),
+        ("grid.schedules=[cosine,bogus]", "unknown schedule 'bogus'"),
+        ("executor=slurm", "unknown executor 'slurm'; known: local"),
+        ("+task.hiden=3", "Key 'hiden' not in"),
+        ("grid.lrs=[-1.0]", "positive"),
+    ],
+)
+def test_bad_overrides_give_one_clear_line_and_nonzero_exit(tmp_path, monkeypatch, capsys, override, expected):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["lhopt", "baseline-grid", override, f"run_dir={run_dir}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code not in (0, None)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert not run_dir.exists()  # nothing is written for a config that does not validate
+
+
+def test_console_script_reports_bad_input_in_one_line(tmp_path):
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "task=foo"], capture_output=True, text=True,
+                          env=lhopt_env(), timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown task 'foo'; known: char_lm, cnn_mnist, mlp_mnist, mnist1d_conv, nqm"]
