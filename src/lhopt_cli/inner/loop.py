@@ -45,19 +45,21 @@ def train_one_epoch(task: Task, seed: int, hook: Hook | None = None, hparams: HP
         recent.clear()
 
     model.train()
-    record(0, task.valid_loss(model))
+    initial_valid = task.valid_loss(model)
     hook.on_start(run)
     status = "done"
     for step, batch in zip(range(run.total_steps), task.train_batches(seed)):
         run.step = step
         hook.before_step(run)
         apply_hparams(run.optimizer, run.hparams)
+        if step == 0:
+            record(0, initial_valid)  # with the hyperparameters the hook chose for the first step
         loss = task.loss(model, batch)
         value = float(loss.detach())
         recent.append(value)
         if not math.isfinite(value):
             status = "diverged"
-            record(step, math.nan)
+            record(step, task.valid_loss(model))
             break
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -62,17 +62,17 @@ class RollingMaxClipper:
         self.rolling_max = 0.0
 
     def __call__(self, params: list[torch.nn.Parameter], fraction: float) -> tuple[float, bool]:
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
             return 0.0, False
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
         value = float(norm)
         if math.isfinite(value):
             self.rolling_max = max(self.decay * self.rolling_max, value)
         threshold = fraction * self.rolling_max
         clipped = fraction < 1.0 and value > threshold
         if clipped:
-            torch.nn.utils.clip_grads_with_norm_(grads, threshold, norm)
+            torch.nn.utils.clip_grads_with_norm_(with_grad, threshold, norm)  # scales each p.grad
         return value, clipped
 
     def state_dict(self) -> dict[str, float]:
