@@ -25,8 +25,10 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     best = np.unravel_index(np.nanargmin(values), values.shape) if np.isfinite(values).any() else None
     for (i, j), value in np.ndenumerate(values):
         label = f"{value:.3f}" if math.isfinite(value) else "div"
-        ax.text(j, i, label, ha="center", va="center", fontsize=8,
-                fontweight="bold" if (i, j) == best else "normal", color="black" if (i, j) == best else "white")
+        red, green, blue, _ = cmap(image.norm(value)) if math.isfinite(value) else (1, 1, 1, 1)
+        light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # dark text on light cells
+        ax.text(j, i, label, ha="center", va="center", fontsize=8, color="black" if light else "white",
+                fontweight="bold" if (i, j) == best else "normal")
     if best is not None:
         ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     fig.colorbar(image, ax=ax, label="final validation loss")

@@ -19,22 +19,23 @@ def best_cell(table: pd.DataFrame) -> tuple[float, str] | None:
 
 
 def print_grid(table: pd.DataFrame, title: str, console: Console) -> None:
-    """The lr x schedule table of final validation losses, best cell marked with '*'."""
+    """Final validation losses, a schedule per row and a learning rate per column (fits 80
+    columns), the best cell marked with '*'."""
     best = best_cell(table)
     shown = Table(title=title, caption="* best; div = diverged or failed in every seed")
-    shown.add_column("lr", justify="right")
+    shown.add_column("schedule \\ lr")
+    for lr in table.index:
+        shown.add_column(f"{lr:g}", justify="right")
     for schedule in table.columns:
-        shown.add_column(str(schedule), justify="right", overflow="fold", min_width=7)
-    for lr, row in table.iterrows():
         cells = []
-        for schedule, value in row.items():
+        for lr, value in table[schedule].items():
             if not math.isfinite(value):
                 cells.append("div")
             elif (lr, schedule) == best:
                 cells.append(f"[bold green]*{value:.4f}[/bold green]")
             else:
                 cells.append(f"{value:.4f}")
-        shown.add_row(f"{lr:g}", *cells)
+        shown.add_row(str(schedule), *cells)
     console.print(shown)
 
 
