@@ -17,7 +17,9 @@ from rich.console import Console
 
 from .config import ConfigError
 from .executor import resolve_workers, run_jobs
-from .inner import SCHEDULES, HParams, ScheduleHook, train_one_epoch
+from . import scheduling
+from .inner import SCHEDULES, HParams, RunResult, ScheduleHook, train_one_epoch
+from .inner.batched import train_batched
 from .progress import progress_bar
 from .results.store import ResultsStore
 from .tasks import Task, build_task
@@ -47,6 +49,8 @@ def plan(cfg: DictConfig) -> list[GridRun]:
         raise ConfigError("grid.lrs, grid.schedules and seeds must each list at least one value")
     if any(lr <= 0 for lr in grid.lrs):
         raise ConfigError("grid.lrs must all be positive")
+    if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
+        raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     task_json = json.dumps(task_cfg, sort_keys=True)
     fixed = {k: float(grid[k]) for k in ("beta1", "beta2", "eps", "weight_decay")} | {"clip": float(grid.clip_fraction)}
@@ -67,26 +71,43 @@ def _task(task_json: str) -> Task:
     return _TASK_CACHE[task_json]
 
 
-def execute(job: GridRun) -> tuple[dict, list[dict]]:
-    """Run one grid member; any exception becomes a 'failed' run rather than a crash."""
-    task_cfg = json.loads(job.task_json)
-    meta = {"run_id": job.run_id, "command": "baseline-grid", "method": "baseline", "task": task_cfg["name"],
-            "task_params": job.task_json, "seed": job.seed, "lr0": job.lr, "schedule": job.schedule}
-    try:
-        task = _task(job.task_json)
-        base = HParams(lr=job.lr, **json.loads(job.hparams_json))
-        result = train_one_epoch(task, job.seed, ScheduleHook(job.schedule, base), base)
-    except Exception as err:  # recorded, retried on resume
-        detail = traceback.format_exception_only(type(err), err)[-1].strip()
-        return {**meta, "status": "failed", "steps": 0, "total_steps": 0, "final_valid_loss": float("nan"),
-                "wall_s": 0.0, "model_params": 0, "error": detail}, []
-    per_step = {"examples": task.examples_per_step, "flops": task.flops_per_step}
-    curve = [{**point, "total_steps": task.total_steps, "tokens_or_examples": point["step"] * per_step["examples"],
-              "flops": point["step"] * per_step["flops"]} for point in result.curve]
-    run = {**meta, "model_params": task.num_params, "status": result.status, "steps": result.steps,
+def _meta(job: GridRun) -> dict:
+    return {"run_id": job.run_id, "command": "baseline-grid", "method": "baseline",
+            "task": json.loads(job.task_json)["name"], "task_params": job.task_json, "seed": job.seed,
+            "lr0": job.lr, "schedule": job.schedule}
+
+
+def _rows(job: GridRun, task: Task, result: RunResult) -> tuple[dict, list[dict]]:
+    curve = [{**point, "total_steps": task.total_steps, "tokens_or_examples": point["step"] * task.examples_per_step,
+              "flops": point["step"] * task.flops_per_step} for point in result.curve]
+    run = {**_meta(job), "model_params": task.num_params, "status": result.status, "steps": result.steps,
            "total_steps": task.total_steps, "final_valid_loss": result.final_valid_loss, "wall_s": result.wall_s,
            "error": ""}
     return run, curve
+
+
+def _failed(job: GridRun, err: Exception) -> tuple[dict, list[dict]]:
+    detail = traceback.format_exception_only(type(err), err)[-1].strip()
+    return {**_meta(job), "status": "failed", "steps": 0, "total_steps": 0, "final_valid_loss": float("nan"),
+            "wall_s": 0.0, "model_params": 0, "error": detail}, []
+
+
+def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
+    """Run a chunk of grid members (of one task): batched when it has several, else alone.
+
+    Any exception becomes 'failed' runs rather than a crash; they are retried on resume.
+    """
+    try:
+        task = _task(chunk[0].task_json)
+        bases = [HParams(lr=job.lr, **json.loads(job.hparams_json)) for job in chunk]
+        hooks = [ScheduleHook(job.schedule, base) for job, base in zip(chunk, bases)]
+        if len(chunk) == 1:
+            results = [train_one_epoch(task, chunk[0].seed, hooks[0], bases[0])]
+        else:
+            results = train_batched(task, [job.seed for job in chunk], hooks, bases)
+    except Exception as err:  # recorded, retried on resume
+        return [_failed(job, err) for job in chunk]
+    return [_rows(job, task, result) for job, result in zip(chunk, results)]
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None) -> pd.DataFrame:
@@ -101,14 +122,22 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
     else:
         if finished:
             console.print(f"Resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go.")
-        workers = resolve_workers(int(cfg.executor.workers), len(todo))
+        ex = cfg.executor
+        requested = resolve_workers(int(ex.workers), len(todo))
+        path = scheduling.choose(_task(todo[0].task_json), len(todo), requested, ex.path, int(ex.members))
+        work = scheduling.chunks(todo, path.members, path.workers)
+        workers = min(path.workers, len(work))
+        how = f"batched, up to {path.members} members per process" if path.path == "batched" else "one run at a time"
+        console.print(f"{len(todo)} runs on {workers} worker process{'es' * (workers > 1)}, {how}"
+                      + (f" ({path.note})" if path.note else ""))
         with progress_bar(console) as bar:
-            progress = bar.add_task(f"{cfg.task.name} grid ({workers} worker{'s' * (workers > 1)})", total=len(todo))
-            for _, (run_row, curve) in run_jobs(execute, todo, workers):
-                store.add(run_row, curve)
-                if run_row["status"] == "failed":
-                    console.print(f"[red]failed[/red] {run_row['run_id']}: {run_row['error']}")
-                bar.advance(progress)
+            progress = bar.add_task(f"{cfg.task.name} grid", total=len(todo))
+            for _, results in run_jobs(execute, work, workers):
+                store.add(results)
+                for run_row, _ in results:
+                    if run_row["status"] == "failed":
+                        console.print(f"[red]failed[/red] {run_row['run_id']}: {run_row['error']}")
+                bar.advance(progress, len(results))
     ids = {job.run_id for job in jobs}
     return grid_table(store.runs[store.runs.run_id.isin(ids)], cfg.grid.lrs, cfg.grid.schedules)
 

@@ -72,6 +72,8 @@ class GridConfig:
 @dataclass
 class ExecutorConfig:
     workers: int = 0  # 0 = one per CPU core; 1 = in the calling process
+    path: str = "auto"  # auto | single | batched
+    members: int = 32  # most runs batched in one process
 
 
 @dataclass

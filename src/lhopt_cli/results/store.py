@@ -61,16 +61,17 @@ class ResultsStore:
     def finished_ids(self) -> set[str]:
         return set(self.runs.loc[self.runs.status.isin(FINISHED), "run_id"])
 
-    def add(self, run: dict, curve: Iterable[dict]) -> None:
-        """Record one run (replacing an earlier failed attempt) and its curve, atomically."""
-        run_id = run["run_id"]
-        meta = {k: run[k] for k in CURVE_COLUMNS if k in run}
-        rows = pd.DataFrame([{**meta, **point} for point in curve], columns=CURVE_COLUMNS)
-        kept_curves = self.curves[self.curves.run_id != run_id]
-        kept_runs = self.runs[self.runs.run_id != run_id]
-        self.curves = rows if kept_curves.empty else pd.concat([kept_curves, rows], ignore_index=True)
-        new_run = pd.DataFrame([run], columns=RUN_COLUMNS)
-        self.runs = new_run if kept_runs.empty else pd.concat([kept_runs, new_run], ignore_index=True)
+    def add(self, finished: list[tuple[dict, list[dict]]]) -> None:
+        """Record runs (replacing earlier failed attempts) with their curves, in one atomic write."""
+        ids = {run["run_id"] for run, _ in finished}
+        curves = [pd.DataFrame([{**{k: run[k] for k in CURVE_COLUMNS if k in run}, **point} for point in curve],
+                               columns=CURVE_COLUMNS) for run, curve in finished if curve]
+        runs = pd.DataFrame([run for run, _ in finished], columns=RUN_COLUMNS)
+        kept_curves = self.curves[~self.curves.run_id.isin(ids)]
+        kept_runs = self.runs[~self.runs.run_id.isin(ids)]
+        self.curves = pd.concat([frame for frame in (kept_curves, *curves) if not frame.empty] or [kept_curves],
+                                ignore_index=True)
+        self.runs = pd.concat([frame for frame in (kept_runs, runs) if not frame.empty], ignore_index=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_parquet(self.curves, self.curves_path)
         _atomic_parquet(self.runs, self.runs_path)

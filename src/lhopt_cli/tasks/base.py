@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import Any, Iterator
@@ -39,7 +38,22 @@ class Task(ABC):
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
     @abstractmethod
-    def valid_loss(self, model: nn.Module) -> float: ...
+    def valid_batches(self) -> list[tuple[Any, float]]:
+        """The fixed validation set as (batch, weight) pairs; the loss is their weighted mean."""
+
+    @torch.no_grad()
+    def valid_loss(self, model: nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        pairs = self.valid_batches()
+        total = sum(float(self.loss(model, batch)) * weight for batch, weight in pairs)
+        model.train(was_training)
+        return total / sum(weight for _, weight in pairs)
+
+    def member_batches(self, seeds: list[int]) -> Iterator[Any]:
+        """Each member's own epoch (as `train_batches(seed)`), stacked along a leading member axis."""
+        for parts in zip(*(self.train_batches(seed) for seed in seeds)):
+            yield torch.utils.data.default_collate(list(parts))
 
     @property
     def examples_per_step(self) -> int:
@@ -91,10 +105,14 @@ class Task(ABC):
         return json.dumps(OmegaConf.to_container(self.cfg, resolve=True), sort_keys=True)
 
 
+def epoch_order(n: int, seed: int) -> torch.Tensor:
+    """The seeded random order of one epoch over n examples."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(10_007 * seed + 17))
+
+
 def batches_from_arrays(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Iterator[tuple]:
     """One epoch over (x, y) in a seeded random order, dropping the last partial batch."""
-    gen = torch.Generator().manual_seed(10_007 * seed + 17)
-    order = torch.randperm(len(x), generator=gen)
+    order = epoch_order(len(x), seed)
     for start in range(0, len(x) - batch_size + 1, batch_size):
         idx = order[start : start + batch_size]
         yield x[idx], y[idx]
@@ -125,14 +143,14 @@ class ArrayClassificationTask(Task):
         logits = model(x)
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
-    @torch.no_grad()
-    def valid_loss(self, model: nn.Module, chunk: int = 1024) -> float:
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for start in range(0, len(self.x_valid), chunk):
-            x, y = self.x_valid[start : start + chunk], self.y_valid[start : start + chunk]
-            total += float(self.loss(model, (x, y))) * y.numel()
-            count += y.numel()
-        model.train(was_training)
-        return total / count if count else math.nan
+    def valid_batches(self, chunk: int = 1024) -> list[tuple[tuple, float]]:
+        return [((self.x_valid[i : i + chunk], self.y_valid[i : i + chunk]), float(self.y_valid[i : i + chunk].numel()))
+                for i in range(0, len(self.x_valid), chunk)]
+
+    def member_batches(self, seeds: list[int]) -> Iterator[tuple]:
+        """Each member's epoch in the order `train_batches(seed)` gives it, gathered in one op."""
+        batch = int(self.cfg.batch_size)
+        orders = torch.stack([epoch_order(len(self.x_train), seed) for seed in seeds])  # (K, n)
+        for start in range(0, len(self.x_train) - batch + 1, batch):
+            idx = orders[:, start : start + batch]  # (K, B)
+            yield self.x_train[idx], self.y_train[idx]

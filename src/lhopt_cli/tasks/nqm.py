@@ -50,6 +50,5 @@ class Nqm(Task):
     def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return model(batch)
 
-    @torch.no_grad()
-    def valid_loss(self, model: nn.Module) -> float:
-        return float(model(torch.zeros_like(model.x)))
+    def valid_batches(self) -> list[tuple[torch.Tensor, float]]:
+        return [(torch.zeros(int(self.cfg.dim)), 1.0)]  # no noise: the exact expected loss

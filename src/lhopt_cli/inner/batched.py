@@ -1,0 +1,255 @@
+"""K same-shape runs of one task in one process: each weight stacked as a [K, ...] leaf, one
+vmapped forward/backward for all members, then per member torch's fused AdamW kernel with that
+member's own hyperparameters and clip threshold.
+
+Member i matches `train_one_epoch(task, seeds[i], hooks[i], hparams[i])`: the same
+initialisation, data order, AdamW arithmetic (torch's, bias correction from the current
+betas), clipping rule and validation points. A member whose loss turns NaN/inf is frozen and
+marked diverged; the others go on.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.func import functional_call, vmap
+from torch.optim.adamw import adamw
+
+from ..tasks import Task
+from .hooks import Hook
+from .loop import RunResult
+from .optim import HPARAM_NAMES, HParams
+from .stats import optimizer_stats
+
+
+# vmap runs attention member by member (no batching rule yet); correct, and measured by the
+# scheduler, so the warning adds nothing
+warnings.filterwarnings("ignore", message=".*not yet implemented the batching rule for aten::_scaled_dot")
+
+
+@dataclass
+class MemberContext:
+    """A member's view for hooks, shaped like the single loop's RunContext."""
+
+    engine: "BatchedRun"
+    index: int
+    step: int
+    total_steps: int
+    hparams: HParams
+    clipped: bool = False
+    grad_norm: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)  # sums since the last reset
+    stats_count: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def save_state(self) -> dict[str, Any]:
+        return self.engine.save_member(self.index)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.engine.load_member(self.index, state)
+
+
+class _Member:
+    """Calls the task's module with one member's parameters (inside vmap)."""
+
+    def __init__(self, module: torch.nn.Module, params: dict, buffers: dict):
+        self.module, self.params, self.buffers = module, params, buffers
+
+    def __call__(self, *args):
+        return functional_call(self.module, (self.params, self.buffers), args)
+
+    def train(self, mode: bool = True):  # the tasks' models have no train/eval differences
+        return self
+
+    def eval(self):
+        return self
+
+    training = True
+
+
+class BatchedRun:
+    def __init__(self, task: Task, seeds: list[int], hooks: list[Hook] | None = None,
+                 hparams: list[HParams] | None = None, stats_every: int = 0):
+        self.task, self.seeds, self.K = task, list(seeds), len(seeds)
+        self.hooks = hooks or [Hook() for _ in seeds]
+        hparams = hparams or [HParams() for _ in seeds]
+        models = [task.make_model(seed) for seed in seeds]
+        self.module = models[0]
+        self.names = [n for n, p in self.module.named_parameters() if p.requires_grad]
+        self.buffers = dict(self.module.named_buffers())  # shared: the tasks' buffers are constants
+        member_params = [dict(m.named_parameters()) for m in models]
+        # (K, *shape) leaves: separate tensors, so backward writes each gradient once, in place
+        self.params = [torch.stack([mp[n].detach() for mp in member_params]).requires_grad_(True) for n in self.names]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [[torch.tensor(0.0) for _ in self.params] for _ in seeds]  # as torch keeps them
+        self.fused = True
+        self.rolling_max = torch.zeros(self.K)
+        self.active = torch.ones(self.K, dtype=torch.bool)
+        self.stats_every = stats_every
+        self.ctx = [MemberContext(self, i, 0, task.total_steps, hp) for i, hp in enumerate(hparams)]
+        loss_fn: Callable = lambda p, batch: task.loss(_Member(self.module, p, self.buffers), batch)
+        self._train_loss = vmap(loss_fn)
+        self._valid_loss = vmap(loss_fn, in_dims=(0, None))
+
+    # --- parameters --------------------------------------------------------------------
+    def _views(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.params))
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's weights as an ordinary state dict of the task's model."""
+        return {n: p[i].detach().clone() for n, p in zip(self.names, self.params)}
+
+    def _flat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.detach().reshape(self.K, -1) for t in tensors], dim=1)  # (K, N)
+
+    # --- restart registers -----------------------------------------------------------------
+    def save_member(self, i: int) -> dict[str, Any]:
+        return {"params": [p[i].detach().clone() for p in self.params],
+                "exp_avg": [m[i].clone() for m in self.exp_avg], "exp_avg_sq": [v[i].clone() for v in self.exp_avg_sq],
+                "steps": [t.clone() for t in self.steps[i]], "rolling_max": float(self.rolling_max[i])}
+
+    def load_member(self, i: int, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for mine, saved in zip(self.params, state["params"]):
+                mine[i].copy_(saved)
+        for group in ("exp_avg", "exp_avg_sq"):
+            for mine, saved in zip(getattr(self, group), state[group]):
+                mine[i].copy_(saved)
+        for mine, saved in zip(self.steps[i], state["steps"]):
+            mine.copy_(saved)
+        self.rolling_max[i] = state["rolling_max"]
+
+    # --- one epoch ----------------------------------------------------------------------
+    @torch.no_grad()
+    def valid_losses(self) -> list[float]:
+        pairs = self.task.valid_batches()
+        views = {n: p.detach() for n, p in self._views().items()}
+        total = sum(self._valid_loss(views, batch).double() * weight for batch, weight in pairs)
+        return (total / sum(w for _, w in pairs)).tolist()
+
+    def _hparam_columns(self) -> dict[str, torch.Tensor]:
+        table = torch.tensor([[getattr(c.hparams, n) for n in HPARAM_NAMES] for c in self.ctx], dtype=torch.float64)
+        return {name: table[:, j : j + 1] for j, name in enumerate(HPARAM_NAMES)}  # each (K, 1)
+
+    @torch.no_grad()
+    def _clip(self, grads: list[torch.Tensor], clip: torch.Tensor) -> None:
+        """Per member: threshold = c x rolling max of its gradient norm (torch's clip arithmetic)."""
+        norms = torch.stack([g.reshape(self.K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+        finite = torch.isfinite(norms) & self.active
+        self.rolling_max = torch.where(finite, torch.maximum(0.99 * self.rolling_max, norms), self.rolling_max)
+        threshold = clip * self.rolling_max
+        clipped = (clip < 1.0) & (norms > threshold)
+        if bool(clipped.any()):
+            coef = torch.where(clipped, (threshold / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))
+            for g in grads:
+                g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+        for c, norm, was in zip(self.ctx, norms.tolist(), clipped.tolist()):
+            c.grad_norm, c.clipped = norm, was
+
+    @torch.no_grad()
+    def _adamw(self, grads: list[torch.Tensor], sample_stats: bool) -> None:
+        """torch's fused AdamW kernel on each active member's weights (frozen members skipped).
+
+        One call per member gives exactly torch's arithmetic, including bias correction from
+        the current betas, as in the single-run loop, and keeps each pass in cache.
+        """
+        before = self._flat(self.params) if sample_stats else None
+        for i, c in enumerate(self.ctx):
+            if not self.active[i]:
+                continue
+            hp = c.hparams
+            adamw([p.detach()[i] for p in self.params], [g[i] for g in grads], [m[i] for m in self.exp_avg],
+                  [v[i] for v in self.exp_avg_sq], [], self.steps[i], fused=self.fused, amsgrad=False,
+                  beta1=hp.beta1, beta2=hp.beta2, lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.eps, maximize=False)
+        if sample_stats:
+            self._accumulate(self._stats(before, self._flat(grads)))
+
+    def _stats(self, param: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+        hp = self._hparam_columns()
+        steps = torch.tensor([float(s[0]) for s in self.steps], dtype=torch.float64)[:, None].clamp_min(1.0)
+        bias1 = (1 - hp["beta1"] ** steps).float()
+        bias2_sqrt = (1 - hp["beta2"] ** steps).sqrt().float()
+        m, v = self._flat(self.exp_avg), self._flat(self.exp_avg_sq)
+        v_hat_sqrt = v.sqrt() / bias2_sqrt
+        direction = (m / bias1) / (v_hat_sqrt + hp["eps"].float())
+        return optimizer_stats(param, grad, m, v_hat_sqrt, direction, hp["eps"].float())
+
+    def _accumulate(self, stats: dict[str, torch.Tensor]) -> None:
+        columns = {k: v.tolist() for k, v in stats.items()}
+        for i, c in enumerate(self.ctx):
+            for name, values in columns.items():
+                c.stats[name] = c.stats.get(name, 0.0) + values[i]
+            c.stats["clipped"] = c.stats.get("clipped", 0.0) + float(c.clipped)
+            c.stats_count += 1
+
+    def run(self) -> list[RunResult]:
+        task, K = self.task, self.K
+        total = task.total_steps
+        eval_at = set(task.eval_steps())
+        start = time.perf_counter()
+        curves: list[list[dict]] = [[] for _ in range(K)]
+        recent: list[list[float]] = [[] for _ in range(K)]
+        status = ["done"] * K
+        done_steps = [total] * K
+
+        def record(i: int, step: int, valid: float) -> None:
+            train = sum(recent[i]) / len(recent[i]) if recent[i] else math.nan
+            curves[i].append({"step": step, "train_loss": train, "valid_loss": valid,
+                              **self.ctx[i].hparams.as_dict(), "wall_s": time.perf_counter() - start})
+            recent[i].clear()
+
+        def diverge(i: int, step: int, valid: float) -> None:
+            status[i], done_steps[i] = "diverged", step
+            record(i, step, valid)
+            self.active[i] = False
+
+        initial = self.valid_losses()
+        for hook, c in zip(self.hooks, self.ctx):
+            hook.on_start(c)
+        for step, batch in zip(range(total), task.member_batches(self.seeds)):
+            live = [i for i in range(K) if self.active[i]]
+            if not live:
+                break
+            for i in live:
+                self.ctx[i].step = step
+                self.hooks[i].before_step(self.ctx[i])
+                if step == 0:
+                    record(i, 0, initial[i])
+            clip = torch.tensor([self.ctx[i].hparams.clip for i in range(K)])
+            for p in self.params:
+                p.grad = None
+            losses = self._train_loss(self._views(), batch)  # (K,)
+            values = losses.detach().tolist()
+            for i in live:
+                recent[i].append(values[i])
+                if not math.isfinite(values[i]):
+                    diverge(i, step, self.valid_losses()[i])
+            torch.where(self.active, losses, torch.zeros_like(losses)).sum().backward()
+            grads = [p.grad for p in self.params]
+            self._clip(grads, clip)
+            self._adamw(grads, self.stats_every > 0 and step % self.stats_every == 0)
+            live = [i for i in range(K) if self.active[i]]
+            for i in live:
+                self.ctx[i].step = step + 1
+                self.hooks[i].after_step(self.ctx[i], values[i])
+            if step + 1 in eval_at:
+                valid = self.valid_losses()
+                for i in live:
+                    record(i, step + 1, valid[i])
+                    self.hooks[i].on_eval(self.ctx[i], valid[i])
+                    if not math.isfinite(valid[i]):
+                        status[i], done_steps[i] = "diverged", step + 1
+                        self.active[i] = False
+        wall = time.perf_counter() - start
+        return [RunResult(status[i], done_steps[i], curves[i], wall) for i in range(K)]
+
+
+def train_batched(task: Task, seeds: list[int], hooks: list[Hook] | None = None,
+                  hparams: list[HParams] | None = None, stats_every: int = 0) -> list[RunResult]:
+    """One epoch of K members at once; result i has the form train_one_epoch gives."""
+    return BatchedRun(task, seeds, hooks, hparams, stats_every).run()

@@ -1,0 +1,97 @@
+"""Pick the faster way to run many same-task runs, and cut the runs into chunks for workers.
+
+Small models are overhead-bound and gain from batching members in one process; larger ones
+are compute-bound and gain only from more processes. Which one a task is depends on the
+machine, so `path=auto` measures both on one thread for a few steps and keeps the faster;
+every core then runs one worker process of that kind.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+import torch
+
+from .inner import HParams, train_one_epoch
+from .inner.batched import train_batched
+from .tasks import Task
+
+T = TypeVar("T")
+PATHS = ("auto", "single", "batched")
+
+
+SMALL_JOB_S = 10.0  # below this much single-thread work, worker start-up costs more than it saves
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str  # "single" (one run at a time per worker) or "batched"
+    members: int  # runs per chunk
+    workers: int
+    note: str = ""
+
+
+def _rate(fn, steps: int, runs: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return steps * runs / (time.perf_counter() - start)
+
+
+def _probe(task: Task, steps: int) -> Task:
+    return task.__class__({**task.cfg, "max_steps": steps, "eval_points": 1})
+
+
+def single_rate(task: Task, steps: int = 6) -> float:
+    """Run-steps per second of one run at a time, at torch's current thread count."""
+    probe = _probe(task, steps)
+    train_one_epoch(probe, 0, hparams=HParams())  # warm-up
+    return _rate(lambda: train_one_epoch(probe, 1, hparams=HParams()), steps, 1)
+
+
+def batched_rate(task: Task, members: int, steps: int = 6) -> float:
+    """Run-steps per second of `members` runs batched in one process."""
+    probe = _probe(task, steps)
+    train_batched(probe, [0, 1])  # warm-up
+    return _rate(lambda: train_batched(probe, list(range(members))), steps, members)
+
+
+def on_threads(threads: int, fn, *args):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def choose(task: Task, runs: int, workers: int, path: str, max_members: int) -> Plan:
+    """The path, chunk size and worker count for `runs` runs of `task` on `workers` processes.
+
+    `auto` measures, on one thread, one run at a time against batches of 8 and of a worker's
+    share, and keeps the fastest; a job too small to repay starting workers stays in this process.
+    """
+    share = max(1, min(max_members, math.ceil(runs / workers)))
+    if path == "single" or share == 1:
+        return Plan("single", 1, workers)
+    if path == "batched":
+        return Plan("batched", share, workers)
+    single = on_threads(1, single_rate, task)
+    batched = {k: on_threads(1, batched_rate, task, k) for k in sorted({min(8, share), share}) if k > 1}
+    members, rate = max(batched.items(), key=lambda item: item[1])
+    if runs * task.total_steps / max(single, rate) / workers < SMALL_JOB_S:
+        workers = 1
+    note = f"measured on 1 thread, run-steps/s: single {single:.0f}, " + ", ".join(
+        f"batched K={k} {r:.0f}" for k, r in batched.items())
+    return Plan("batched", members, workers, note) if rate > single else Plan("single", 1, workers, note)
+
+
+def chunks(items: Sequence[T], size: int, workers: int) -> list[list[T]]:
+    """Split into about-equal chunks of at most `size`, their count a multiple of `workers`."""
+    if size <= 1:
+        return [[item] for item in items]
+    count = math.ceil(len(items) / size)
+    count = min(len(items), math.ceil(count / workers) * workers)
+    bounds = [round(k * len(items) / count) for k in range(count + 1)]
+    return [list(items[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
