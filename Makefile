@@ -30,8 +30,9 @@ test: install  ## the whole test suite
 test-fast: install  ## the suite without slow-marked tests
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install  ## benchmarks (ratios measured in one run)
-	@ls scripts/bench_*.py >/dev/null 2>&1 && for s in scripts/bench_*.py; do $(PY) $$s; done || echo "no benchmarks yet"
+bench: install  ## benchmarks: batched engine vs one run at a time (ratios measured in one run)
+	$(PY) scripts/bench_engine.py
+	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
 
 clean:  ## remove build outputs (keeps .venv and outputs/)
 	rm -rf build dist .pytest_cache src/*.egg-info

@@ -134,7 +134,7 @@ def test_chunks_are_even_and_a_multiple_of_the_workers():
     sizes = [len(c) for c in chunks(list(range(35)), 8, 2)]
     assert len(sizes) == 6 and sum(sizes) == 35 and max(sizes) - min(sizes) <= 1
     assert sum(chunks(list(range(7)), 1, 2), []) == list(range(7))
-    assert [len(c) for c in chunks(list(range(3)), 32, 2)] == [1, 2]
+    assert sorted(len(c) for c in chunks(list(range(3)), 32, 2)) == [1, 2]
 
 
 def test_choose_measures_and_keeps_the_faster_path():

@@ -122,3 +122,22 @@ def test_a_damaged_results_file_is_refused_with_one_line(tmp_path, run_cli):
                           capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and "not a readable Parquet table" in proc.stderr
+
+
+def test_batched_and_single_paths_give_the_same_grid(run_cli, tmp_path):
+    small = ("grid.lrs=[1e-3,1e-2]", "seeds=[0,1]")
+    tables = {}
+    for path in ("single", "batched"):
+        _grid(run_cli, tmp_path / path, f"executor.path={path}", *small)
+        tables[path] = pd.read_parquet(tmp_path / path / "runs.parquet").set_index("run_id").sort_index()
+        curves = pd.read_parquet(tmp_path / path / "results.parquet")
+        assert list(curves.columns) == CURVE_COLUMNS and len(curves) == 28 * 5
+    single, batched = tables["single"], tables["batched"]
+    assert list(single.index) == list(batched.index) and len(single) == 28
+    assert (single.status == batched.status).all()
+    pd.testing.assert_series_equal(single.final_valid_loss, batched.final_valid_loss, rtol=1e-4)
+
+
+def test_unknown_executor_path_is_refused(run_cli, tmp_path):
+    result = run_cli("baseline-grid", "debug=smoke", "executor.path=gpu", f"run_dir={tmp_path / 'x'}")
+    assert result.exit_code != 0

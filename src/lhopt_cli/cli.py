@@ -29,7 +29,7 @@ class UserError(Exception):
 def _compose(ctx: typer.Context, config_name: str, show: bool):
     cfg = compose(config_name, list(ctx.args))
     if show:
-        typer.echo(OmegaConf.to_yaml(cfg), nl=False)
+        typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
         raise typer.Exit(0)
     return cfg
 
@@ -69,8 +69,20 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 @app.command("train-policy", context_settings=OVERRIDES)
 def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
-    """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family."""
-    _not_yet(ctx, "train_policy", cfg_only, "issue 4")
+    """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family.
+
+    Writes meta_train.csv (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
+    explained variance, episodes/s), checkpoint.pt and, at the end, policy.pt into run_dir.
+    A killed run continues with `resume=true` and the same run_dir.
+    Examples: `lhopt train-policy run_dir=outputs/policy`, `lhopt train-policy debug=smoke`,
+    `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`.
+    """
+    from . import train_policy as job
+
+    cfg = _compose(ctx, "train_policy", cfg_only)
+    run_dir = make_run_dir(cfg)
+    policy = job.run(cfg, run_dir, console)
+    console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
 
 @app.command("evaluate", context_settings=OVERRIDES)

@@ -17,6 +17,13 @@ class TaskBase:
 @dataclass
 class MlpMnistTask(TaskBase):
     hidden: list[int] = field(default_factory=lambda: [128])
+    activation: str = "relu"  # relu | tanh | gelu | silu
+    norm: str = "none"  # none | layernorm
+
+
+@dataclass
+class MlpDigitsTask(MlpMnistTask):
+    pass
 
 
 @dataclass
@@ -51,6 +58,7 @@ class NqmTask(TaskBase):
 
 TASK_SCHEMAS: dict[str, type] = {
     "mlp_mnist": MlpMnistTask,
+    "mlp_digits": MlpDigitsTask,
     "cnn_mnist": CnnMnistTask,
     "mnist1d_conv": Mnist1dConvTask,
     "char_lm": CharLmTask,
@@ -77,8 +85,19 @@ class ExecutorConfig:
 
 
 @dataclass
+class DebugConfig:
+    max_steps: Optional[int] = None
+    eval_points: Optional[int] = None
+    valid_size: Optional[int] = None
+    iterations: Optional[int] = None
+    envs: Optional[int] = None
+    decisions: Optional[list[int]] = None
+
+
+@dataclass
 class BaselineGridConfig:
     command: str = "baseline-grid"
+    debug: Optional[DebugConfig] = None
     task: Any = None  # checked against TASK_SCHEMAS[task.name]
     grid: GridConfig = field(default_factory=GridConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -87,16 +106,57 @@ class BaselineGridConfig:
 
 
 @dataclass
+class ControllerConfig:
+    hidden: int = 64
+    obs_clip: float = 2.0
+    decisions: list[int] = field(default_factory=lambda: [16, 128])
+    eval_decisions: int = 64
+    stats_every: int = 4
+
+
+@dataclass
+class PPOSchema:
+    learning_rate: float = 2e-4
+    iterations: int = 300
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    minibatch_size: int = 128
+    update_epochs: int = 4
+    clip_coef: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 5.0
+    target_kl: Optional[float] = None
+    norm_adv: bool = True
+    clip_vloss: bool = True
+
+
+@dataclass
+class TrainPolicyConfig:
+    command: str = "train-policy"
+    debug: Optional[DebugConfig] = None
+    task_family: Any = None  # checked by TaskFamily when built
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    ppo: PPOSchema = field(default_factory=PPOSchema)
+    run_dir: Optional[str] = None
+    seed: int = 0
+    envs: int = 16
+    resume: bool = False
+    checkpoint_every: int = 5
+
+
+@dataclass
 class PendingCommandConfig:
     """Commands whose options have not landed yet take only the shared keys."""
 
     command: str = "?"
+    debug: Optional[DebugConfig] = None
     run_dir: Optional[str] = None
 
 
 COMMAND_SCHEMAS: dict[str, type] = {
     "baseline-grid": BaselineGridConfig,
-    "train-policy": PendingCommandConfig,
+    "train-policy": TrainPolicyConfig,
     "evaluate": PendingCommandConfig,
     "scaling-fit": PendingCommandConfig,
 }

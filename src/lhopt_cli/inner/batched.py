@@ -187,66 +187,85 @@ class BatchedRun:
             c.stats["clipped"] = c.stats.get("clipped", 0.0) + float(c.clipped)
             c.stats_count += 1
 
-    def run(self) -> list[RunResult]:
-        task, K = self.task, self.K
-        total = task.total_steps
-        eval_at = set(task.eval_steps())
-        start = time.perf_counter()
-        curves: list[list[dict]] = [[] for _ in range(K)]
-        recent: list[list[float]] = [[] for _ in range(K)]
-        status = ["done"] * K
-        done_steps = [total] * K
-
-        def record(i: int, step: int, valid: float) -> None:
-            train = sum(recent[i]) / len(recent[i]) if recent[i] else math.nan
-            curves[i].append({"step": step, "train_loss": train, "valid_loss": valid,
-                              **self.ctx[i].hparams.as_dict(), "wall_s": time.perf_counter() - start})
-            recent[i].clear()
-
-        def diverge(i: int, step: int, valid: float) -> None:
-            status[i], done_steps[i] = "diverged", step
-            record(i, step, valid)
-            self.active[i] = False
-
-        initial = self.valid_losses()
+    # --- stepping: begin(), then step() until finished, then results() -------------------
+    def begin(self) -> None:
+        """Validate the initial weights and call the hooks' on_start."""
+        K = self.K
+        self.step_index = 0
+        self._eval_at = set(self.task.eval_steps())
+        self._start = time.perf_counter()
+        self._curves: list[list[dict]] = [[] for _ in range(K)]
+        self._recent: list[list[float]] = [[] for _ in range(K)]
+        self._status = ["done"] * K
+        self._done_steps = [self.task.total_steps] * K
+        self._batches = iter(self.task.member_batches(self.seeds))
+        self._initial = self.valid_losses()
         for hook, c in zip(self.hooks, self.ctx):
             hook.on_start(c)
-        for step, batch in zip(range(total), task.member_batches(self.seeds)):
-            live = [i for i in range(K) if self.active[i]]
-            if not live:
-                break
+
+    @property
+    def finished(self) -> bool:
+        return self.step_index >= self.task.total_steps or not bool(self.active.any())
+
+    def _record(self, i: int, step: int, valid: float) -> None:
+        recent = self._recent[i]
+        train = sum(recent) / len(recent) if recent else math.nan
+        self._curves[i].append({"step": step, "train_loss": train, "valid_loss": valid,
+                                **self.ctx[i].hparams.as_dict(), "wall_s": time.perf_counter() - self._start})
+        recent.clear()
+
+    def _diverge(self, i: int, step: int, valid: float, record: bool = True) -> None:
+        self._status[i], self._done_steps[i] = "diverged", step
+        if record:
+            self._record(i, step, valid)
+        self.active[i] = False
+
+    def step(self) -> list[float]:
+        """One inner step of every live member; returns the members' training losses."""
+        step, K = self.step_index, self.K
+        batch = next(self._batches)
+        live = [i for i in range(K) if self.active[i]]
+        for i in live:
+            self.ctx[i].step = step
+            self.hooks[i].before_step(self.ctx[i])
+            if step == 0:
+                self._record(i, 0, self._initial[i])
+        clip = torch.tensor([c.hparams.clip for c in self.ctx])
+        for p in self.params:
+            p.grad = None
+        losses = self._train_loss(self._views(), batch)  # (K,)
+        values = losses.detach().tolist()
+        for i in live:
+            self._recent[i].append(values[i])
+            if not math.isfinite(values[i]):
+                self._diverge(i, step, self.valid_losses()[i])
+        torch.where(self.active, losses, torch.zeros_like(losses)).sum().backward()
+        grads = [p.grad for p in self.params]
+        self._clip(grads, clip)
+        self._adamw(grads, self.stats_every > 0 and step % self.stats_every == 0)
+        self.step_index = step + 1
+        live = [i for i in range(K) if self.active[i]]
+        for i in live:
+            self.ctx[i].step = step + 1
+            self.hooks[i].after_step(self.ctx[i], values[i])
+        if step + 1 in self._eval_at:
+            valid = self.valid_losses()
             for i in live:
-                self.ctx[i].step = step
-                self.hooks[i].before_step(self.ctx[i])
-                if step == 0:
-                    record(i, 0, initial[i])
-            clip = torch.tensor([self.ctx[i].hparams.clip for i in range(K)])
-            for p in self.params:
-                p.grad = None
-            losses = self._train_loss(self._views(), batch)  # (K,)
-            values = losses.detach().tolist()
-            for i in live:
-                recent[i].append(values[i])
-                if not math.isfinite(values[i]):
-                    diverge(i, step, self.valid_losses()[i])
-            torch.where(self.active, losses, torch.zeros_like(losses)).sum().backward()
-            grads = [p.grad for p in self.params]
-            self._clip(grads, clip)
-            self._adamw(grads, self.stats_every > 0 and step % self.stats_every == 0)
-            live = [i for i in range(K) if self.active[i]]
-            for i in live:
-                self.ctx[i].step = step + 1
-                self.hooks[i].after_step(self.ctx[i], values[i])
-            if step + 1 in eval_at:
-                valid = self.valid_losses()
-                for i in live:
-                    record(i, step + 1, valid[i])
-                    self.hooks[i].on_eval(self.ctx[i], valid[i])
-                    if not math.isfinite(valid[i]):
-                        status[i], done_steps[i] = "diverged", step + 1
-                        self.active[i] = False
-        wall = time.perf_counter() - start
-        return [RunResult(status[i], done_steps[i], curves[i], wall) for i in range(K)]
+                self._record(i, step + 1, valid[i])
+                self.hooks[i].on_eval(self.ctx[i], valid[i])
+                if not math.isfinite(valid[i]):
+                    self._diverge(i, step + 1, valid[i], record=False)
+        return values
+
+    def results(self) -> list[RunResult]:
+        wall = time.perf_counter() - self._start
+        return [RunResult(self._status[i], self._done_steps[i], self._curves[i], wall) for i in range(self.K)]
+
+    def run(self) -> list[RunResult]:
+        self.begin()
+        while not self.finished:
+            self.step()
+        return self.results()
 
 
 def train_batched(task: Task, seeds: list[int], hooks: list[Hook] | None = None,

@@ -5,10 +5,11 @@ from .base import Task
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
 from .text_lm import CharLm
-from .vision import CnnMnist, MlpMnist
+from .vision import CnnMnist, MlpDigits, MlpMnist
 
 TASKS: dict[str, type[Task]] = {
     "mlp_mnist": MlpMnist,
+    "mlp_digits": MlpDigits,
     "cnn_mnist": CnnMnist,
     "mnist1d_conv": Mnist1dConv,
     "char_lm": CharLm,

@@ -19,6 +19,25 @@ def _mnist_split() -> tuple[torch.Tensor, ...]:
     return x[train], y[train], x[valid], y[valid]
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+NORMS = {"none": None, "layernorm": nn.LayerNorm}
+
+
+def mlp(inputs: int, hidden, outputs: int, activation: str = "relu", norm: str = "none") -> nn.Sequential:
+    if activation not in ACTIVATIONS or norm not in NORMS:
+        raise ValueError(f"mlp: activation one of {sorted(ACTIVATIONS)}, norm one of {sorted(NORMS)}")
+    layers: list[nn.Module] = []
+    width = inputs
+    for size in hidden:
+        layers.append(nn.Linear(width, size))
+        if NORMS[norm] is not None:
+            layers.append(NORMS[norm](size))
+        layers.append(ACTIVATIONS[activation]())
+        width = size
+    layers.append(nn.Linear(width, outputs))
+    return nn.Sequential(*layers)
+
+
 class MlpMnist(ArrayClassificationTask):
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -26,13 +45,22 @@ class MlpMnist(ArrayClassificationTask):
         self._limit_valid()
 
     def build_model(self) -> nn.Module:
-        layers: list[nn.Module] = []
-        width = 784
-        for hidden in self.cfg.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, 10))
-        return nn.Sequential(*layers)
+        return mlp(self.x_train.shape[1], self.cfg.hidden, 10, self.cfg.activation, self.cfg.norm)
+
+
+class MlpDigits(MlpMnist):
+    """MLP on scikit-learn's 8x8 digits (1,797 images shipped with the package; 1,437 train)."""
+
+    def __init__(self, cfg):
+        ArrayClassificationTask.__init__(self, cfg)
+        from sklearn.datasets import load_digits
+
+        images, labels = load_digits(return_X_y=True)
+        order = np.random.default_rng(0).permutation(len(labels))
+        x = torch.from_numpy(images[order] / 16.0).float()
+        y = torch.from_numpy(labels[order]).long()
+        self.x_train, self.y_train, self.x_valid, self.y_valid = x[:1437], y[:1437], x[1437:], y[1437:]
+        self._limit_valid()
 
 
 class CnnMnist(ArrayClassificationTask):

@@ -1,0 +1,67 @@
+"""Policy files and training checkpoints: tensors plus plain metadata, loaded weights-only.
+
+A policy file is what people share: the actor-critic's weights (with its input normaliser),
+the feature names and action heads it was trained with, and the config that made it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .actions import HEADS
+from .features import FEATURE_NAMES
+from .policy import RecurrentActorCritic
+
+POLICY_FORMAT = "lhopt-policy"
+POLICY_VERSION = 1
+
+
+class PolicyFileError(ValueError):
+    pass
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_policy(agent: RecurrentActorCritic, path: Path, config: dict) -> None:
+    atomic_save({
+        "format": POLICY_FORMAT, "version": POLICY_VERSION, "state_dict": agent.state_dict(),
+        "feature_names": list(FEATURE_NAMES), "action_heads": {k: list(v) for k, v in HEADS.items()},
+        "hidden": agent.hidden, "obs_clip": agent.obs_clip, "config": config,
+    }, path)
+
+
+def _load(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyFileError(f"{path}: no such policy file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise PolicyFileError(f"{path}: not a readable lhopt policy file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
+        raise PolicyFileError(f"{path}: not an lhopt policy file (expected format '{POLICY_FORMAT}')")
+    if blob.get("version") != POLICY_VERSION:
+        raise PolicyFileError(f"{path}: policy format version {blob.get('version')}, expected {POLICY_VERSION}")
+    return blob
+
+
+def load_policy(path: Path) -> tuple[RecurrentActorCritic, dict]:
+    """The agent and the file's metadata; refuses files trained on other features or actions."""
+    blob = _load(path)
+    if list(blob["feature_names"]) != list(FEATURE_NAMES):
+        raise PolicyFileError(f"{path}: trained on a different feature set than this lhopt version computes")
+    if {k: list(v) for k, v in blob["action_heads"].items()} != {k: list(v) for k, v in HEADS.items()}:
+        raise PolicyFileError(f"{path}: trained with different action heads than this lhopt version has")
+    agent = RecurrentActorCritic(len(FEATURE_NAMES), [len(v) for v in HEADS.values()], int(blob["hidden"]),
+                                 float(blob["obs_clip"]))
+    agent.load_state_dict(blob["state_dict"])
+    agent.eval()
+    return agent, blob

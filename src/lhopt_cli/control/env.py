@@ -1,0 +1,185 @@
+"""The LHOPT environment: one step is one decision interval of an inner training run.
+
+`VecLhoptEnv` steps many episodes at once, one member each of the batched engine on the same
+sampled task instance (gymnasium's vector-env interface, autoreset in the same step).
+`LhoptEnv` is the single-episode gymnasium.Env over it (it passes gymnasium's env checker).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+
+from ..inner import HParams, Hook, train_one_epoch
+from ..inner.batched import BatchedRun
+from ..tasks import build_task
+from ..tasks.families import TaskFamily
+from .actions import EVAL_START, NVEC, apply_action, randomized_start, restart_kind
+from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
+from .reward import PowerLawFit, fit_reference, log_speedup_reward
+
+REFERENCE = HParams()  # torch's AdamW defaults, no clipping
+
+
+class _Recorder(Hook):
+    """Training losses since the last decision and the latest validation loss of one member."""
+
+    def __init__(self):
+        self.train: list[float] = []
+        self.valid = math.nan
+
+    def after_step(self, run, train_loss: float) -> None:
+        self.train.append(train_loss)
+
+    def on_eval(self, run, valid_loss: float) -> None:
+        self.valid = valid_loss
+
+
+class VecLhoptEnv:
+    """`num_envs` episodes in lock-step on one task instance, reused for `reuse` episode groups."""
+
+    def __init__(self, family: TaskFamily, num_envs: int, seed: int = 0, decisions: tuple[int, int] = (16, 128),
+                 stats_every: int = 4, reuse: int = 2, randomize_start: bool = True, start_lr_scale: float = 1.0,
+                 autoreset: bool = True):
+        self.family, self.num_envs = family, num_envs
+        self.decisions, self.stats_every, self.reuse = decisions, stats_every, reuse
+        self.randomize_start, self.start_lr_scale, self.autoreset = randomize_start, start_lr_scale, autoreset
+        self.rng = np.random.default_rng(seed)
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (len(FEATURE_NAMES),), np.float32)
+        self.single_action_space = gym.spaces.MultiDiscrete(NVEC)
+        self._uses_left = 0
+        self._references: dict[str, PowerLawFit] = {}
+        self.instance: dict | None = None
+
+    # --- state that a checkpoint keeps (episodes start fresh after it) ------------------------
+    def state_dict(self) -> dict:
+        """The state before the current episode began: loading it and calling reset() replays it."""
+        return dict(self._episode_start)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self._uses_left = int(state["uses_left"])
+        self.instance = json.loads(state["instance"])
+        if self.instance is not None:
+            self.task = build_task(self.instance)
+
+    # --- episodes -----------------------------------------------------------------------
+    def reference(self) -> PowerLawFit:
+        key = json.dumps(self.instance, sort_keys=True)
+        if key not in self._references:
+            curve = train_one_epoch(self.task, 0, hparams=REFERENCE).curve
+            self._references[key] = fit_reference([r["step"] for r in curve], [r["valid_loss"] for r in curve],
+                                                  self.task.total_steps)
+        return self._references[key]
+
+    def _start_hparams(self) -> HParams:
+        base = replace(EVAL_START, lr=EVAL_START.lr * self.start_lr_scale)
+        return randomized_start(self.rng, base) if self.randomize_start else base
+
+    def _new_episode(self) -> np.ndarray:
+        self._episode_start = {"rng": json.dumps(self.rng.bit_generator.state), "uses_left": self._uses_left,
+                               "instance": json.dumps(self.instance)}
+        if self._uses_left <= 0 or self.instance is None:
+            self.instance = self.family.sample(self.rng)
+            self.task = build_task(self.instance)
+            self._uses_left = self.reuse
+        self._uses_left -= 1
+        total = self.task.total_steps
+        count = int(min(self.rng.integers(self.decisions[0], self.decisions[1] + 1), max(total - 1, 1)))
+        self.boundaries = np.unique(np.linspace(0, total, count + 2).round().astype(int))
+        self.interval = 0
+        seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
+        self.starts = [self._start_hparams() for _ in range(self.num_envs)]
+        self.recorders = [_Recorder() for _ in range(self.num_envs)]
+        self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.stats_every)
+        self.trackers = [FeatureTracker(start, self.task.num_params) for start in self.starts]
+        self.run.begin()
+        self._advance()
+        return self._observe()
+
+    def _advance(self) -> None:
+        self.interval += 1
+        until = int(self.boundaries[min(self.interval, len(self.boundaries) - 1)])
+        while self.run.step_index < until and not self.run.finished:
+            self.run.step()
+
+    @property
+    def episode_over(self) -> bool:
+        return self.interval >= len(self.boundaries) - 1 or self.run.finished
+
+    def _observe(self) -> np.ndarray:
+        progress = self.run.step_index / self.task.total_steps
+        rows = []
+        for ctx, rec, tracker in zip(self.run.ctx, self.recorders, self.trackers):
+            train = float(np.mean(rec.train)) if rec.train else (tracker.last_train if ctx.stats_count else math.nan)
+            if not self.run.active[ctx.index] and not rec.train:
+                train = math.nan  # a frozen (diverged) member
+            feats = tracker.features(progress, ctx.stats, ctx.stats_count, train, rec.valid, ctx.hparams)
+            rows.append(to_vector(feats))
+            ctx.stats, ctx.stats_count, rec.train = {}, 0, []
+        return np.stack(rows)
+
+    def _act(self, actions: np.ndarray) -> None:
+        progress = self.run.step_index / self.task.total_steps
+        for i, (ctx, tracker) in enumerate(zip(self.run.ctx, self.trackers)):
+            action = tuple(int(a) for a in actions[i])
+            tracker.prev_action = action
+            if not self.run.active[i]:
+                continue
+            ctx.hparams, code = apply_action(ctx.hparams, action)
+            kind, register = restart_kind(code)
+            if kind == "save":
+                tracker.registers[register] = Register(self.run.save_member(i), tracker.last_train, progress)
+            elif kind == "load" and tracker.registers[register] is not None:
+                self.run.load_member(i, tracker.registers[register].state)
+
+    def final_losses(self) -> list[float]:
+        return [r.final_valid_loss for r in self.run.results()]
+
+    def reset(self, seed: int | None = None, options=None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+            self._uses_left = 0
+        return self._new_episode(), {}
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        actions = np.asarray(actions).reshape(self.num_envs, len(NVEC))
+        self._act(actions)
+        self._advance()
+        obs = self._observe()
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        done = self.episode_over
+        info: dict = {}
+        if done:
+            fit, total = self.reference(), self.task.total_steps
+            finals = self.final_losses()
+            rewards[:] = [log_speedup_reward(fit, loss, total) for loss in finals]
+            info = {"episode_reward": rewards.copy(), "final_valid_loss": np.array(finals),
+                    "task": self.instance["name"], "final_lr": np.array([c.hparams.lr for c in self.run.ctx])}
+            if self.autoreset:
+                obs = self._new_episode()
+        terminated = np.full(self.num_envs, done)
+        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), info
+
+
+class LhoptEnv(gym.Env):
+    """A single LHOPT episode as a gymnasium.Env (no autoreset)."""
+
+    metadata: dict = {"render_modes": []}
+
+    def __init__(self, family: TaskFamily, **kwargs):
+        self.vec = VecLhoptEnv(family, num_envs=1, autoreset=False, **kwargs)
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        obs, info = self.vec.reset(seed=seed)
+        return obs[0], info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.vec.step(np.asarray(action)[None])
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}

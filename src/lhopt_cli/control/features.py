@@ -1,0 +1,137 @@
+"""Unitless features of a run (METHOD.md section 4), as a named dict in a fixed order.
+
+The policy never sees a raw loss, norm or hyperparameter value: only log-ratios (squashed by
+tanh where they are near 1), cosines, fractions, and percentiles of a value within its own
+history in this run (the history CDF, at 5 recency strengths). Multiplying the loss by a
+constant or rescaling the weights leaves all of them unchanged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..inner.optim import HParams
+from .actions import HEAD_NAMES, NVEC, REGISTERS, logit
+
+CDF_STRENGTHS = (1.25, 2.5, 5.0, 10.0, 20.0)  # weight of the newest over the oldest history value
+CDF_OF = ("train_loss", "valid_loss", "grad_norm", "rel_update", "noise_scale")
+_TINY = 1e-30
+
+
+def history_cdf(history: list[float], value: float, strength: float) -> float:
+    """Weighted percentile of `value` within `history` (newest weighted `strength` x oldest)."""
+    if not history or not math.isfinite(value):
+        return 0.5
+    h = np.asarray(history, dtype=float)
+    w = strength ** np.linspace(0.0, 1.0, len(h)) if len(h) > 1 else np.ones(1)
+    below = w[h < value].sum() + 0.5 * w[h == value].sum()
+    return float(below / w.sum())
+
+
+def _log_ratio(a: float, b: float) -> float:
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
+        return 0.0
+    return math.log(max(a, _TINY) / max(b, _TINY))
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def feature_names() -> list[str]:
+    # log(|param| / |update|) of the paper is -log_rel_update once the update includes the lr
+    # (without it, it carries the parameters' unit), so it is not repeated here
+    names = ["progress", "clip_frac", "log_rel_update", "noise_scale", "noise_vs_grad",
+             "cos_grad_momentum", "cos_grad_update", "cos_grad_param", "cdf_cos_grad_momentum",
+             "cdf_cos_grad_update", "cdf_cos_grad_param", "frac_sqrt_v_above_eps", "mean_log_update",
+             "tanh_log_valid_over_train", "tanh_log_train_change", "loss_is_nan", "loss_is_inf",
+             "log_lr_rel", "log_one_minus_beta1_rel", "log_one_minus_beta2_rel", "log_eps_rel", "log_wd_rel",
+             "clip_logit_rel"]
+    names += [f"cdf_{name}_{s:g}" for name in CDF_OF for s in CDF_STRENGTHS]
+    names += [f"prev_{head}_{k}" for head, n in zip(HEAD_NAMES, NVEC) for k in range(n)]
+    names += [f"register{r}_{part}" for r in range(REGISTERS) for part in ("filled", "tanh_log_loss_rel", "progress")]
+    return names
+
+
+FEATURE_NAMES = tuple(feature_names())
+
+
+@dataclass
+class Register:
+    state: dict
+    loss: float
+    progress: float
+
+
+@dataclass
+class FeatureTracker:
+    """One run's feature state: histories, the previous decision's loss and action, registers."""
+
+    start: HParams
+    num_params: int
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CDF_OF})
+    last_train: float = math.nan
+    prev_action: tuple[int, ...] | None = None
+    registers: list[Register | None] = field(default_factory=lambda: [None] * REGISTERS)
+
+    def features(self, progress: float, stats: dict[str, float], count: int, train_loss: float,
+                 valid_loss: float, hp: HParams) -> dict[str, float]:
+        """Features for one decision; `stats` are sums over `count` sampled steps of the interval."""
+        s = {k: v / count for k, v in stats.items()} if count else {}
+        g, p, u, m = (s.get(k, math.nan) for k in ("grad_norm", "param_norm", "update_norm", "momentum_norm"))
+        rel_update = _log_ratio(hp.lr * u, p)
+        noise = _log_ratio(m, s.get("momentum_minus_grad_norm", math.nan))
+        root_n = math.sqrt(max(self.num_params, 1))
+        f = {
+            "progress": progress,
+            "clip_frac": s.get("clipped", 0.0),
+            "log_rel_update": rel_update,
+            "noise_scale": noise,
+            "noise_vs_grad": _log_ratio(m, g),
+        }
+        for name in ("cos_grad_momentum", "cos_grad_update", "cos_grad_param"):
+            cos = s.get(name, 0.0)
+            cos = cos if math.isfinite(cos) else 0.0
+            f[name] = cos
+            f[f"cdf_{name}"] = _normal_cdf(cos * root_n)
+        f["frac_sqrt_v_above_eps"] = s.get("frac_sqrt_v_above_eps", 0.0)
+        f["mean_log_update"] = s.get("mean_log_abs_update", 0.0) / 10.0  # a log of a unitless direction
+        f["tanh_log_valid_over_train"] = math.tanh(_log_ratio(valid_loss, train_loss))
+        f["tanh_log_train_change"] = math.tanh(_log_ratio(train_loss, self.last_train))
+        f["loss_is_nan"] = float(math.isnan(train_loss))
+        f["loss_is_inf"] = float(math.isinf(train_loss))
+        f.update(self._hparams_relative(hp))
+        current = {"train_loss": train_loss, "valid_loss": valid_loss, "grad_norm": g, "rel_update": rel_update,
+                   "noise_scale": noise}
+        for name in CDF_OF:
+            for strength in CDF_STRENGTHS:
+                f[f"cdf_{name}_{strength:g}"] = history_cdf(self.history[name], current[name], strength)
+            if math.isfinite(current[name]):
+                self.history[name].append(current[name])
+        for head, n, k in zip(HEAD_NAMES, NVEC, self.prev_action or (None,) * len(NVEC)):
+            for j in range(n):
+                f[f"prev_{head}_{j}"] = float(k == j)
+        for r, reg in enumerate(self.registers):
+            f[f"register{r}_filled"] = float(reg is not None)
+            f[f"register{r}_tanh_log_loss_rel"] = math.tanh(_log_ratio(reg.loss, train_loss)) if reg else 0.0
+            f[f"register{r}_progress"] = reg.progress if reg else 0.0
+        if math.isfinite(train_loss):
+            self.last_train = train_loss
+        return {k: (f[k] if math.isfinite(f[k]) else 0.0) for k in FEATURE_NAMES}
+
+    def _hparams_relative(self, hp: HParams) -> dict[str, float]:
+        s = self.start
+        return {
+            "log_lr_rel": math.log(hp.lr / s.lr),
+            "log_one_minus_beta1_rel": math.log((1 - hp.beta1) / (1 - s.beta1)),
+            "log_one_minus_beta2_rel": math.log((1 - hp.beta2) / (1 - s.beta2)),
+            "log_eps_rel": math.log(hp.eps / s.eps),
+            "log_wd_rel": math.log(hp.weight_decay / s.weight_decay),
+            "clip_logit_rel": logit(hp.clip) - logit(s.clip),
+        }
+
+
+def to_vector(features: dict[str, float]) -> np.ndarray:
+    return np.array([features[name] for name in FEATURE_NAMES], dtype=np.float32)

@@ -1,0 +1,88 @@
+"""The actor-critic: MLP -> layer-normed LSTM -> MLP, one categorical head per action group.
+
+Inputs are normalised by a running mean/variance kept in the module's buffers (so a policy
+file carries them) and clipped to [-obs_clip, obs_clip] (paper: 2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+
+def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class RunningMeanStd(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.double().reshape(-1, self.mean.numel())
+        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+
+class RecurrentActorCritic(nn.Module):
+    def __init__(self, obs_dim: int, nvec: list[int], hidden: int = 64, obs_clip: float = 2.0):
+        super().__init__()
+        self.nvec, self.hidden, self.obs_clip = list(nvec), hidden, obs_clip
+        self.obs_rms = RunningMeanStd(obs_dim)
+        self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh())
+        self.lstm = nn.LSTM(hidden, hidden)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0)
+            elif "weight" in name:
+                nn.init.orthogonal_(param, 1.0)
+        self.norm = nn.LayerNorm(hidden)
+        self.actor = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                   layer_init(nn.Linear(hidden, sum(self.nvec)), std=0.01))
+        self.critic = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+                                    layer_init(nn.Linear(hidden, 1), std=1.0))
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, batch, self.hidden), torch.zeros(1, batch, self.hidden)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        scaled = (obs.double() - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)
+        return scaled.clamp(-self.obs_clip, self.obs_clip).float()
+
+    def get_states(self, obs, state, done):
+        """obs (T*B, D), done (T*B,): the LSTM over T steps, its state reset where done."""
+        hidden = self.encoder(self.normalize(obs))
+        batch = state[0].shape[1]
+        hidden, done = hidden.reshape(-1, batch, self.hidden), done.reshape(-1, batch)
+        outputs = []
+        for h, d in zip(hidden, done):
+            keep = (1.0 - d).view(1, -1, 1)
+            out, state = self.lstm(h.unsqueeze(0), (keep * state[0], keep * state[1]))
+            outputs.append(out)
+        return self.norm(torch.flatten(torch.cat(outputs), 0, 1)), state
+
+    def get_value(self, obs, state, done) -> torch.Tensor:
+        hidden, _ = self.get_states(obs, state, done)
+        return self.critic(hidden)
+
+    def distributions(self, hidden: torch.Tensor) -> list[Categorical]:
+        return [Categorical(logits=logits) for logits in torch.split(self.actor(hidden), self.nvec, dim=-1)]
+
+    def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False):
+        hidden, state = self.get_states(obs, state, done)
+        dists = self.distributions(hidden)
+        if action is None:
+            action = torch.stack([d.probs.argmax(-1) if greedy else d.sample() for d in dists], dim=-1)
+        logprob = torch.stack([d.log_prob(a) for d, a in zip(dists, action.unbind(-1))], -1).sum(-1)
+        entropy = torch.stack([d.entropy() for d in dists], -1).sum(-1)
+        return action, logprob, entropy, self.critic(hidden), state

@@ -1,0 +1,198 @@
+"""PPO in the CleanRL manner (recurrent policy), for any gymnasium-style vector env.
+
+`rollout="steps"` collects `num_steps` transitions per env per iteration (any env, e.g.
+CartPole); `rollout="episodes"` collects exactly one episode group of a lock-step env such as
+VecLhoptEnv, so every iteration ends on an episode boundary (what makes resume exact).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .policy import RecurrentActorCritic
+
+
+@dataclass
+class PPOConfig:
+    learning_rate: float = 2e-4
+    num_steps: int = 128  # per env per iteration, for rollout="steps"
+    rollout: str = "steps"  # steps | episodes
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    minibatch_size: int = 128
+    update_epochs: int = 4  # sample reuse
+    clip_coef: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 5.0
+    target_kl: float | None = None
+    norm_adv: bool = True
+    clip_vloss: bool = True
+    iterations: int = 100
+
+
+class PPO:
+    """The rollout / GAE / update loop; `state_dict` holds everything a resume needs."""
+
+    def __init__(self, envs, agent: RecurrentActorCritic, cfg: PPOConfig, seed: int = 0):
+        self.envs, self.agent, self.cfg = envs, agent, cfg
+        self.optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.iteration, self.global_step, self.episodes = 0, 0, 0
+        torch.manual_seed(seed)
+        self.next_obs = None
+        self.next_done = torch.zeros(envs.num_envs)
+        self.lstm_state = agent.initial_state(envs.num_envs)
+        self.returns = np.zeros(envs.num_envs)
+        self.seed = seed
+        self.np_rng = np.random.default_rng(seed)  # minibatch order
+        self.resumed = False
+
+    def state_dict(self) -> dict:
+        return {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "global_step": self.global_step, "episodes": self.episodes,
+                "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration, self.global_step = int(state["iteration"]), int(state["global_step"])
+        self.episodes = int(state["episodes"])
+        torch.set_rng_state(state["torch_rng"])
+        self.np_rng.bit_generator.state = json.loads(state["np_rng"])
+        self.resumed = True  # the env was restored to the start of an episode: reset without a seed
+
+    # --- rollout ---------------------------------------------------------------------------
+    def _rollout(self) -> tuple[dict, list[float]]:
+        envs, agent, n = self.envs, self.agent, self.envs.num_envs
+        if self.next_obs is None:  # first iteration, or the first after a resume
+            obs, _ = envs.reset(seed=None if self.resumed else self.seed)
+            self.next_obs = torch.as_tensor(obs, dtype=torch.float32)
+            self.next_done = torch.zeros(n)
+            self.lstm_state = agent.initial_state(n)
+        start_state = (self.lstm_state[0].clone(), self.lstm_state[1].clone())
+        keys = ("obs", "actions", "logprobs", "rewards", "dones", "values")
+        buf: dict[str, list] = {k: [] for k in keys}
+        finished: list[float] = []
+        step = 0
+        while True:
+            buf["obs"].append(self.next_obs)
+            buf["dones"].append(self.next_done)
+            with torch.no_grad():
+                action, logprob, _, value, self.lstm_state = agent.get_action_and_value(
+                    self.next_obs, self.lstm_state, self.next_done)
+            obs, reward, term, trunc, _ = self.envs.step(action.numpy())
+            done = np.logical_or(term, trunc)
+            self.returns += reward
+            for i in np.flatnonzero(done):
+                finished.append(float(self.returns[i]))
+                self.returns[i] = 0.0
+            buf["actions"].append(action)
+            buf["logprobs"].append(logprob)
+            buf["values"].append(value.flatten())
+            buf["rewards"].append(torch.as_tensor(reward, dtype=torch.float32))
+            self.next_obs = torch.as_tensor(obs, dtype=torch.float32)
+            self.next_done = torch.as_tensor(done, dtype=torch.float32)
+            self.global_step += n
+            step += 1
+            if self.cfg.rollout == "steps" and step >= self.cfg.num_steps:
+                break
+            if self.cfg.rollout == "episodes" and bool(done.all()):
+                break
+        batch = {k: torch.stack(v) for k, v in buf.items()}  # each (T, n, ...)
+        batch["start_state"] = start_state
+        return batch, finished
+
+    def _advantages(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, steps = self.cfg, b["rewards"].shape[0]
+        with torch.no_grad():
+            next_value = self.agent.get_value(self.next_obs, self.lstm_state, self.next_done).reshape(1, -1)
+        advantages = torch.zeros_like(b["rewards"])
+        last = torch.zeros_like(b["rewards"][0])
+        for t in reversed(range(steps)):
+            if t == steps - 1:
+                nonterminal, next_values = 1.0 - self.next_done, next_value[0]
+            else:
+                nonterminal, next_values = 1.0 - b["dones"][t + 1], b["values"][t + 1]
+            delta = b["rewards"][t] + cfg.gamma * next_values * nonterminal - b["values"][t]
+            last = delta + cfg.gamma * cfg.gae_lambda * nonterminal * last
+            advantages[t] = last
+        return advantages, advantages + b["values"]
+
+    # --- update ----------------------------------------------------------------------------
+    def _update(self, b: dict, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        cfg, agent = self.cfg, self.agent
+        steps, n = b["rewards"].shape
+        b_obs = b["obs"].reshape(steps * n, -1)
+        b_actions = b["actions"].reshape(steps * n, -1)
+        flat = {k: v.reshape(-1) for k, v in (("logprobs", b["logprobs"]), ("dones", b["dones"]),
+                                               ("advantages", advantages), ("returns", returns), ("values", b["values"]))}
+        envs_per_batch = max(1, min(n, cfg.minibatch_size // steps))
+        env_ids = np.arange(n)
+        flat_index = np.arange(steps * n).reshape(steps, n)
+        clipfracs, stats = [], {}
+        for _ in range(cfg.update_epochs):
+            self.np_rng.shuffle(env_ids)
+            for start in range(0, n, envs_per_batch):
+                mb_envs = env_ids[start : start + envs_per_batch]
+                mb = flat_index[:, mb_envs].ravel()  # whole sequences of these envs, time-major
+                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
+                    b_obs[mb], (b["start_state"][0][:, mb_envs], b["start_state"][1][:, mb_envs]),
+                    flat["dones"][mb], b_actions[mb])
+                logratio = newlogprob - flat["logprobs"][mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+                mb_adv = flat["advantages"][mb]
+                if cfg.norm_adv and len(mb) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                newvalue = newvalue.view(-1)
+                if cfg.clip_vloss:
+                    v_unclipped = (newvalue - flat["returns"][mb]) ** 2
+                    v_clipped = flat["values"][mb] + (newvalue - flat["values"][mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - flat["returns"][mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - flat["returns"][mb]) ** 2).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+            if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                break
+        y_pred, y_true = flat["values"].numpy(), flat["returns"].numpy()
+        var_y = np.var(y_true)
+        stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=entropy_loss.item(),
+                     approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)),
+                     explained_variance=float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y))
+        return stats
+
+    def iterate(self) -> dict[str, float]:
+        """One iteration: rollout, GAE, update; returns the logged metrics."""
+        start = time.perf_counter()
+        batch, finished = self._rollout()
+        rollout_s = time.perf_counter() - start
+        advantages, returns = self._advantages(batch)
+        stats = self._update(batch, advantages, returns)
+        self.agent.obs_rms.update(batch["obs"])  # after the update: the rollout's logprobs stay valid
+        self.iteration += 1
+        self.episodes += len(finished)
+        wall = time.perf_counter() - start
+        stats.update(iteration=self.iteration, global_step=self.global_step, episodes=self.episodes,
+                     mean_episode_reward=float(np.mean(finished)) if finished else float("nan"),
+                     episodes_per_s=len(finished) / wall, rollout_s=rollout_s, update_s=wall - rollout_s)
+        return stats
+
+    def train(self, on_iteration: Callable[[dict], None] | None = None) -> None:
+        while self.iteration < self.cfg.iterations:
+            stats = self.iterate()
+            if on_iteration:
+                on_iteration(stats)

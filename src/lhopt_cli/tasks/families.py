@@ -1,0 +1,70 @@
+"""Task families for meta-training (METHOD.md section 7): sample a task config, then build it.
+
+A family lists kinds of task with a weight and the ranges to sample: a [low, high] pair of
+numbers is sampled log-uniformly (integers rounded), a list of strings uniformly, a scalar is
+fixed. Sampling is separate from building, so a sampled config can be logged and rebuilt.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import TASKS
+
+DEPTH_KEYS = {"mlp_mnist", "mlp_digits"}
+
+
+class FamilyError(ValueError):
+    pass
+
+
+def _sample_value(rng: np.random.Generator, spec: Any) -> Any:
+    if isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
+        low, high = float(spec[0]), float(spec[1])
+        value = math.exp(rng.uniform(math.log(low), math.log(high))) if low > 0 else rng.uniform(low, high)
+        return int(round(value)) if all(isinstance(v, int) for v in spec) else float(value)
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(v, str) for v in spec):
+        return str(spec[int(rng.integers(len(spec)))])
+    return spec
+
+
+class TaskFamily:
+    def __init__(self, cfg: dict):
+        kinds = {k: dict(v) for k, v in cfg["kinds"].items()}
+        excluded = set(cfg.get("exclude") or [])
+        unknown = [k for k in list(kinds) + list(excluded) if k not in TASKS]
+        if unknown:
+            raise FamilyError(f"task_family: unknown task kind '{unknown[0]}'; known: {', '.join(sorted(TASKS))}")
+        self.kinds = {k: v for k, v in kinds.items() if k not in excluded and float(v.get("weight", 1.0)) > 0}
+        if not self.kinds:
+            raise FamilyError("task_family: no task kind left to sample (all excluded or weight 0)")
+        self.names = sorted(self.kinds)
+        weights = np.array([float(self.kinds[k].get("weight", 1.0)) for k in self.names])
+        self.probs = weights / weights.sum()
+        self.eval_points = int(cfg.get("eval_points", 14))
+        self.max_steps = cfg.get("max_steps")  # a cap on every sampled task's steps (debug=smoke)
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        """A task config (as conf/task/ would give) drawn from the family."""
+        name = self.names[int(rng.choice(len(self.names), p=self.probs))]
+        spec = {k: v for k, v in self.kinds[name].items() if k != "weight"}
+        cfg: dict[str, Any] = {"name": name, "eval_points": self.eval_points, "max_steps": self.max_steps,
+                               "valid_size": None}
+        depth = width = None
+        for key, value in spec.items():
+            if key == "depth":
+                depth = _sample_value(rng, value)
+            elif key == "width":
+                width = value
+            else:
+                cfg[key] = _sample_value(rng, value)
+        if name in DEPTH_KEYS and depth is not None:
+            cfg["hidden"] = [_sample_value(rng, width or [16, 128]) for _ in range(int(depth))]
+        if name == "mnist1d_conv" and "channels" in cfg:
+            cfg["channels"] = [int(cfg["channels"])] * 2
+        return cfg
+
+    def task_index(self, name: str) -> int:
+        return self.names.index(name)

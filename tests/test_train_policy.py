@@ -1,0 +1,82 @@
+"""`lhopt train-policy` end to end: smoke run, policy file, resume after a kill."""
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import LHOPT, lhopt_env
+from lhopt_cli.control.checkpoint import PolicyFileError, load_policy
+from lhopt_cli.control.features import FEATURE_NAMES
+
+SMOKE = ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0"]
+
+
+def test_smoke_run_writes_log_and_a_loadable_policy(run_cli, tmp_path):
+    result = run_cli("train-policy", *SMOKE, f"run_dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(tmp_path / "meta_train.csv")
+    assert list(log.iteration) == [1, 2]
+    for column in ("mean_episode_reward", "approx_kl", "clipfrac", "entropy", "explained_variance", "episodes_per_s"):
+        assert column in log.columns
+    assert (log.episodes == [4, 8]).all() and log.mean_episode_reward.between(-3, 3).all()
+    agent, meta = load_policy(tmp_path / "policy.pt")
+    assert meta["feature_names"] == list(FEATURE_NAMES) and meta["config"]["command"] == "train-policy"
+    assert agent.obs_rms.count > 1  # the input normaliser travelled with the weights
+
+
+def test_existing_run_needs_resume(run_cli, tmp_path):
+    assert run_cli("train-policy", *SMOKE, f"run_dir={tmp_path}").exit_code == 0
+    result = run_cli("train-policy", *SMOKE, f"run_dir={tmp_path}")
+    assert result.exit_code != 0 and "resume=true" in str(result.exception)
+
+
+def test_bad_policy_files_are_refused_in_one_line(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a policy")
+    with pytest.raises(PolicyFileError, match="not a readable lhopt policy file"):
+        load_policy(tmp_path / "junk.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(PolicyFileError, match="expected format 'lhopt-policy'"):
+        load_policy(tmp_path / "other.pt")
+    torch.save({"format": "lhopt-policy", "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(PolicyFileError, match="version 99, expected 1"):
+        load_policy(tmp_path / "future.pt")
+    with pytest.raises(PolicyFileError, match="no such policy file"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_killed_run_resumes_to_the_same_outcome(tmp_path):
+    args = [*SMOKE, "ppo.iterations=6", "checkpoint_every=2", "envs=3"]
+    straight = tmp_path / "straight"
+    done = subprocess.run([str(LHOPT), "train-policy", *args, f"run_dir={straight}"], capture_output=True,
+                          text=True, env=lhopt_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([str(LHOPT), "train-policy", *args, f"run_dir={killed}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=lhopt_env())
+    log = killed / "meta_train.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "checkpoint.pt").exists() and log.exists() and len(log.read_text().splitlines()) >= 4:
+            break  # the checkpoint at iteration 2 and at least one more logged iteration
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "policy.pt").exists()
+    resumed = subprocess.run([str(LHOPT), "train-policy", *args, "resume=true", f"run_dir={killed}"],
+                             capture_output=True, text=True, env=lhopt_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from iteration" in resumed.stdout
+
+    a, b = pd.read_csv(straight / "meta_train.csv"), pd.read_csv(killed / "meta_train.csv")
+    assert list(b.iteration) == [1, 2, 3, 4, 5, 6]
+    timing = ["episodes_per_s", "rollout_s", "update_s"]
+    pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    weights_a, _ = load_policy(straight / "policy.pt")
+    weights_b, _ = load_policy(killed / "policy.pt")
+    for (name, x), (_, y) in zip(weights_a.state_dict().items(), weights_b.state_dict().items()):
+        assert torch.equal(x, y), name
