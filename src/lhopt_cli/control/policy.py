@@ -64,6 +64,10 @@ class RecurrentActorCritic(nn.Module):
         hidden = self.encoder(self.normalize(obs))
         batch = state[0].shape[1]
         hidden, done = hidden.reshape(-1, batch, self.hidden), done.reshape(-1, batch)
+        if not bool(done[1:].any()):  # no episode ends inside: one LSTM call over the sequence
+            keep = (1.0 - done[0]).view(1, -1, 1)
+            out, state = self.lstm(hidden, (keep * state[0], keep * state[1]))
+            return self.norm(torch.flatten(out, 0, 1)), state
         outputs = []
         for h, d in zip(hidden, done):
             keep = (1.0 - d).view(1, -1, 1)

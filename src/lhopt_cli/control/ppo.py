@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -68,6 +69,11 @@ class PPO:
         self.resumed = True  # the env was restored to the start of an episode: reset without a seed
 
     # --- rollout ---------------------------------------------------------------------------
+    def _env_action(self, action: torch.Tensor) -> np.ndarray:
+        """(n, heads) choices, as a Discrete space takes them (one head) or MultiDiscrete."""
+        discrete = isinstance(self.envs.single_action_space, gym.spaces.Discrete)
+        return action[:, 0].numpy() if discrete else action.numpy()
+
     def _rollout(self) -> tuple[dict, list[float]]:
         envs, agent, n = self.envs, self.agent, self.envs.num_envs
         if self.next_obs is None:  # first iteration, or the first after a resume
@@ -86,7 +92,7 @@ class PPO:
             with torch.no_grad():
                 action, logprob, _, value, self.lstm_state = agent.get_action_and_value(
                     self.next_obs, self.lstm_state, self.next_done)
-            obs, reward, term, trunc, _ = self.envs.step(action.numpy())
+            obs, reward, term, trunc, _ = self.envs.step(self._env_action(action))
             done = np.logical_or(term, trunc)
             self.returns += reward
             for i in np.flatnonzero(done):
