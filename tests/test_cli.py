@@ -16,7 +16,7 @@ def test_help_lists_all_four_commands(run_cli):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", ["train-policy", "evaluate", "scaling-fit"])
+@pytest.mark.parametrize("command", ["evaluate", "scaling-fit"])
 def test_pending_commands_exit_2(run_cli, command):
     result = run_cli(command)
     assert result.exit_code == 2
@@ -38,15 +38,25 @@ def test_debug_smoke_shrinks_runs(run_cli):
 
 
 @pytest.mark.parametrize("config_group", ["task=mlp_mnist", "task=cnn_mnist", "task=mnist1d_conv", "task=char_lm",
-                                          "task=nqm", "grid=default", "executor=local", "debug=smoke"])
+                                          "task=nqm", "task=mlp_digits", "grid=default", "executor=local",
+                                          "debug=smoke"])
 def test_every_config_group_option_composes(run_cli, config_group):
     assert run_cli("baseline-grid", "--cfg", config_group).exit_code == 0
+
+
+@pytest.mark.parametrize("config_group", ["task_family=default", "task_family=nqm_low_lr", "controller=default",
+                                          "ppo=default", "debug=smoke"])
+def test_every_train_policy_group_option_composes(run_cli, config_group):
+    result = run_cli("train-policy", "--cfg", config_group)
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.output)
+    assert cfg["command"] == "train-policy" and cfg["ppo"]["clip_coef"] == 0.2
 
 
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("task=foo", "unknown task 'foo'; known: char_lm, cnn_mnist, mlp_mnist, mnist1d_conv, nqm"),
+        ("task=foo", "unknown task 'foo'; known: char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"),
         ("+foo=1", "Key 'foo' not in"),
         ("nonsense=1", "Could not override 'nonsense'"),
         ("task.batch_size=abc", "task.batch_size"),
@@ -75,4 +85,4 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
                           env=lhopt_env(), timeout=120, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown task 'foo'; known: char_lm, cnn_mnist, mlp_mnist, mnist1d_conv, nqm"]
+        "error: unknown task 'foo'; known: char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"]

@@ -87,8 +87,19 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 @app.command("evaluate", context_settings=OVERRIDES)
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
-    """Run a learned policy on one-epoch tasks against the best of the AdamW grid."""
-    _not_yet(ctx, "evaluate", cfg_only, "issue 5")
+    """Run a learned policy on one-epoch tasks against the best of the AdamW grid.
+
+    Writes summary.csv (task, seed, method, final_valid_loss, speedup, best_lr, best_schedule),
+    results.parquet (the curves), decisions_<task>_s<seed>.csv and, per task, curves_<task>.png
+    and hyperparameters_<task>.png into run_dir. Reuses grid runs stored in grid_dir.
+    Examples: `lhopt evaluate tasks=[mlp_mnist,char_lm] seeds=[0,1,2]`,
+    `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`.
+    """
+    from . import evaluate as job
+
+    cfg = _compose(ctx, "evaluate", cfg_only)
+    run_dir = make_run_dir(cfg)
+    job.run(cfg, run_dir, console)
 
 
 @app.command("scaling-fit", context_settings=OVERRIDES)
@@ -99,11 +110,12 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
+    from .control.checkpoint import PolicyFileError
     from .results.store import StoreError
     from .tasks.data import DataUnavailable
 
     try:
         app(standalone_mode=True)
-    except (ConfigError, StoreError, DataUnavailable, UserError) as err:
+    except (ConfigError, StoreError, DataUnavailable, PolicyFileError, UserError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)

@@ -37,3 +37,63 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path) -> Path:
+    """Validation loss (EMA-smoothed) of the policy, the extra baselines, the best baseline and
+    the baseline envelope, for the first seed (the paper's Figure 3)."""
+    from .results.speedup import ema, envelope
+
+    seed = int(sorted(grid_curves.seed.unique())[0])
+    grid = grid_curves[grid_curves.seed == seed]
+    curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
+    steps = max(curves.values(), key=len).step.to_numpy()
+    smoothed = {rid: ema(np.pad(c.valid_loss.to_numpy(float), (0, len(steps) - len(c)), constant_values=np.inf))
+                for rid, c in curves.items()}
+    best = min(smoothed, key=lambda rid: smoothed[rid][-1])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(steps, envelope(list(smoothed.values())), color="gray", lw=4, alpha=0.4, label="baseline envelope")
+    b = curves[best]
+    ax.plot(steps, smoothed[best], "--", color="black", label=f"best baseline (lr {b.lr0.iloc[0]:g}, {b.schedule.iloc[0]})")
+    for method, g in ours[ours.seed == seed].groupby("method"):
+        g = g.sort_values("step")
+        ax.plot(g.step, ema(g.valid_loss.to_numpy(float)), lw=2 if method == "lhopt" else 1.2, label=method)
+    finite = np.concatenate([v[np.isfinite(v)] for v in smoothed.values()])
+    if finite.size:
+        ax.set_ylim(finite.min() * 0.95, np.percentile(finite, 90))
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (EMA)")
+    ax.set_title(f"{task}, seed {seed}: one epoch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Path:
+    """The hyperparameters the policy chose over the run (one line per seed); restarts marked."""
+    panels = [("lr", "learning rate", True), ("beta1", "1 - beta1", True), ("beta2", "1 - beta2", True),
+              ("eps", "eps", True), ("weight_decay", "weight decay", True), ("clip", "clip fraction", False)]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharex=True)
+    for file in decision_files:
+        log = pd.read_csv(file)
+        label = file.stem.rsplit("_", 1)[-1]
+        for ax, (column, title, logscale) in zip(axes.flat, panels):
+            values = 1 - log[column] if column in ("beta1", "beta2") else log[column]
+            line, = ax.plot(log.step, values, drawstyle="steps-post", label=label)
+            for kind, marker in (("save", "^"), ("load", "v")):
+                marks = log[log.restart == kind]
+                shown = 1 - marks[column] if column in ("beta1", "beta2") else marks[column]
+                ax.scatter(marks.step, shown, marker=marker, color=line.get_color(), s=30, zorder=3)
+            ax.set_title(title, fontsize=9)
+            if logscale:
+                ax.set_yscale("log")
+    axes.flat[0].legend(fontsize=7, title="seed (^ save, v load)", title_fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    fig.suptitle(f"{task}: hyperparameters chosen by the policy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -154,9 +154,25 @@ class PendingCommandConfig:
     run_dir: Optional[str] = None
 
 
+@dataclass
+class EvaluateConfig:
+    command: str = "evaluate"
+    debug: Optional[DebugConfig] = None
+    grid: GridConfig = field(default_factory=GridConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    policy: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["mlp_mnist"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    grid_dir: Optional[str] = None
+    extra_baselines: list[str] = field(default_factory=list)
+    greedy: bool = False
+    run_dir: Optional[str] = None
+
+
 COMMAND_SCHEMAS: dict[str, type] = {
     "baseline-grid": BaselineGridConfig,
     "train-policy": TrainPolicyConfig,
-    "evaluate": PendingCommandConfig,
+    "evaluate": EvaluateConfig,
     "scaling-fit": PendingCommandConfig,
 }

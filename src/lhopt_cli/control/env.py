@@ -43,7 +43,9 @@ class VecLhoptEnv:
 
     def __init__(self, family: TaskFamily, num_envs: int, seed: int = 0, decisions: tuple[int, int] = (16, 128),
                  stats_every: int = 4, reuse: int = 2, randomize_start: bool = True, start_lr_scale: float = 1.0,
-                 autoreset: bool = True):
+                 autoreset: bool = True, fixed: dict | None = None):
+        """`fixed` = {"task": cfg, "seeds": [...], "decisions": n} runs that exact episode (evaluation):
+        start at EVAL_START, no reward (no reference run)."""
         self.family, self.num_envs = family, num_envs
         self.decisions, self.stats_every, self.reuse = decisions, stats_every, reuse
         self.randomize_start, self.start_lr_scale, self.autoreset = randomize_start, start_lr_scale, autoreset
@@ -53,6 +55,7 @@ class VecLhoptEnv:
         self._uses_left = 0
         self._references: dict[str, PowerLawFit] = {}
         self.instance: dict | None = None
+        self.fixed = fixed
 
     # --- state that a checkpoint keeps (episodes start fresh after it) ------------------------
     def state_dict(self) -> dict:
@@ -82,17 +85,25 @@ class VecLhoptEnv:
     def _new_episode(self) -> np.ndarray:
         self._episode_start = {"rng": json.dumps(self.rng.bit_generator.state), "uses_left": self._uses_left,
                                "instance": json.dumps(self.instance)}
-        if self._uses_left <= 0 or self.instance is None:
-            self.instance = self.family.sample(self.rng)
-            self.task = build_task(self.instance)
-            self._uses_left = self.reuse
-        self._uses_left -= 1
+        if self.fixed is not None:
+            if self.instance is None:
+                self.instance, self.task = self.fixed["task"], build_task(self.fixed["task"])
+            count = int(self.fixed["decisions"])
+            seeds = [int(s) for s in self.fixed["seeds"]]
+            self.starts = [EVAL_START for _ in seeds]
+        else:
+            if self._uses_left <= 0 or self.instance is None:
+                self.instance = self.family.sample(self.rng)
+                self.task = build_task(self.instance)
+                self._uses_left = self.reuse
+            self._uses_left -= 1
+            count = int(self.rng.integers(self.decisions[0], self.decisions[1] + 1))
+            seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
+            self.starts = [self._start_hparams() for _ in range(self.num_envs)]
         total = self.task.total_steps
-        count = int(min(self.rng.integers(self.decisions[0], self.decisions[1] + 1), max(total - 1, 1)))
+        count = min(count, max(total - 1, 1))
         self.boundaries = np.unique(np.linspace(0, total, count + 2).round().astype(int))
         self.interval = 0
-        seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
-        self.starts = [self._start_hparams() for _ in range(self.num_envs)]
         self.recorders = [_Recorder() for _ in range(self.num_envs)]
         self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.stats_every)
         self.trackers = [FeatureTracker(start, self.task.num_params) for start in self.starts]
@@ -154,9 +165,10 @@ class VecLhoptEnv:
         done = self.episode_over
         info: dict = {}
         if done:
-            fit, total = self.reference(), self.task.total_steps
             finals = self.final_losses()
-            rewards[:] = [log_speedup_reward(fit, loss, total) for loss in finals]
+            if self.fixed is None:
+                fit, total = self.reference(), self.task.total_steps
+                rewards[:] = [log_speedup_reward(fit, loss, total) for loss in finals]
             info = {"episode_reward": rewards.copy(), "final_valid_loss": np.array(finals),
                     "task": self.instance["name"], "final_lr": np.array([c.hparams.lr for c in self.run.ctx])}
             if self.autoreset:

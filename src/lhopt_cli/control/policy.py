@@ -90,3 +90,16 @@ class RecurrentActorCritic(nn.Module):
         logprob = torch.stack([d.log_prob(a) for d, a in zip(dists, action.unbind(-1))], -1).sum(-1)
         entropy = torch.stack([d.entropy() for d in dists], -1).sum(-1)
         return action, logprob, entropy, self.critic(hidden), state
+
+    @torch.no_grad()
+    def act(self, obs, state, done, greedy: bool = False, generator: torch.Generator | None = None):
+        """Choices for acting (not training): argmax, or sampled from a private generator so the
+        caller's global RNG stream is untouched."""
+        hidden, state = self.get_states(obs, state, done)
+        choices = []
+        for dist in self.distributions(hidden):
+            if greedy:
+                choices.append(dist.probs.argmax(-1))
+            else:
+                choices.append(torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1))
+        return torch.stack(choices, dim=-1), state

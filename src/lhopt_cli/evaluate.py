@@ -1,0 +1,158 @@
+"""The evaluate job: a policy and extra baselines against the best of the AdamW grid.
+
+For each task: the grid (reused from `grid_dir` where it is already there), one policy run
+per seed (batched, from AdamW's defaults), the extra baselines; then speedups per seed
+(results/speedup.py), summary.csv, the curves in results.parquet and two figures per task.
+Rerunning with the same run_dir skips runs already stored.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from . import baseline_grid
+from .api import default_policy_path
+from .config import ConfigError, compose
+from .control.checkpoint import load_policy
+from .control.rollout import run_policy
+from .inner import train_one_epoch
+from .plots import hyperparameter_plot, learning_curve_plot
+from .results.speedup import ema, envelope, speedup
+from .results.store import ResultsStore
+from .tasks import build_task
+
+EXTRA_BASELINES = ("schedulefree", "prodigy")
+
+
+def make_extra_optimizer(name: str):
+    """The extra baselines at their recommended defaults."""
+    if name == "schedulefree":
+        from schedulefree import AdamWScheduleFree
+
+        return lambda params: AdamWScheduleFree(params, lr=0.0025, warmup_steps=0)
+    if name == "prodigy":
+        from prodigyopt import Prodigy
+
+        return lambda params: Prodigy(params, lr=1.0)
+    raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
+
+
+def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
+    overrides = [f"task={task}", f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
+                 f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
+                 f"grid.lrs={grid['lrs']}", f"grid.schedules=[{','.join(grid['schedules'])}]"]
+    if cfg.get("debug") is not None:
+        overrides.append("debug=smoke")
+    return compose("baseline_grid", overrides)
+
+
+def _curve_rows(meta: dict, task, result) -> tuple[dict, list[dict]]:
+    rows = [{**point, "total_steps": task.total_steps, "tokens_or_examples": point["step"] * task.examples_per_step,
+             "flops": point["step"] * task.flops_per_step} for point in result.curve]
+    run = {**meta, "model_params": task.num_params, "status": result.status, "steps": result.steps,
+           "total_steps": task.total_steps, "final_valid_loss": result.final_valid_loss, "wall_s": result.wall_s,
+           "error": ""}
+    return run, rows
+
+
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
+    console = console or Console(soft_wrap=True)
+    unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
+    policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
+    agent, _ = load_policy(policy_path)
+    grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
+    store = ResultsStore(run_dir)
+    summary, figures = [], []
+    for task_name in cfg.tasks:
+        gcfg = grid_config(cfg, task_name, grid_dir)
+        console.print(f"[bold]{task_name}[/bold]: AdamW grid ({grid_dir})")
+        baseline_grid.run(gcfg, grid_dir, console)
+        task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
+        task_json = json.dumps(task_cfg, sort_keys=True)
+        task = build_task(task_cfg)
+        key = baseline_grid.task_key(task_cfg)
+        meta = {"command": "evaluate", "task": task_name, "task_params": task_json, "lr0": np.nan}
+        done = store.finished_ids()
+        todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
+        if todo:
+            console.print(f"{task_name}: policy runs for seeds {todo}")
+            decisions = int(cfg.controller.eval_decisions)
+            policy_runs = run_policy(agent, task_cfg, list(todo), decisions, int(cfg.controller.stats_every),
+                                     greedy=bool(cfg.greedy))
+            store.add([_curve_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
+                                    "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
+            for s, pr in zip(todo, policy_runs):
+                pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
+        for name in cfg.extra_baselines:
+            for s in cfg.seeds:
+                run_id = f"{task_name}-{key}-s{s}-{name}"
+                if run_id in store.finished_ids():
+                    continue
+                result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
+                store.add([_curve_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
+                                       task, result)])
+        grid_curves = pd.read_parquet(grid_dir / "results.parquet")
+        grid_curves = grid_curves[grid_curves.task_params == task_json]
+        ours = store.curves[store.curves.task_params == task_json]
+        rows = summarize(task_name, cfg.seeds, grid_curves, ours)
+        summary += rows
+        figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
+        decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
+        if decisions_files:
+            figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png"))
+    table = pd.DataFrame(summary)
+    table.to_csv(run_dir / "summary.csv", index=False)
+    print_summary(table, console)
+    for path in figures:
+        console.print(f"figure: {path}")
+    console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grid_dir})")
+    return table
+
+
+def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame) -> list[dict]:
+    """Per seed: the best baseline, and every other method's final loss and speedup over the grid."""
+    rows = []
+    for seed in seeds:
+        grid = grid_curves[grid_curves.seed == seed]
+        curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
+        steps = max(curves.values(), key=len).step.to_numpy()
+        # a diverged run's curve stops early; it counts as infinitely bad afterwards
+        padded = [np.pad(c.valid_loss.to_numpy(float), (0, len(steps) - len(c)), constant_values=np.inf)
+                  for c in curves.values()]
+        finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
+        best_id = min(finals, key=finals.get) if finals else next(iter(curves))
+        best = curves[best_id]
+        base = {"task": task_name, "seed": seed, "best_lr": float(best.lr0.iloc[0]),
+                "best_schedule": best.schedule.iloc[0]}
+        rows.append({**base, "method": "best_baseline", "final_valid_loss": float(best.valid_loss.iloc[-1]),
+                     "speedup": speedup(steps, best.valid_loss.to_numpy(float), padded)})
+        for method, g in ours[ours.seed == seed].groupby("method"):
+            g = g.sort_values("step")
+            curve = np.pad(g.valid_loss.to_numpy(float), (0, max(0, len(steps) - len(g))), constant_values=np.inf)
+            rows.append({**base, "method": method, "final_valid_loss": float(g.valid_loss.iloc[-1]),
+                         "speedup": speedup(steps, curve[: len(steps)], padded)})
+    return rows
+
+
+def print_summary(table: pd.DataFrame, console: Console) -> None:
+    for task_name, rows in table.groupby("task", sort=False):
+        shown = Table(title=f"{task_name}: speedup over the best of the AdamW grid (per seed)")
+        for column in ("method", "final valid loss (median)", "speedup per seed", "median [min, max]"):
+            shown.add_column(column, justify="left" if column == "method" else "right")
+        best = rows[rows.method == "best_baseline"]
+        caption = ", ".join(f"seed {r.seed}: lr {r.best_lr:g} {r.best_schedule}" for r in best.itertuples())
+        shown.caption = f"best baseline per seed: {caption}"
+        for method, group in rows.groupby("method", sort=False):
+            s = group.speedup.to_numpy(float)
+            shown.add_row(method, f"{group.final_valid_loss.median():.4f}", " ".join(f"{v:.2f}x" for v in s),
+                          f"{np.median(s):.2f}x [{s.min():.2f}, {s.max():.2f}]")
+        console.print(shown)

@@ -1,0 +1,59 @@
+"""Speedup of a method over the best of the baselines (METHOD.md section 8).
+
+Every validation curve is EMA-smoothed; the baseline envelope is the minimum over baselines at
+each step followed by a running minimum; L* is the envelope's final value. A method that
+reaches L* at step t has speedup T / t; one that never does has t_env(L_final) / T < 1, where
+t_env is the first step at which the envelope reached the method's final loss. Crossing steps
+are interpolated linearly between evaluation points.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EMA_DECAY = 0.5  # weight of the previous smoothed value; the curves have ~25 points
+
+
+def ema(values, decay: float = EMA_DECAY) -> np.ndarray:
+    out = np.empty(len(values))
+    acc = None
+    for i, value in enumerate(np.asarray(values, dtype=float)):
+        value = np.inf if not np.isfinite(value) else value
+        acc = value if acc is None or not np.isfinite(acc) else decay * acc + (1 - decay) * value
+        out[i] = acc
+    return out
+
+
+def envelope(curves) -> np.ndarray:
+    """Running minimum of the pointwise minimum of (already smoothed) curves on shared steps."""
+    stacked = np.vstack([np.where(np.isfinite(c), c, np.inf) for c in curves])
+    return np.minimum.accumulate(stacked.min(axis=0))
+
+
+def first_step_reaching(steps, curve, level: float) -> float | None:
+    """The first (interpolated) step at which `curve` is at or below `level`; None if never."""
+    steps, curve = np.asarray(steps, dtype=float), np.asarray(curve, dtype=float)
+    hits = np.flatnonzero(curve <= level)
+    if len(hits) == 0:
+        return None
+    i = int(hits[0])
+    if i == 0 or not np.isfinite(curve[i - 1]):
+        return float(steps[i])
+    frac = (curve[i - 1] - level) / (curve[i - 1] - curve[i])
+    return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
+
+
+def speedup(steps, method_curve, baseline_curves, decay: float = EMA_DECAY) -> float:
+    """The method's speedup over the envelope of the baselines (all on the same steps)."""
+    steps = np.asarray(steps, dtype=float)
+    total = float(steps[-1])
+    env = envelope([ema(c, decay) for c in baseline_curves])
+    method = ema(method_curve, decay)
+    target = env[-1]
+    reached = first_step_reaching(steps, method, target)
+    if reached is not None and reached > 0:
+        return total / reached
+    final = method[-1]
+    if not np.isfinite(final):
+        return 0.0
+    t_env = first_step_reaching(steps, env, final)
+    return (t_env if t_env is not None else total) / total
