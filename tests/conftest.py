@@ -27,3 +27,17 @@ def lhopt_env() -> dict:
     env = dict(os.environ)
     env.setdefault("COLUMNS", "120")
     return env
+
+
+@pytest.fixture(scope="session")
+def smoke_policy(tmp_path_factory):
+    """A policy file from a real (tiny) `lhopt train-policy debug=smoke` run."""
+    from rich.console import Console
+
+    from lhopt_cli import train_policy
+    from lhopt_cli.config import compose, make_run_dir
+
+    run_dir = tmp_path_factory.mktemp("smoke_policy")
+    cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}"])
+    make_run_dir(cfg)
+    return train_policy.run(cfg, run_dir, Console(quiet=True))

@@ -28,6 +28,7 @@ from .results.store import ResultsStore
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
+SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule"]
 
 
 def make_extra_optimizer(name: str):
@@ -109,7 +110,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
         if decisions_files:
             figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png"))
-    table = pd.DataFrame(summary)
+    table = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
     table.to_csv(run_dir / "summary.csv", index=False)
     print_summary(table, console)
     for path in figures:

@@ -1,0 +1,47 @@
+"""`lhopt evaluate` end to end on a smoke-sized task, and its bad-input handling."""
+import subprocess
+
+import pandas as pd
+
+from conftest import LHOPT, lhopt_env
+from lhopt_cli.results.store import load
+
+
+def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy, tmp_path):
+    args = ("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[mlp_mnist]", "seeds=[0]", f"run_dir={tmp_path}")
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns) == ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule"]
+    assert set(summary.method) == {"best_baseline", "lhopt", "schedulefree", "prodigy"}
+    assert (summary.speedup >= 0).all() and summary.loc[summary.method == "best_baseline", "speedup"].item() == 1.0
+    grid = pd.read_parquet(tmp_path / "grid" / "runs.parquet")
+    best = grid.loc[grid.final_valid_loss.idxmin()]
+    assert summary.best_lr.iloc[0] == best.lr0 and summary.best_schedule.iloc[0] == best.schedule
+    curves = load(tmp_path)
+    assert set(curves.method) == {"lhopt", "schedulefree", "prodigy"} and (curves.step.max() == 8)
+    decisions = pd.read_csv(tmp_path / "decisions_mlp_mnist_s0.csv")
+    assert {"step", "lr", "beta1", "clip", "restart"} <= set(decisions.columns)
+    for figure in ("curves_mlp_mnist.png", "hyperparameters_mlp_mnist.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+
+    again = run_cli(*args)  # everything is stored: nothing is rerun, the numbers are the same
+    assert again.exit_code == 0 and "policy runs" not in again.output and "nothing to add" in again.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "summary.csv"), summary)
+
+
+def test_reuses_a_grid_from_grid_dir(run_cli, smoke_policy, tmp_path):
+    grid = run_cli("baseline-grid", "debug=smoke", "task=nqm", f"run_dir={tmp_path / 'grid'}", "executor.workers=1")
+    assert grid.exit_code == 0
+    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
+                     f"grid_dir={tmp_path / 'grid'}", "extra_baselines=[]", f"run_dir={tmp_path / 'eval'}")
+    assert result.exit_code == 0, result.output
+    assert "All 35 runs are already done" in result.output
+    assert set(pd.read_csv(tmp_path / "eval" / "summary.csv").method) == {"best_baseline", "lhopt"}
+
+
+def test_missing_policy_is_one_line(tmp_path):
+    proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", f"policy={tmp_path / 'none.pt'}",
+                           f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'}: no such policy file"]
