@@ -20,14 +20,19 @@ CDF_OF = ("train_loss", "valid_loss", "grad_norm", "rel_update", "noise_scale")
 _TINY = 1e-30
 
 
-def history_cdf(history: list[float], value: float, strength: float) -> float:
-    """Weighted percentile of `value` within `history` (newest weighted `strength` x oldest)."""
+def history_cdfs(history: list[float], value: float, strengths=CDF_STRENGTHS) -> list[float]:
+    """Weighted percentiles of `value` within `history`, one per recency strength (the newest
+    value weighs `strength` times the oldest)."""
     if not history or not math.isfinite(value):
-        return 0.5
+        return [0.5] * len(strengths)
     h = np.asarray(history, dtype=float)
-    w = strength ** np.linspace(0.0, 1.0, len(h)) if len(h) > 1 else np.ones(1)
-    below = w[h < value].sum() + 0.5 * w[h == value].sum()
-    return float(below / w.sum())
+    w = np.asarray(strengths, dtype=float)[:, None] ** np.linspace(0.0, 1.0, len(h))[None, :]  # (S, n)
+    score = (h < value) + 0.5 * (h == value)
+    return list((w @ score) / w.sum(axis=1))
+
+
+def history_cdf(history: list[float], value: float, strength: float) -> float:
+    return history_cdfs(history, value, (strength,))[0]
 
 
 def _log_ratio(a: float, b: float) -> float:
@@ -106,8 +111,8 @@ class FeatureTracker:
         current = {"train_loss": train_loss, "valid_loss": valid_loss, "grad_norm": g, "rel_update": rel_update,
                    "noise_scale": noise}
         for name in CDF_OF:
-            for strength in CDF_STRENGTHS:
-                f[f"cdf_{name}_{strength:g}"] = history_cdf(self.history[name], current[name], strength)
+            for strength, cdf in zip(CDF_STRENGTHS, history_cdfs(self.history[name], current[name])):
+                f[f"cdf_{name}_{strength:g}"] = float(cdf)
             if math.isfinite(current[name]):
                 self.history[name].append(current[name])
         for head, n, k in zip(HEAD_NAMES, NVEC, self.prev_action or (None,) * len(NVEC)):
