@@ -16,7 +16,7 @@ def test_help_lists_all_four_commands(run_cli):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", ["evaluate", "scaling-fit"])
+@pytest.mark.parametrize("command", ["scaling-fit"])
 def test_pending_commands_exit_2(run_cli, command):
     result = run_cli(command)
     assert result.exit_code == 2

@@ -34,6 +34,8 @@ def test_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path):
 
     where = run(str(python), "-c", "import lhopt_cli, pathlib; print(pathlib.Path(lhopt_cli.__file__).resolve())")
     assert where.stdout.strip().startswith(str(env_dir.resolve())), where.stdout + where.stderr
+    bundled = run(str(python), "-c", "import lhopt_cli; c = lhopt_cli.Controller.from_pretrained(); print(len(c.meta['feature_names']))")
+    assert bundled.returncode == 0 and int(bundled.stdout) > 50, bundled.stderr
     helped = run(lhopt, "--help")
     assert helped.returncode == 0 and "baseline-grid" in helped.stdout
     composed = run(lhopt, "baseline-grid", "--cfg")
