@@ -139,7 +139,9 @@ class BatchedRun:
     @torch.no_grad()
     def _clip(self, grads: list[torch.Tensor], clip: torch.Tensor) -> None:
         """Per member: threshold = c x rolling max of its gradient norm (torch's clip arithmetic)."""
-        norms = torch.stack([g.reshape(self.K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+        # (K,): the norm of the per-tensor norms, as torch.nn.utils.get_total_norm computes it
+        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(self.K, -1), dim=1)
+                                                      for g in grads]), dim=0)
         finite = torch.isfinite(norms) & self.active
         self.rolling_max = torch.where(finite, torch.maximum(0.99 * self.rolling_max, norms), self.rolling_max)
         threshold = clip * self.rolling_max
