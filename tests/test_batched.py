@@ -15,7 +15,8 @@ from lhopt_cli.tasks import build_task
 def small_task(name, steps=50, *extra):
     overrides = {"mlp_mnist": ["task.valid_size=256"], "nqm": ["task.dim=50"],
                  "char_lm": ["task.max_chars=60000", "task.d_model=32", "task.context=32", "task.valid_size=16"],
-                 "mnist1d_conv": ["task.num_train=3200", "task.num_valid=400"]}[name]
+                 "mnist1d_conv": ["task.num_train=3200", "task.num_valid=400"],
+                 "algorithmic": ["task.cell=lstm", "task.num_train=1600", "task.length=6"]}[name]
     cfg = compose("baseline_grid", [f"task={name}", f"task.max_steps={steps}", "task.eval_points=5",
                                     *overrides, *extra])
     return build_task(cfg.task)
@@ -60,7 +61,7 @@ def members():
     ]
 
 
-@pytest.mark.parametrize("name", ["mlp_mnist", "nqm", "char_lm", "mnist1d_conv"])
+@pytest.mark.parametrize("name", ["mlp_mnist", "nqm", "char_lm", "mnist1d_conv", "algorithmic"])
 def test_each_member_matches_the_single_run_loop(name):
     task = small_task(name)
     spec = members()

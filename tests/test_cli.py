@@ -38,7 +38,7 @@ def test_debug_smoke_shrinks_runs(run_cli):
 
 
 @pytest.mark.parametrize("config_group", ["task=mlp_mnist", "task=cnn_mnist", "task=mnist1d_conv", "task=char_lm",
-                                          "task=nqm", "task=mlp_digits", "grid=default", "executor=local",
+                                          "task=nqm", "task=mlp_digits", "task=algorithmic", "grid=default", "executor=local",
                                           "debug=smoke"])
 def test_every_config_group_option_composes(run_cli, config_group):
     assert run_cli("baseline-grid", "--cfg", config_group).exit_code == 0
@@ -56,7 +56,7 @@ def test_every_train_policy_group_option_composes(run_cli, config_group):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("task=foo", "unknown task 'foo'; known: char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"),
+        ("task=foo", "unknown task 'foo'; known: algorithmic, char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"),
         ("+foo=1", "Key 'foo' not in"),
         ("nonsense=1", "Could not override 'nonsense'"),
         ("task.batch_size=abc", "task.batch_size"),
@@ -85,4 +85,4 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
                           env=lhopt_env(), timeout=120, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown task 'foo'; known: char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"]
+        "error: unknown task 'foo'; known: algorithmic, char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"]

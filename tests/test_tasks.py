@@ -17,7 +17,7 @@ EXTRA = {
     "mnist1d_conv": ["task.num_train=3200", "task.num_valid=400"],
     "char_lm": ["task.max_chars=60000"],
 }
-LR = {"mlp_mnist": 3e-3, "mlp_digits": 1e-2, "cnn_mnist": 3e-3, "mnist1d_conv": 1e-2, "char_lm": 3e-3, "nqm": 0.1}
+LR = {"mlp_mnist": 3e-3, "mlp_digits": 1e-2, "algorithmic": 1e-2, "cnn_mnist": 3e-3, "mnist1d_conv": 1e-2, "char_lm": 3e-3, "nqm": 0.1}
 NAMES = list(TASKS)
 USER_CACHE = os.environ.get("LHOPT_CACHE")  # before the fixtures point it at a temporary folder
 
@@ -56,7 +56,7 @@ def seed0_run(small_tasks, seed0_runs, name):
 
 
 def test_all_tasks_covered():
-    assert set(NAMES) == {"mlp_mnist", "mlp_digits", "cnn_mnist", "mnist1d_conv", "char_lm", "nqm"}
+    assert set(NAMES) == {"algorithmic", "mlp_mnist", "mlp_digits", "cnn_mnist", "mnist1d_conv", "char_lm", "nqm"}
 
 
 @pytest.mark.parametrize("name", NAMES)

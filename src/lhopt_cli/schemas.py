@@ -56,7 +56,18 @@ class NqmTask(TaskBase):
     steps: int = 1000
 
 
+@dataclass
+class AlgorithmicTask(TaskBase):
+    problem: str = "xor"
+    cell: str = "gru"
+    hidden: int = 32
+    length: int = 12
+    num_train: int = 4000
+    num_valid: int = 500
+
+
 TASK_SCHEMAS: dict[str, type] = {
+    "algorithmic": AlgorithmicTask,
     "mlp_mnist": MlpMnistTask,
     "mlp_digits": MlpDigitsTask,
     "cnn_mnist": CnnMnistTask,

@@ -1,6 +1,7 @@
 """One-epoch training tasks, built from a task config (conf/task/)."""
 from __future__ import annotations
 
+from .algorithmic import Algorithmic
 from .base import Task
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
@@ -8,6 +9,7 @@ from .text_lm import CharLm
 from .vision import CnnMnist, MlpDigits, MlpMnist
 
 TASKS: dict[str, type[Task]] = {
+    "algorithmic": Algorithmic,
     "mlp_mnist": MlpMnist,
     "mlp_digits": MlpDigits,
     "cnn_mnist": CnnMnist,

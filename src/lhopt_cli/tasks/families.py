@@ -64,6 +64,8 @@ class TaskFamily:
             cfg["hidden"] = [_sample_value(rng, width or [16, 128]) for _ in range(int(depth))]
         if name == "mnist1d_conv" and "channels" in cfg:
             cfg["channels"] = [int(cfg["channels"])] * 2
+        if name == "cnn_mnist" and "channels" in cfg:
+            cfg["channels"] = [int(cfg["channels"]), 2 * int(cfg["channels"])]
         return cfg
 
     def task_index(self, name: str) -> int:
