@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
     if not todo:
         console.print(f"All {len(jobs)} runs are already done in {run_dir}; nothing to add.")
     else:
-        if finished:
+        if len(todo) < len(jobs):
             console.print(f"Resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go.")
         ex = cfg.executor
         requested = resolve_workers(int(ex.workers), len(todo))
