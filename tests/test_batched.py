@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from lhopt_cli.config import compose
 from lhopt_cli.inner import HParams, Hook, ScheduleHook, train_one_epoch

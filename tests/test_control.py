@@ -6,8 +6,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAMES, HEADS, NO_OP, NVEC,
-                                       apply_action, randomized_start, restart_kind)
+from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAMES, HEADS, NO_OP, apply_action, randomized_start, restart_kind)
 from lhopt_cli.control.env import LhoptEnv, VecLhoptEnv
 from lhopt_cli.control.features import FEATURE_NAMES, FeatureTracker, history_cdf, to_vector
 from lhopt_cli.control.reward import fit_reference, log_speedup_reward, power_law
@@ -127,7 +126,7 @@ def test_vector_env_runs_whole_episodes_and_rewards_at_the_end():
     env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=3, seed=1, decisions=(3, 5), stats_every=2)
     obs, _ = env.reset(seed=1)
     assert obs.shape == (3, len(FEATURE_NAMES)) and np.isfinite(obs).all()
-    rewards, steps = [], 0
+    steps = 0
     while True:
         obs, reward, term, trunc, info = env.step(np.tile(NO_OP, (3, 1)))
         steps += 1

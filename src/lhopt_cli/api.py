@@ -24,7 +24,7 @@ from .control.actions import EVAL_START, apply_action, restart_kind
 from .control.checkpoint import PolicyFileError, load_policy
 from .control.features import FeatureTracker, Register, to_vector
 from .inner.optim import RollingMaxClipper, apply_hparams, read_hparams
-from .inner.stats import optimizer_stats
+from .inner.stats import adamw_stats
 
 ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")
 
@@ -108,9 +108,7 @@ class Controller:
         if bias_step is None:
             return
         p, g, m, v = (torch.cat(parts[k])[None] for k in ("p", "g", "m", "v"))
-        v_hat_sqrt = v.sqrt() / math.sqrt(1 - hp.beta2**bias_step)
-        direction = (m / (1 - hp.beta1**bias_step)) / (v_hat_sqrt + hp.eps)
-        stats = optimizer_stats(p, g, m, v_hat_sqrt, direction, torch.tensor([[hp.eps]]))
+        stats = adamw_stats(p, g, m, v, hp.beta1, hp.beta2, hp.eps, bias_step)
         for name, value in stats.items():
             self.stats[name] = self.stats.get(name, 0.0) + float(value[0])
         self.stats["clipped"] = self.stats.get("clipped", 0.0) + float(clipped)

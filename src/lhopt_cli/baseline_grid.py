@@ -77,10 +77,11 @@ def _meta(job: GridRun) -> dict:
             "lr0": job.lr, "schedule": job.schedule}
 
 
-def _rows(job: GridRun, task: Task, result: RunResult) -> tuple[dict, list[dict]]:
+def result_rows(meta: dict, task: Task, result: RunResult) -> tuple[dict, list[dict]]:
+    """A finished run as the store's run row and curve rows (`meta`: run_id, method, seed, ...)."""
     curve = [{**point, "total_steps": task.total_steps, "tokens_or_examples": point["step"] * task.examples_per_step,
               "flops": point["step"] * task.flops_per_step} for point in result.curve]
-    run = {**_meta(job), "model_params": task.num_params, "status": result.status, "steps": result.steps,
+    run = {**meta, "model_params": task.num_params, "status": result.status, "steps": result.steps,
            "total_steps": task.total_steps, "final_valid_loss": result.final_valid_loss, "wall_s": result.wall_s,
            "error": ""}
     return run, curve
@@ -107,7 +108,7 @@ def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
             results = train_batched(task, [job.seed for job in chunk], hooks, bases)
     except Exception as err:  # recorded, retried on resume
         return [_failed(job, err) for job in chunk]
-    return [_rows(job, task, result) for job, result in zip(chunk, results)]
+    return [result_rows(_meta(job), task, result) for job, result in zip(chunk, results)]
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None) -> pd.DataFrame:

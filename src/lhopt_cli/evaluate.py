@@ -23,7 +23,7 @@ from .control.checkpoint import load_policy
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
-from .results.speedup import ema, envelope, speedup
+from .results.speedup import ema, speedup
 from .results.store import ResultsStore
 from .tasks import build_task
 
@@ -54,15 +54,6 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
     return compose("baseline_grid", overrides)
 
 
-def _curve_rows(meta: dict, task, result) -> tuple[dict, list[dict]]:
-    rows = [{**point, "total_steps": task.total_steps, "tokens_or_examples": point["step"] * task.examples_per_step,
-             "flops": point["step"] * task.flops_per_step} for point in result.curve]
-    run = {**meta, "model_params": task.num_params, "status": result.status, "steps": result.steps,
-           "total_steps": task.total_steps, "final_valid_loss": result.final_valid_loss, "wall_s": result.wall_s,
-           "error": ""}
-    return run, rows
-
-
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
     console = console or Console(soft_wrap=True)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
@@ -89,7 +80,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
             decisions = int(cfg.controller.eval_decisions)
             policy_runs = run_policy(agent, task_cfg, list(todo), decisions, int(cfg.controller.stats_every),
                                      greedy=bool(cfg.greedy))
-            store.add([_curve_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
+            store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                     "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
             for s, pr in zip(todo, policy_runs):
                 pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
@@ -99,7 +90,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
                 if run_id in store.finished_ids():
                     continue
                 result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
-                store.add([_curve_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
+                store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
                                        task, result)])
         grid_curves = pd.read_parquet(grid_dir / "results.parquet")
         grid_curves = grid_curves[grid_curves.task_params == task_json]

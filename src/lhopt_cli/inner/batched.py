@@ -23,7 +23,7 @@ from ..tasks import Task
 from .hooks import Hook
 from .loop import RunResult
 from .optim import HPARAM_NAMES, HParams
-from .stats import optimizer_stats
+from .stats import adamw_stats
 
 
 # vmap runs attention member by member (no batching rule yet); correct, and measured by the
@@ -172,14 +172,10 @@ class BatchedRun:
             self._accumulate(self._stats(before, self._flat(grads)))
 
     def _stats(self, param: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
-        hp = self._hparam_columns()
-        steps = torch.tensor([float(s[0]) for s in self.steps], dtype=torch.float64)[:, None].clamp_min(1.0)
-        bias1 = (1 - hp["beta1"] ** steps).float()
-        bias2_sqrt = (1 - hp["beta2"] ** steps).sqrt().float()
-        m, v = self._flat(self.exp_avg), self._flat(self.exp_avg_sq)
-        v_hat_sqrt = v.sqrt() / bias2_sqrt
-        direction = (m / bias1) / (v_hat_sqrt + hp["eps"].float())
-        return optimizer_stats(param, grad, m, v_hat_sqrt, direction, hp["eps"].float())
+        hp = {k: v.float() for k, v in self._hparam_columns().items()}
+        steps = torch.tensor([float(s[0]) for s in self.steps])[:, None].clamp_min(1.0)
+        return adamw_stats(param, grad, self._flat(self.exp_avg), self._flat(self.exp_avg_sq),
+                           hp["beta1"], hp["beta2"], hp["eps"], steps)
 
     def _accumulate(self, stats: dict[str, torch.Tensor]) -> None:
         columns = {k: v.tolist() for k, v in stats.items()}

@@ -35,3 +35,16 @@ def optimizer_stats(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v_
         "frac_sqrt_v_above_eps": (v_hat_sqrt > eps).float().mean(1),
         "mean_log_abs_update": update.abs().clamp_min(_TINY).log().mean(1),
     }
+
+
+@torch.no_grad()
+def adamw_stats(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, beta1, beta2, eps,
+                step) -> dict[str, torch.Tensor]:
+    """Statistics from AdamW's moments after the step (`step` counted after it), with torch's
+    bias correction; the hyperparameters are floats or (K, 1) tensors."""
+    bias1 = 1 - beta1**step
+    bias2_sqrt = (1 - beta2**step) ** 0.5
+    v_hat_sqrt = v.sqrt() / bias2_sqrt
+    direction = (m / bias1) / (v_hat_sqrt + eps)
+    eps_t = eps if torch.is_tensor(eps) else torch.tensor([[eps]])
+    return optimizer_stats(param, grad, m, v_hat_sqrt, direction, eps_t)
