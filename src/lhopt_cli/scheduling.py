@@ -7,7 +7,9 @@ every core then runs one worker process of that kind.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
@@ -17,6 +19,7 @@ import torch
 from .inner import HParams, train_one_epoch
 from .inner.batched import train_batched
 from .tasks import Task
+from .tasks.data import cache_dir
 
 T = TypeVar("T")
 PATHS = ("auto", "single", "batched")
@@ -66,19 +69,41 @@ def on_threads(threads: int, fn, *args):
         torch.set_num_threads(before)
 
 
+def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float]]:
+    """One-thread rates of one run and of batches of each size, measured once per task config
+    on this machine and kept in the cache folder (measuring costs seconds on larger models)."""
+    path = cache_dir() / "calibration.json"
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # a damaged cache is measured again
+        known = {}
+    key = f"{torch.__version__}|{task.describe()}"
+    entry = known.get(key, {})
+    if "single" not in entry:
+        entry["single"] = on_threads(1, single_rate, task)
+    for k in sizes:
+        if str(k) not in entry:
+            entry[str(k)] = on_threads(1, batched_rate, task, k)
+    known[key] = entry
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known))
+    os.replace(tmp, path)
+    return entry["single"], {k: entry[str(k)] for k in sizes}
+
+
 def choose(task: Task, runs: int, workers: int, path: str, max_members: int) -> Plan:
     """The path, chunk size and worker count for `runs` runs of `task` on `workers` processes.
 
     `auto` measures, on one thread, one run at a time against batches of 8 and of a worker's
-    share, and keeps the fastest; a job too small to repay starting workers stays in this process.
+    share (once per task config and machine), and keeps the fastest; a job too small to repay
+    starting workers stays in this process.
     """
     share = max(1, min(max_members, math.ceil(runs / workers)))
     if path == "single" or share == 1:
         return Plan("single", 1, workers)
     if path == "batched":
         return Plan("batched", share, workers)
-    single = on_threads(1, single_rate, task)
-    batched = {k: on_threads(1, batched_rate, task, k) for k in sorted({min(8, share), share}) if k > 1}
+    single, batched = measured_rates(task, sorted({min(8, share), share} - {1}))
     members, rate = max(batched.items(), key=lambda item: item[1])
     if runs * task.total_steps / max(single, rate) / workers < SMALL_JOB_S:
         workers = 1
