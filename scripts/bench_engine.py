@@ -102,6 +102,7 @@ def grid_main() -> None:
     parser.add_argument("--grid", nargs="+", required=True, help="tasks whose full default grid is timed")
     args, _ = parser.parse_known_args()
     for name in args.grid:
+        grid_seconds(name, ["executor.workers=1", "executor.path=single", "grid.lrs=[1e-3]"])  # warm-up, untimed
         alone, _ = grid_seconds(name, ["executor.workers=1", "executor.path=single"])
         two, _ = grid_seconds(name, ["executor.workers=2", "executor.path=single"])
         first, how = grid_seconds(name, [])  # may include the one-time measurement of the paths
