@@ -141,3 +141,25 @@ def test_batched_and_single_paths_give_the_same_grid(run_cli, tmp_path):
 def test_unknown_executor_path_is_refused(run_cli, tmp_path):
     result = run_cli("baseline-grid", "debug=smoke", "executor.path=gpu", f"run_dir={tmp_path / 'x'}")
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tmp_path, workers):
+    run_dir = tmp_path / "grid"
+    cmd = [str(LHOPT), "baseline-grid", "debug=smoke", "task=mlp_mnist", "task.max_steps=60",
+           f"executor.workers={workers}", "executor.path=single", f"run_dir={run_dir}"]
+    # a shell that started this suite in the background may have set SIGINT to ignored: undo that
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=lhopt_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "runs.parquet").exists():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the grid finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished work is saved")
+    assert "Traceback" not in err
+    assert len(pd.read_parquet(run_dir / "runs.parquet")) >= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -22,8 +23,15 @@ CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config 
 console = Console(soft_wrap=True)  # paths and messages stay on one line
 
 
-class UserError(Exception):
-    """Bad input: shown as one line, exit status 1."""
+@contextmanager
+def _resumable():
+    """Ctrl-C ends a long command with one line (typer would exit silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is saved; rerun the same command (resume=true for "
+                   "train-policy) to continue", err=True)
+        raise typer.Exit(130) from None
 
 
 def _compose(ctx: typer.Context, config_name: str, show: bool):
@@ -56,7 +64,8 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "baseline_grid", cfg_only)
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
     run_dir = make_run_dir(cfg)
-    table = job.run(cfg, run_dir, console, jobs)
+    with _resumable():
+        table = job.run(cfg, run_dir, console, jobs)
     title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
     print_grid(table, title, console)
     csv_path = write_grid_csv(table, run_dir / "grid_table.csv")
@@ -81,7 +90,8 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     cfg = _compose(ctx, "train_policy", cfg_only)
     run_dir = make_run_dir(cfg)
-    policy = job.run(cfg, run_dir, console)
+    with _resumable():
+        policy = job.run(cfg, run_dir, console)
     console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
 
@@ -99,7 +109,8 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     cfg = _compose(ctx, "evaluate", cfg_only)
     run_dir = make_run_dir(cfg)
-    job.run(cfg, run_dir, console)
+    with _resumable():
+        job.run(cfg, run_dir, console)
 
 
 @app.command("scaling-fit", context_settings=OVERRIDES)
@@ -116,6 +127,7 @@ def main() -> None:
 
     try:
         app(standalone_mode=True)
-    except (ConfigError, StoreError, DataUnavailable, PolicyFileError, UserError) as err:
+    except (ConfigError, StoreError, DataUnavailable, PolicyFileError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
+

@@ -17,9 +17,12 @@ def resolve_workers(requested: int, jobs: int) -> int:
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)  # processes, not threads, share the cores
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
 def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> Iterator[tuple[J, R]]:
@@ -32,7 +35,8 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> Iterator[
             yield job, fn(job)
         return
     pending = list(reversed(jobs))
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    try:
         running = {}
         while pending or running:
             while pending and len(running) < 2 * workers:
@@ -41,3 +45,9 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> Iterator[
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield running.pop(future), future.result()
+    except BaseException:  # interrupted: stop the workers now, not after their current jobs
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
