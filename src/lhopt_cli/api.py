@@ -12,7 +12,6 @@ Per step it clips the gradient (c x rolling max of its norm, as in meta-training
 """
 from __future__ import annotations
 
-import copy
 import math
 from importlib import resources
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from .control.actions import EVAL_START, apply_action, restart_kind
 from .control.checkpoint import PolicyFileError, load_policy
 from .control.features import FeatureTracker, Register, to_vector
+from .inner.hooks import restore, snapshot
 from .inner.optim import RollingMaxClipper, apply_hparams, read_hparams
 from .inner.stats import adamw_stats
 
@@ -126,14 +126,10 @@ class Controller:
         self.hparams, code = apply_action(self.hparams, action)
         kind, register = restart_kind(code)
         if kind == "save" and self.model is not None:
-            snapshot = {"model": copy.deepcopy(self.model.state_dict()),
-                        "optimizer": copy.deepcopy(self.optimizer.state_dict()), "clipper": self.clipper.state_dict()}
-            self.tracker.registers[register] = Register(snapshot, self.tracker.last_train, progress)
+            saved = snapshot(self.model, self.optimizer, self.clipper)
+            self.tracker.registers[register] = Register(saved, self.tracker.last_train, progress)
         elif kind == "load" and self.model is not None and self.tracker.registers[register] is not None:
-            saved = self.tracker.registers[register].state
-            self.model.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))
-            self.clipper.load_state_dict(saved["clipper"])
+            restore(self.tracker.registers[register].state, self.model, self.optimizer, self.clipper)
         apply_hparams(self.optimizer, self.hparams)
         self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register})
 

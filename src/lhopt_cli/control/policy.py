@@ -97,9 +97,9 @@ class RecurrentActorCritic(nn.Module):
         caller's global RNG stream is untouched."""
         hidden, state = self.get_states(obs, state, done)
         choices = []
-        for dist in self.distributions(hidden):
+        for logits in torch.split(self.actor(hidden), self.nvec, dim=-1):  # the heads' Categoricals
             if greedy:
-                choices.append(dist.probs.argmax(-1))
+                choices.append(logits.argmax(-1))
             else:
-                choices.append(torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1))
+                choices.append(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1))
         return torch.stack(choices, dim=-1), state

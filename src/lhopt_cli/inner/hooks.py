@@ -1,13 +1,37 @@
 """The hook interface through which schedules, the reference run and the policy drive a run."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .optim import HParams, RollingMaxClipper
+
+
+def clone_tree(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples whose tensors are cloned (much cheaper than deepcopy)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {key: clone_tree(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(clone_tree(value) for value in obj)
+    return obj
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clipper: RollingMaxClipper) -> dict[str, Any]:
+    """Weights, optimizer state and clipping state, copied (for the restart action)."""
+    return {"model": clone_tree(model.state_dict()), "optimizer": clone_tree(optimizer.state_dict()),
+            "clipper": clipper.state_dict()}
+
+
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            clipper: RollingMaxClipper) -> None:
+    """Load a snapshot; its tensors are copied again so the register stays intact for a later load."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(clone_tree(state["optimizer"]))
+    clipper.load_state_dict(state["clipper"])
 
 
 @dataclass
@@ -26,15 +50,11 @@ class RunContext:
 
     def save_state(self) -> dict[str, Any]:
         """A copy of weights, optimizer state and clipping state (for the restart action)."""
-        return copy.deepcopy(
-            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "clipper": self.clipper.state_dict()}
-        )
+        return snapshot(self.model, self.optimizer, self.clipper)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore a saved state; the step budget is not restored (a restart costs compute)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        self.clipper.load_state_dict(state["clipper"])
+        restore(state, self.model, self.optimizer, self.clipper)
 
 
 class Hook:
