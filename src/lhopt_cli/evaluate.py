@@ -23,7 +23,7 @@ from .control.checkpoint import load_policy
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
-from .results.speedup import ema, speedup
+from .results.speedup import ema, padded, speedup
 from .results.store import ResultsStore
 from .tasks import build_task
 
@@ -117,21 +117,18 @@ def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFra
         grid = grid_curves[grid_curves.seed == seed]
         curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
         steps = max(curves.values(), key=len).step.to_numpy()
-        # a diverged run's curve stops early; it counts as infinitely bad afterwards
-        padded = [np.pad(c.valid_loss.to_numpy(float), (0, len(steps) - len(c)), constant_values=np.inf)
-                  for c in curves.values()]
+        baselines = [padded(c.valid_loss, len(steps)) for c in curves.values()]
         finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
         best_id = min(finals, key=finals.get) if finals else next(iter(curves))
         best = curves[best_id]
         base = {"task": task_name, "seed": seed, "best_lr": float(best.lr0.iloc[0]),
                 "best_schedule": best.schedule.iloc[0]}
         rows.append({**base, "method": "best_baseline", "final_valid_loss": float(best.valid_loss.iloc[-1]),
-                     "speedup": speedup(steps, best.valid_loss.to_numpy(float), padded)})
+                     "speedup": speedup(steps, best.valid_loss.to_numpy(float), baselines)})
         for method, g in ours[ours.seed == seed].groupby("method"):
             g = g.sort_values("step")
-            curve = np.pad(g.valid_loss.to_numpy(float), (0, max(0, len(steps) - len(g))), constant_values=np.inf)
             rows.append({**base, "method": method, "final_valid_loss": float(g.valid_loss.iloc[-1]),
-                         "speedup": speedup(steps, curve[: len(steps)], padded)})
+                         "speedup": speedup(steps, padded(g.valid_loss, len(steps)), baselines)})
     return rows
 
 

@@ -42,14 +42,13 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
 def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path) -> Path:
     """Validation loss (EMA-smoothed) of the policy, the extra baselines, the best baseline and
     the baseline envelope, for the first seed (the paper's Figure 3)."""
-    from .results.speedup import ema, envelope
+    from .results.speedup import ema, envelope, padded
 
     seed = int(sorted(grid_curves.seed.unique())[0])
     grid = grid_curves[grid_curves.seed == seed]
     curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
     steps = max(curves.values(), key=len).step.to_numpy()
-    smoothed = {rid: ema(np.pad(c.valid_loss.to_numpy(float), (0, len(steps) - len(c)), constant_values=np.inf))
-                for rid, c in curves.items()}
+    smoothed = {rid: ema(padded(c.valid_loss, len(steps))) for rid, c in curves.items()}
     best = min(smoothed, key=lambda rid: smoothed[rid][-1])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(steps, envelope(list(smoothed.values())), color="gray", lw=4, alpha=0.4, label="baseline envelope")

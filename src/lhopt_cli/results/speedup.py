@@ -13,6 +13,13 @@ import numpy as np
 EMA_DECAY = 0.5  # weight of the previous smoothed value; the curves have ~25 points
 
 
+def padded(values, length: int) -> np.ndarray:
+    """A curve on `length` evaluation points; one that stopped early (diverged) counts as
+    infinitely bad from there on."""
+    values = np.asarray(values, dtype=float)[:length]
+    return np.pad(values, (0, length - len(values)), constant_values=np.inf)
+
+
 def ema(values, decay: float = EMA_DECAY) -> np.ndarray:
     out = np.empty(len(values))
     acc = None
