@@ -42,12 +42,6 @@ def _compose(ctx: typer.Context, config_name: str, show: bool):
     return cfg
 
 
-def _not_yet(ctx: typer.Context, config_name: str, show: bool, issue: str) -> None:
-    _compose(ctx, config_name, show)
-    console.print(f"lhopt {config_name.replace('_', '-')} is not yet available ({issue}).")
-    raise typer.Exit(2)
-
-
 @app.command("baseline-grid", context_settings=OVERRIDES)
 def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """The 5 x 7 AdamW baseline grid (learning rates x schedules), one epoch per run.
@@ -115,8 +109,19 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 @app.command("scaling-fit", context_settings=OVERRIDES)
 def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
-    """Fit scaling laws (compute frontier, parametric) to logged results."""
-    _not_yet(ctx, "scaling_fit", cfg_only, "issue 6")
+    """Fit scaling laws (compute frontier, parametric) to logged results.
+
+    Reads lhopt run folders or any CSV/Parquet (map columns with columns.*), writes fits.csv,
+    fits.json (every parameter with a 95% bootstrap interval, the speedups), and figures.
+    Examples: `lhopt scaling-fit inputs=[outputs/evaluate/run1] target.flops=1e18`,
+    `lhopt scaling-fit inputs=[logs.csv] columns.loss=val_loss columns.params=n_params`.
+    """
+    from . import scaling_fit as job
+
+    cfg = _compose(ctx, "scaling_fit", cfg_only)
+    run_dir = make_run_dir(cfg)
+    with _resumable():
+        job.run(cfg, run_dir, console)
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
                  f"grid.lrs={grid['lrs']}", f"grid.schedules=[{','.join(grid['schedules'])}]"]
     if cfg.get("debug") is not None:
         overrides.append("debug=smoke")
+    overrides += list(cfg.task_overrides)
     return compose("baseline_grid", overrides)
 
 

@@ -96,3 +96,46 @@ def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Pa
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | None, path: Path) -> Path:
+    """Loss against compute per method: all points, the frontier, the fitted line and its
+    extrapolation to the target compute (the paper's Figure 2)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    high = max(data.compute.max(), target or 0)
+    for (method, group), color in zip(data.groupby("method"), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax.scatter(group.compute, group.loss, s=4, alpha=0.25, color=color)
+        front = fronts[method]
+        ax.scatter(front.compute, front.loss, s=18, color=color, label=f"{method} frontier")
+        grid = np.logspace(np.log10(front.compute.min()), np.log10(high), 100)
+        fit = fits[method]
+        ax.plot(grid, fit.loss(grid), color=color, ls="-" if method != "baseline" else "--",
+                label=f"{method}: alpha {fit.alpha:.3f}")
+    if target:
+        ax.axvline(target, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute (FLOPs)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
+    """Predicted against observed loss for the parametric fit L(N, D)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for method, group in data.groupby("method"):
+        ax.scatter(group.loss, fits[method].loss(group.params, group.tokens), s=6, label=method)
+    low, high = data.loss.min(), data.loss.max()
+    ax.plot([low, high], [low, high], color="gray", lw=0.8)
+    ax.set_xlabel("observed loss")
+    ax.set_ylabel("predicted loss")
+    ax.set_title("L(N, D) = E + A / N^alpha + B / D^beta")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -157,6 +157,37 @@ class TrainPolicyConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    params: Optional[str] = "params"
+    tokens: Optional[str] = "tokens"
+    flops: Optional[str] = None
+    loss: Optional[str] = "loss"
+    method: Optional[str] = "method"
+    step: Optional[str] = "step"
+
+
+@dataclass
+class TargetConfig:
+    flops: Optional[float] = None
+    params: Optional[float] = None
+
+
+@dataclass
+class ScalingFitConfig:
+    command: str = "scaling-fit"
+    experiment: Optional[Any] = None
+    debug: Optional[DebugConfig] = None
+    inputs: list[str] = field(default_factory=list)
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    baseline: str = "baseline"
+    method: str = "lhopt"
+    target: TargetConfig = field(default_factory=TargetConfig)
+    bootstrap: int = 200
+    parametric: bool = True
+    run_dir: Optional[str] = None
+
+
+@dataclass
 class PendingCommandConfig:
     """Commands whose options have not landed yet take only the shared keys."""
 
@@ -174,6 +205,7 @@ class EvaluateConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     policy: str = "default"
     tasks: list[str] = field(default_factory=lambda: ["mlp_mnist"])
+    task_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     grid_dir: Optional[str] = None
     extra_baselines: list[str] = field(default_factory=list)
@@ -185,5 +217,5 @@ COMMAND_SCHEMAS: dict[str, type] = {
     "baseline-grid": BaselineGridConfig,
     "train-policy": TrainPolicyConfig,
     "evaluate": EvaluateConfig,
-    "scaling-fit": PendingCommandConfig,
+    "scaling-fit": ScalingFitConfig,
 }
