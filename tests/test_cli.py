@@ -16,11 +16,9 @@ def test_help_lists_all_four_commands(run_cli):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", ["scaling-fit"])
-def test_pending_commands_exit_2(run_cli, command):
-    result = run_cli(command)
-    assert result.exit_code == 2
-    assert "not yet available" in result.output
+def test_scaling_fit_without_inputs_is_one_clear_error(run_cli, tmp_path):
+    result = run_cli("scaling-fit", f"run_dir={tmp_path}")
+    assert result.exit_code != 0 and "inputs=[...]" in str(result.exception)
 
 
 def test_cfg_prints_composed_config_with_overrides(run_cli):

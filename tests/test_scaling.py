@@ -86,3 +86,20 @@ def test_unreadable_file_fails_with_one_line(run_cli, tmp_path):
     (tmp_path / "t.parquet").write_text("not parquet")
     result = run_cli("scaling-fit", f"inputs=[{tmp_path / 't.parquet'}]", f"run_dir={tmp_path / 'o'}")
     assert result.exit_code != 0 and "not a readable table" in str(result.exception)
+
+
+def test_parametric_bootstrap_intervals_hold_the_truth():
+    rng = np.random.default_rng(1)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e9), 250))
+    d = np.exp(rng.uniform(np.log(1e8), np.log(1e11), 250))
+    loss = (1.69 + 406.4 / n**0.34 + 410.7 / d**0.28) * (1 + 0.01 * rng.standard_normal(250))
+    table = pd.DataFrame({"params": n, "tokens": d, "loss": loss})
+
+    def refit(sample):
+        fit = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=2)
+        return [fit.alpha, fit.beta]
+
+    draws = bootstrap(refit, {"g": table}, 30, seed=1)
+    for k, truth in enumerate((0.34, 0.28)):
+        low, high = interval(draws[:, k])
+        assert low <= truth <= high
