@@ -84,3 +84,11 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: unknown task 'foo'; known: algorithmic, char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"]
+
+
+@pytest.mark.parametrize("command, group", [("scaling-fit", "experiment=scaling_char_lm"), ("evaluate", "debug=smoke"),
+                                            ("evaluate", "controller=default")])
+def test_evaluate_and_scaling_fit_groups_compose(run_cli, command, group):
+    result = run_cli(command, "--cfg", group)
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["command"] == command
