@@ -12,6 +12,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     """Final validation loss per (learning rate, schedule); the best cell boxed, gaps marked."""
     values = table.to_numpy(dtype=float)
@@ -33,10 +40,7 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
         ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     fig.colorbar(image, ax=ax, label="final validation loss")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path) -> Path:
@@ -64,10 +68,7 @@ def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame
     ax.set_ylabel("validation loss (EMA)")
     ax.set_title(f"{task}, seed {seed}: one epoch")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Path:
@@ -92,10 +93,7 @@ def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Pa
     for ax in axes[-1]:
         ax.set_xlabel("step")
     fig.suptitle(f"{task}: hyperparameters chosen by the policy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | None, path: Path) -> Path:
@@ -118,10 +116,7 @@ def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | N
     ax.set_xlabel("compute (FLOPs)")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
@@ -135,7 +130,4 @@ def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
     ax.set_ylabel("predicted loss")
     ax.set_title("L(N, D) = E + A / N^alpha + B / D^beta")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
