@@ -60,8 +60,8 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console) -> list[dict]:
             raise FitError(f"method '{method}': {len(front)} frontier points; at least 3 are needed")
         plain, offset = fit_power(front.compute, front.loss), fit_power_offset(front.compute, front.loss)
         fits[method] = plain
-        boot_plain = bootstrap(lambda s: [fit_power(s["f"].compute, s["f"].loss).alpha,
-                                          fit_power(s["f"].compute, s["f"].loss).log_cc], {"f": front}, draws)
+        boot_plain = bootstrap(lambda s: [(f := fit_power(s["f"].compute, s["f"].loss)).alpha, f.log_cc],
+                               {"f": front}, draws)
         boot_offset = bootstrap(lambda s: [(f := fit_power_offset(s["f"].compute, s["f"].loss)).alpha, f.log_cc, f.e],
                                 {"f": front}, max(draws // 4, 20))
         rows += [_row(method, "L=(Cc/C)^alpha", "alpha", plain.alpha, boot_plain[:, 0]),
