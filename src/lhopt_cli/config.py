@@ -69,19 +69,24 @@ def _check_group_choices(overrides: list[str]) -> None:
             raise ConfigError(f"unknown {key} '{value}'; known: {', '.join(options)}")
 
 
+def _merge_schema(schema: type, cfg: DictConfig, prefix: str = "") -> DictConfig:
+    """cfg merged into a structured schema; a wrong key or type becomes one ConfigError line."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = _one_line(getattr(err, "msg", err))
+        raise ConfigError(f"invalid config at '{prefix}{key}': {msg}" if key else f"invalid config: {msg}") from None
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Merge into the command's structured schema: wrong keys and types fail with one line."""
     command = cfg.get("command")
     if command not in COMMAND_SCHEMAS:
         raise ConfigError(f"unknown command '{command}'; known: {', '.join(COMMAND_SCHEMAS)}")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(COMMAND_SCHEMAS[command]), cfg)
-        if "task" in cfg and cfg.task is not None:
-            merged.task = validate_task(cfg.task)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        msg = _one_line(getattr(err, "msg", err))
-        raise ConfigError(f"invalid config at '{key}': {msg}" if key else f"invalid config: {msg}") from None
+    merged = _merge_schema(COMMAND_SCHEMAS[command], cfg)
+    if "task" in cfg and cfg.task is not None:
+        merged.task = validate_task(cfg.task)
     OmegaConf.set_struct(merged, True)
     return merged
 
@@ -90,12 +95,7 @@ def validate_task(task_cfg: DictConfig) -> DictConfig:
     name = task_cfg.get("name")
     if name not in TASK_SCHEMAS:
         raise ConfigError(f"unknown task '{name}'; known: {', '.join(sorted(TASK_SCHEMAS))}")
-    try:
-        return OmegaConf.merge(OmegaConf.structured(TASK_SCHEMAS[name]), task_cfg)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        msg = _one_line(getattr(err, "msg", err))
-        raise ConfigError(f"invalid config at 'task.{key}': {msg}") from None
+    return _merge_schema(TASK_SCHEMAS[name], task_cfg, prefix="task.")
 
 
 def make_run_dir(cfg: DictConfig) -> Path:
