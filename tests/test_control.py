@@ -6,10 +6,12 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAMES, HEADS, NO_OP, apply_action, randomized_start, restart_kind)
+from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAMES, HEADS, NO_OP, NVEC, apply_action,
+                                       prior_logits, randomized_start, restart_kind)
 from lhopt_cli.control.env import LhoptEnv, VecLhoptEnv
 from lhopt_cli.control.features import FEATURE_NAMES, FeatureTracker, history_cdf, to_vector
-from lhopt_cli.control.reward import fit_reference, log_speedup_reward, power_law
+from lhopt_cli.control.policy import RecurrentActorCritic
+from lhopt_cli.control.reward import PowerLawFit, fit_reference, log_speedup_reward, power_law
 from lhopt_cli.inner import HParams
 from lhopt_cli.inner.stats import optimizer_stats
 from lhopt_cli.tasks.families import TaskFamily
@@ -114,6 +116,22 @@ def test_reward_is_clipped_and_extrapolation_capped():
     assert log_speedup_reward(fit, 0.0, 1000) == pytest.approx(math.log(2))  # below E: capped at 2T
     assert log_speedup_reward(fit, losses[0] * 10, 1000) == -3.0
     assert log_speedup_reward(fit, float("nan"), 1000) == -3.0
+    # just above E the inverted power law overflows a float: still the 2T cap, no OverflowError
+    steep = PowerLawFit(e=1.0, a=1e6, alpha=0.01, t0=1.0, total_steps=1000)
+    assert log_speedup_reward(steep, 1.0 + 1e-12, 1000) == pytest.approx(math.log(2))
+
+
+def test_prior_logits_make_the_untrained_policy_keep_its_hyperparameters():
+    agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), 32, prior_logits=prior_logits(3.0, 6.0))
+    obs = torch.randn(64, len(FEATURE_NAMES))
+    action, _ = agent.act(obs, agent.initial_state(64), torch.zeros(64), greedy=True)
+    assert (action == torch.tensor(NO_OP)).all()
+    hidden, _ = agent.get_states(obs, agent.initial_state(64), torch.zeros(64))
+    restart = agent.distributions(hidden)[HEAD_NAMES.index("restart")].probs[:, 0]
+    assert (restart > 0.97).all()  # a reload at most every few dozen decisions
+    uniform = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), 32)
+    hidden, _ = uniform.get_states(obs, uniform.initial_state(64), torch.zeros(64))
+    assert uniform.distributions(hidden)[HEAD_NAMES.index("restart")].probs[:, 0].max() < 0.2
 
 
 # --- environment ------------------------------------------------------------------------

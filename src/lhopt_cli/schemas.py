@@ -123,6 +123,8 @@ class ControllerConfig:
     decisions: list[int] = field(default_factory=lambda: [16, 128])
     eval_decisions: int = 64
     stats_every: int = 4
+    noop_logit: float = 0.0
+    restart_none_logit: float = 0.0
 
 
 @dataclass
@@ -145,6 +147,7 @@ class PPOSchema:
 @dataclass
 class TrainPolicyConfig:
     command: str = "train-policy"
+    experiment: Optional[Any] = None
     debug: Optional[DebugConfig] = None
     task_family: Any = None  # checked by TaskFamily when built
     controller: ControllerConfig = field(default_factory=ControllerConfig)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from .config import ConfigError
-from .control.actions import NVEC
+from .control.actions import NVEC, prior_logits
 from .control.checkpoint import atomic_save, save_policy
 from .control.env import VecLhoptEnv
 from .control.features import FEATURE_NAMES
@@ -41,7 +41,8 @@ def build(cfg: DictConfig) -> tuple[VecLhoptEnv, PPO]:
                       randomize_start="start_lr_scale" not in family_cfg,
                       start_lr_scale=float(family_cfg.get("start_lr_scale", 1.0)))
     torch.manual_seed(int(cfg.seed))
-    agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), int(c.hidden), float(c.obs_clip))
+    agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), int(c.hidden), float(c.obs_clip),
+                                 prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
     ppo_cfg = PPOConfig(**{**OmegaConf.to_container(cfg.ppo, resolve=True), "rollout": "episodes"})
     return env, PPO(env, agent, ppo_cfg, seed=int(cfg.seed))
 

@@ -38,6 +38,18 @@ BOUNDS = {
 CLIP_BOUNDS = (1e-4, 1.0 - 1e-4)  # the clip fraction stays inside (0, 1)
 
 
+def prior_logits(noop: float, restart_none: float) -> list[float]:
+    """Initial logits of the policy's heads: `noop` on each head's no-op choice (`restart_none` on
+    the restart head's none), 0 elsewhere. An untrained policy then mostly keeps AdamW's defaults
+    instead of random-walking the hyperparameters and reloading checkpoints at most decisions."""
+    logits: list[float] = []
+    for name, choices in HEADS.items():
+        head = [0.0] * len(choices)
+        head[NO_OP[HEAD_NAMES.index(name)]] = restart_none if name == "restart" else noop
+        logits.extend(head)
+    return logits
+
+
 def logit(p: float) -> float:
     p = min(max(p, CLIP_BOUNDS[0]), CLIP_BOUNDS[1])  # c = 1 (never clip) maps to the bound
     return math.log(p / (1.0 - p))

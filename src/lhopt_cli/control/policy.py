@@ -35,7 +35,10 @@ class RunningMeanStd(nn.Module):
 
 
 class RecurrentActorCritic(nn.Module):
-    def __init__(self, obs_dim: int, nvec: list[int], hidden: int = 64, obs_clip: float = 2.0):
+    def __init__(self, obs_dim: int, nvec: list[int], hidden: int = 64, obs_clip: float = 2.0,
+                 prior_logits: list[float] | None = None):
+        """`prior_logits` (one per choice, all heads concatenated) initialise the actor's output
+        bias, so the untrained policy prefers those choices; None: uniform."""
         super().__init__()
         self.nvec, self.hidden, self.obs_clip = list(nvec), hidden, obs_clip
         self.obs_rms = RunningMeanStd(obs_dim)
@@ -49,6 +52,9 @@ class RecurrentActorCritic(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.actor = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
                                    layer_init(nn.Linear(hidden, sum(self.nvec)), std=0.01))
+        if prior_logits is not None:
+            with torch.no_grad():
+                self.actor[-1].bias.copy_(torch.as_tensor(prior_logits, dtype=torch.float32))
         self.critic = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
                                     layer_init(nn.Linear(hidden, 1), std=1.0))
 

@@ -35,8 +35,11 @@ class PowerLawFit:
             return 1.0
         if loss <= self.e:
             return cap
-        t = (self.a / (loss - self.e)) ** (1.0 / self.alpha) - self.t0
-        return float(min(max(t, 1.0), cap))
+        # in logs: a loss just above E asks for astronomically many steps (a float overflow)
+        log_t = (math.log(self.a) - math.log(loss - self.e)) / self.alpha
+        if log_t >= math.log(cap + self.t0):
+            return cap
+        return float(min(max(math.exp(log_t) - self.t0, 1.0), cap))
 
 
 def fit_reference(steps, losses, total_steps: int) -> PowerLawFit:
