@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 LHOPT := $(VENV)/bin/lhopt
 DEMO_DIR ?= outputs/demo
 
-.PHONY: help install demo test test-fast bench clean
+.PHONY: help install demo test test-fast bench bench-speedup clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
 	$(PY) scripts/bench_overhead.py
+
+bench-speedup: install  ## the bundled policy vs the best of 35 on 5 held-out tasks x 3 seeds (docs/results.md)
+	$(PY) scripts/bench_speedup.py --markdown
 
 clean:  ## remove build outputs (keeps .venv and outputs/)
 	rm -rf build dist .pytest_cache src/*.egg-info
