@@ -4,6 +4,7 @@ import subprocess
 import pandas as pd
 
 from conftest import LHOPT, lhopt_env
+from lhopt_cli.api import default_policy_path
 from lhopt_cli.results.store import load
 
 
@@ -38,6 +39,14 @@ def test_reuses_a_grid_from_grid_dir(run_cli, smoke_policy, tmp_path):
     assert result.exit_code == 0, result.output
     assert "All 35 runs are already done" in result.output
     assert set(pd.read_csv(tmp_path / "eval" / "summary.csv").method) == {"best_baseline", "lhopt"}
+
+
+def test_without_a_policy_argument_the_bundled_policy_runs(run_cli, tmp_path):
+    result = run_cli("evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]",
+                     "executor.workers=1", f"run_dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    assert f"policy: {default_policy_path()}" in result.output
+    assert "lhopt" in set(pd.read_csv(tmp_path / "summary.csv").method)
 
 
 def test_missing_policy_is_one_line(tmp_path):

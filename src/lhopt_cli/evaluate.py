@@ -61,7 +61,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
-    agent, _ = load_policy(policy_path)
+    agent, meta = load_policy(policy_path)
+    trained = (meta.get("config") or {}).get("trained_iterations")
+    console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     store = ResultsStore(run_dir)
     summary, figures = [], []
