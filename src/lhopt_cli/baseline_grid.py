@@ -54,12 +54,23 @@ def plan(cfg: DictConfig) -> list[GridRun]:
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     task_json = json.dumps(task_cfg, sort_keys=True)
     fixed = {k: float(grid[k]) for k in ("beta1", "beta2", "eps", "weight_decay")} | {"clip": float(grid.clip_fraction)}
+    chunk, chunks = int(cfg.get("chunk", 0)), int(cfg.get("chunks", 1))
+    if chunks < 1 or not 0 <= chunk < chunks:
+        raise ConfigError(f"chunk must be in [0, chunks) and chunks >= 1 (got chunk={chunk}, chunks={chunks})")
     key = task_key(task_cfg) + task_key(fixed)[:4]
-    return [
+    runs = [
         GridRun(f"{task_cfg['name']}-{key}-s{seed}-lr{lr:g}-{schedule}", task_json, int(seed), float(lr), schedule,
                 json.dumps(fixed, sort_keys=True))
         for seed in cfg.seeds for lr in grid.lrs for schedule in grid.schedules
     ]
+    return runs[chunk::chunks]  # interleaved, so every chunk mixes cheap and costly runs
+
+
+def shard_name(cfg: DictConfig) -> str:
+    """A multirun job's shard of the shared store: its task, seeds and chunk."""
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    seeds = "_".join(str(s) for s in cfg.seeds)
+    return f"{task_cfg['name']}-{task_key(task_cfg)}-s{seeds}-c{int(cfg.chunk)}of{int(cfg.chunks)}"
 
 
 _TASK_CACHE: dict[str, Task] = {}  # one Task (and its data) per worker process
@@ -111,11 +122,13 @@ def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
     return [result_rows(_meta(job), task, result) for job, result in zip(chunk, results)]
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None) -> pd.DataFrame:
-    """Run (or resume) the grid into `run_dir`; returns the lr x schedule table of final losses."""
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None,
+        shard: str | None = None) -> pd.DataFrame:
+    """Run (or resume) the grid into `run_dir` (its `shard` only, when given); returns the
+    lr x schedule table of final losses."""
     console = console or Console(soft_wrap=True)
     jobs = plan(cfg) if jobs is None else jobs
-    store = ResultsStore(run_dir)
+    store = ResultsStore(run_dir, shard)
     finished = store.finished_ids()
     todo = [job for job in jobs if job.run_id not in finished]
     if not todo:

@@ -50,11 +50,20 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     grid_heatmap.png into run_dir. Rerun with the same run_dir to resume.
     Examples: `lhopt baseline-grid task=cnn_mnist seeds=[0,1,2] executor.workers=2`,
     `lhopt baseline-grid debug=smoke run_dir=/tmp/grid`.
+    With --multirun (-m), Hydra sweeps the overrides and its launcher runs the jobs, e.g.
+    `lhopt baseline-grid -m task=nqm,cnn_mnist chunks=2 chunk=0,1 run_dir=outputs/grid
+    hydra/launcher=joblib` (submitit_slurm for SLURM); rerun without -m to print the table.
     """
     from . import baseline_grid as job
     from .plots import grid_heatmap
     from .report import best_cell, print_grid, write_grid_csv
 
+    if "--multirun" in ctx.args or "-m" in ctx.args:
+        from .hydra_app import run_sweep
+
+        with _resumable():
+            run_sweep(list(ctx.args))
+        return
     cfg = _compose(ctx, "baseline_grid", cfg_only)
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
     run_dir = make_run_dir(cfg)
@@ -67,7 +76,8 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     best = best_cell(table)
     if best:
         console.print(f"best: lr={best[0]:g} schedule={best[1]} loss={table.loc[best[0], best[1]]:.4f}")
-    console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}")
+    shards = " and shards/ (a multirun's jobs)" if (run_dir / "shards").is_dir() else ""
+    console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}{shards}")
 
 
 @app.command("train-policy", context_settings=OVERRIDES)

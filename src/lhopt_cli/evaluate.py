@@ -95,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
                 result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
                 store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
                                        task, result)])
-        grid_curves = pd.read_parquet(grid_dir / "results.parquet")
+        grid_curves = ResultsStore(grid_dir).curves  # with any shards a multirun wrote
         grid_curves = grid_curves[grid_curves.task_params == task_json]
         ours = store.curves[store.curves.task_params == task_json]
         rows = summarize(task_name, cfg.seeds, grid_curves, ours)

@@ -1,17 +1,23 @@
-"""`hydra.main` entry point for the baseline grid, so Hydra's launchers can run it.
+"""The baseline grid as a `hydra.main` app, so Hydra's launcher plugins run its jobs.
 
-    python -m lhopt_cli.hydra_app --multirun task=mlp_mnist,cnn_mnist seeds=[0],[1]
+    lhopt baseline-grid --multirun task=mlp_mnist,nqm seeds=[0],[1] chunks=4 chunk=0,1,2,3 \
+        run_dir=outputs/grid hydra/launcher=joblib
 
-Each job writes into its Hydra output folder unless run_dir is given. Add a launcher plugin
-(hydra-joblib-launcher, hydra-submitit-launcher for SLURM, hydra-ray-launcher) and select it
-with `hydra/launcher=...`; the job function is the same one `lhopt baseline-grid` calls.
+Every job runs one chunk of one (task, seeds) grid. Jobs given the same run_dir share one
+results store: each writes its own shard (results/store.py), and every job skips runs that any
+job already finished, so a rerun of the same sweep only does what is missing. Launchers:
+hydra-joblib-launcher (local processes), hydra-submitit-launcher (`submitit_slurm`, or
+`submitit_local` to try it on one machine), hydra-ray-launcher. `python -m lhopt_cli.hydra_app`
+is the same entry point.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import conf_dir, make_run_dir, validate
@@ -19,7 +25,7 @@ from .config import conf_dir, make_run_dir, validate
 
 @hydra.main(config_path=str(conf_dir()), config_name="baseline_grid", version_base="1.3")
 def grid_job(cfg: DictConfig) -> float:
-    """Run one grid (one task, its seeds); returns the best final validation loss."""
+    """One job: its chunk of one grid. Returns the best final validation loss it recorded."""
     from . import baseline_grid
     from .report import write_grid_csv
 
@@ -28,10 +34,23 @@ def grid_job(cfg: DictConfig) -> float:
         OmegaConf.set_struct(cfg, False)
         cfg.run_dir = HydraConfig.get().runtime.output_dir
         OmegaConf.set_struct(cfg, True)
-    run_dir = make_run_dir(cfg)
-    table = baseline_grid.run(cfg, Path(run_dir))
-    write_grid_csv(table, Path(run_dir) / "grid_table.csv")
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # Hydra keeps each job's config in its own output folder
+        run_dir = Path(cfg.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = make_run_dir(cfg)
+    shard = baseline_grid.shard_name(cfg) if multirun else None
+    table = baseline_grid.run(cfg, Path(run_dir), jobs=baseline_grid.plan(cfg), shard=shard)
+    if not multirun:  # in a sweep, `lhopt baseline-grid` with the same run_dir writes the table
+        write_grid_csv(table, Path(run_dir) / "grid_table.csv")
     return float(table.min().min())
+
+
+def run_sweep(args: list[str]) -> None:
+    """`lhopt baseline-grid --multirun ARGS`: hand the command line to Hydra."""
+    sys.argv = ["lhopt baseline-grid", *args]
+    grid_job()
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class BaselineGridConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     seeds: list[int] = field(default_factory=lambda: [0])
     run_dir: Optional[str] = None
+    chunk: int = 0
+    chunks: int = 1
 
 
 @dataclass

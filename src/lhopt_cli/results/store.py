@@ -3,6 +3,10 @@
 Writes are atomic (temp file + rename), curves first and runs second, so a killed command
 leaves at worst curve rows of a run that is not in runs.parquet; loading drops those, and a
 resumed command reruns that run.
+
+Jobs that share a run folder at the same time (a Hydra multirun on joblib, SLURM or Ray) each
+write only their own shard, `shards/<name>/`; every reader sees the folder's own tables and all
+of its shards as one store, so a run finished by any job counts as finished for all of them.
 """
 from __future__ import annotations
 
@@ -46,16 +50,42 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-class ResultsStore:
-    """results.parquet (curves) and runs.parquet (one row per run) under `run_dir`."""
+def _merge(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    parts = [frame for frame in parts if not frame.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
-    def __init__(self, run_dir: str | Path):
+
+class ResultsStore:
+    """results.parquet (curves) and runs.parquet (one row per run) under `run_dir`, plus its shards.
+
+    With `shard`, writes go to `run_dir/shards/<shard>/` only; reads always merge everything.
+    """
+
+    def __init__(self, run_dir: str | Path, shard: str | None = None):
         self.run_dir = Path(run_dir)
-        self.curves_path = self.run_dir / "results.parquet"
-        self.runs_path = self.run_dir / "runs.parquet"
-        self.runs = _read(self.runs_path, RUN_COLUMNS)
-        curves = _read(self.curves_path, CURVE_COLUMNS)
-        self.curves = curves[curves.run_id.isin(self.runs.run_id)]  # drop rows of unrecorded runs
+        self.write_dir = self.run_dir / "shards" / shard if shard else self.run_dir
+        self.curves_path = self.write_dir / "results.parquet"
+        self.runs_path = self.write_dir / "runs.parquet"
+        others = [self.run_dir] + sorted(p for p in (self.run_dir / "shards").glob("*") if p.is_dir())
+        others = [d for d in others if d != self.write_dir]
+        self._others = [(_read(d / "runs.parquet", RUN_COLUMNS), _read(d / "results.parquet", CURVE_COLUMNS))
+                        for d in others]
+        self._own_runs = _read(self.runs_path, RUN_COLUMNS)
+        self._own_curves = _read(self.curves_path, CURVE_COLUMNS)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """The merged view: a run recorded by several writers keeps its finished record."""
+        runs = _merge([r for r, _ in self._others] + [self._own_runs], RUN_COLUMNS)
+        runs = runs.assign(_finished=runs.status.isin(FINISHED)).sort_values("_finished", kind="stable")
+        self.runs = runs.drop_duplicates("run_id", keep="last").drop(columns="_finished").sort_index()
+        curves = []
+        for runs_part, curves_part in [*self._others, (self._own_runs, self._own_curves)]:
+            curves.append(curves_part[curves_part.run_id.isin(runs_part.run_id)])  # drop unrecorded runs
+        curves = _merge(curves, CURVE_COLUMNS)
+        self.curves = curves[curves.run_id.isin(self.runs.run_id)]
+        if len(self._others):  # the same run finished twice (two racing jobs): keep one curve
+            self.curves = self.curves.drop_duplicates(["run_id", "step"], keep="last").reset_index(drop=True)
 
     def finished_ids(self) -> set[str]:
         return set(self.runs.loc[self.runs.status.isin(FINISHED), "run_id"])
@@ -66,14 +96,15 @@ class ResultsStore:
         curves = [pd.DataFrame([{**{k: run[k] for k in CURVE_COLUMNS if k in run}, **point} for point in curve],
                                columns=CURVE_COLUMNS) for run, curve in finished if curve]
         runs = pd.DataFrame([run for run, _ in finished], columns=RUN_COLUMNS)
-        kept_curves = self.curves[~self.curves.run_id.isin(ids)]
-        kept_runs = self.runs[~self.runs.run_id.isin(ids)]
-        self.curves = pd.concat([frame for frame in (kept_curves, *curves) if not frame.empty] or [kept_curves],
-                                ignore_index=True)
-        self.runs = pd.concat([frame for frame in (kept_runs, runs) if not frame.empty], ignore_index=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_parquet(self.curves, self.curves_path)
-        _atomic_parquet(self.runs, self.runs_path)
+        kept_curves = self._own_curves[~self._own_curves.run_id.isin(ids)]
+        kept_runs = self._own_runs[~self._own_runs.run_id.isin(ids)]
+        self._own_curves = pd.concat([frame for frame in (kept_curves, *curves) if not frame.empty] or [kept_curves],
+                                     ignore_index=True)
+        self._own_runs = pd.concat([frame for frame in (kept_runs, runs) if not frame.empty], ignore_index=True)
+        self.write_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_parquet(self._own_curves, self.curves_path)
+        _atomic_parquet(self._own_runs, self.runs_path)
+        self._refresh()
 
 
 def load(*paths: str | Path) -> pd.DataFrame:
