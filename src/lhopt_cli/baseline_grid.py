@@ -49,6 +49,9 @@ def plan(cfg: DictConfig) -> list[GridRun]:
         raise ConfigError("grid.lrs, grid.schedules and seeds must each list at least one value")
     if any(lr <= 0 for lr in grid.lrs):
         raise ConfigError("grid.lrs must all be positive")
+    if cfg.executor.get("name", "local") != "local":
+        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; spread a grid with "
+                          "`lhopt baseline-grid --multirun ... hydra/launcher=joblib|submitit_slurm|ray`")
     if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
         raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)

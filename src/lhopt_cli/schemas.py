@@ -90,9 +90,13 @@ class GridConfig:
 
 @dataclass
 class ExecutorConfig:
+    name: str = "local"  # local | ray (train-policy's rollout workers as Ray actors)
     workers: int = 0  # 0 = one per CPU core; 1 = in the calling process
     path: str = "auto"  # auto | single | batched
     members: int = 32  # most runs batched in one process
+    address: Optional[str] = None  # ray: None starts a local instance, "auto" joins a running cluster
+    num_cpus: Optional[int] = None  # ray: CPUs of a started local instance (None: all)
+    max_restarts: int = 3  # ray: restarts of a killed actor, retries of its rollout
 
 
 @dataclass
@@ -154,9 +158,11 @@ class TrainPolicyConfig:
     task_family: Any = None  # checked by TaskFamily when built
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     ppo: PPOSchema = field(default_factory=PPOSchema)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     run_dir: Optional[str] = None
     seed: int = 0
     envs: int = 16
+    workers: int = 1
     resume: bool = False
     checkpoint_every: int = 5
 

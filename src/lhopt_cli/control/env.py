@@ -62,12 +62,19 @@ class VecLhoptEnv:
         """The state before the current episode began: loading it and calling reset() replays it."""
         return dict(self._episode_start)
 
+    def next_episode_state(self) -> dict:
+        """The state now, between episodes (autoreset=False): loading it and calling reset()
+        starts the episode that would come next."""
+        return {"rng": json.dumps(self.rng.bit_generator.state), "uses_left": self._uses_left,
+                "instance": json.dumps(self.instance)}
+
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = json.loads(state["rng"])
         self._uses_left = int(state["uses_left"])
-        self.instance = json.loads(state["instance"])
-        if self.instance is not None:
-            self.task = build_task(self.instance)
+        instance = json.loads(state["instance"])
+        if instance is not None and instance != self.instance:  # the same instance keeps its built task
+            self.task = build_task(instance)
+        self.instance = instance
 
     # --- episodes -----------------------------------------------------------------------
     def reference(self) -> PowerLawFit:

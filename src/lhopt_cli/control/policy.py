@@ -88,10 +88,15 @@ class RecurrentActorCritic(nn.Module):
     def distributions(self, hidden: torch.Tensor) -> list[Categorical]:
         return [Categorical(logits=logits) for logits in torch.split(self.actor(hidden), self.nvec, dim=-1)]
 
-    def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False):
+    def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False,
+                             generator: torch.Generator | None = None):
+        """Sampled (or given) actions with their log-probabilities, entropies and values; with
+        `generator`, sampling draws from it instead of torch's global stream."""
         hidden, state = self.get_states(obs, state, done)
         dists = self.distributions(hidden)
-        if action is None:
+        if action is None and generator is not None:
+            action = torch.stack([torch.multinomial(d.probs, 1, generator=generator).squeeze(-1) for d in dists], -1)
+        elif action is None:
             action = torch.stack([d.probs.argmax(-1) if greedy else d.sample() for d in dists], dim=-1)
         logprob = torch.stack([d.log_prob(a) for d, a in zip(dists, action.unbind(-1))], -1).sum(-1)
         entropy = torch.stack([d.entropy() for d in dists], -1).sum(-1)

@@ -3,6 +3,8 @@
 `rollout="steps"` collects `num_steps` transitions per env per iteration (any env, e.g.
 CartPole); `rollout="episodes"` collects exactly one episode group of a lock-step env such as
 VecLhoptEnv, so every iteration ends on an episode boundary (what makes resume exact).
+With `workers` (control/workers.py: in-process, local processes or Ray actors) the learner
+sends the weights and each worker's state, and updates on the episode groups they return.
 """
 from __future__ import annotations
 
@@ -41,15 +43,20 @@ class PPOConfig:
 class PPO:
     """The rollout / GAE / update loop; `state_dict` holds everything a resume needs."""
 
-    def __init__(self, envs, agent: RecurrentActorCritic, cfg: PPOConfig, seed: int = 0):
+    def __init__(self, envs, agent: RecurrentActorCritic, cfg: PPOConfig, seed: int = 0,
+                 workers=None, worker_states: list[dict] | None = None):
+        """Rollouts from `envs` in this process, or from `workers` (then envs=None) starting at
+        `worker_states`, one per worker."""
         self.envs, self.agent, self.cfg = envs, agent, cfg
+        self.workers, self.worker_states = workers, worker_states
         self.optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.iteration, self.global_step, self.episodes = 0, 0, 0
         torch.manual_seed(seed)
         self.next_obs = None
-        self.next_done = torch.zeros(envs.num_envs)
-        self.lstm_state = agent.initial_state(envs.num_envs)
-        self.returns = np.zeros(envs.num_envs)
+        if envs is not None:
+            self.next_done = torch.zeros(envs.num_envs)
+            self.lstm_state = agent.initial_state(envs.num_envs)
+            self.returns = np.zeros(envs.num_envs)
         self.seed = seed
         self.np_rng = np.random.default_rng(seed)  # minibatch order
         self.resumed = False
@@ -57,7 +64,8 @@ class PPO:
     def state_dict(self) -> dict:
         return {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration, "global_step": self.global_step, "episodes": self.episodes,
-                "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state)}
+                "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state),
+                "worker_states": self.worker_states}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -66,6 +74,8 @@ class PPO:
         self.episodes = int(state["episodes"])
         torch.set_rng_state(state["torch_rng"])
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
+        if state.get("worker_states") is not None:
+            self.worker_states = state["worker_states"]
         self.resumed = True  # the env was restored to the start of an episode: reset without a seed
 
     # --- rollout ---------------------------------------------------------------------------
@@ -111,18 +121,18 @@ class PPO:
             if self.cfg.rollout == "episodes" and bool(done.all()):
                 break
         batch = {k: torch.stack(v) for k, v in buf.items()}  # each (T, n, ...)
-        batch["start_state"] = start_state
+        with torch.no_grad():  # bootstraps the value after the last step (masked where it ended)
+            batch["next_value"] = self.agent.get_value(self.next_obs, self.lstm_state, self.next_done).reshape(-1)
+        batch.update(start_state=start_state, next_done=self.next_done.clone(), episode_returns=finished)
         return batch, finished
 
     def _advantages(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, steps = self.cfg, b["rewards"].shape[0]
-        with torch.no_grad():
-            next_value = self.agent.get_value(self.next_obs, self.lstm_state, self.next_done).reshape(1, -1)
         advantages = torch.zeros_like(b["rewards"])
         last = torch.zeros_like(b["rewards"][0])
         for t in reversed(range(steps)):
             if t == steps - 1:
-                nonterminal, next_values = 1.0 - self.next_done, next_value[0]
+                nonterminal, next_values = 1.0 - b["next_done"], b["next_value"]
             else:
                 nonterminal, next_values = 1.0 - b["dones"][t + 1], b["values"][t + 1]
             delta = b["rewards"][t] + cfg.gamma * next_values * nonterminal - b["values"][t]
@@ -131,25 +141,35 @@ class PPO:
         return advantages, advantages + b["values"]
 
     # --- update ----------------------------------------------------------------------------
-    def _update(self, b: dict, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+    def _update(self, batches: list[dict], targets: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Minibatches of whole env sequences, each from one batch (one worker's episode group)."""
         cfg, agent = self.cfg, self.agent
-        steps, n = b["rewards"].shape
-        b_obs = b["obs"].reshape(steps * n, -1)
-        b_actions = b["actions"].reshape(steps * n, -1)
-        flat = {k: v.reshape(-1) for k, v in (("logprobs", b["logprobs"]), ("dones", b["dones"]),
-                                               ("advantages", advantages), ("returns", returns), ("values", b["values"]))}
-        envs_per_batch = max(1, min(n, cfg.minibatch_size // steps))
-        env_ids = np.arange(n)
-        flat_index = np.arange(steps * n).reshape(steps, n)
+        flats = []
+        for b, (advantages, returns) in zip(batches, targets):
+            steps, n = b["rewards"].shape
+            flat = {k: v.reshape(-1) for k, v in (("logprobs", b["logprobs"]), ("dones", b["dones"]),
+                                                   ("advantages", advantages), ("returns", returns), ("values", b["values"]))}
+            flat.update(obs=b["obs"].reshape(steps * n, -1), actions=b["actions"].reshape(steps * n, -1),
+                        index=np.arange(steps * n).reshape(steps, n), start_state=b["start_state"])
+            flats.append(flat)
         clipfracs, stats = [], {}
         for _ in range(cfg.update_epochs):
-            self.np_rng.shuffle(env_ids)
-            for start in range(0, n, envs_per_batch):
-                mb_envs = env_ids[start : start + envs_per_batch]
-                mb = flat_index[:, mb_envs].ravel()  # whole sequences of these envs, time-major
+            minibatches = []
+            for k, flat in enumerate(flats):
+                steps, n = flat["index"].shape
+                env_ids = np.arange(n)
+                self.np_rng.shuffle(env_ids)
+                per_batch = max(1, min(n, cfg.minibatch_size // steps))
+                minibatches += [(k, env_ids[start : start + per_batch]) for start in range(0, n, per_batch)]
+            if len(flats) > 1:
+                minibatches = [minibatches[i] for i in self.np_rng.permutation(len(minibatches))]
+            for k, mb_envs in minibatches:
+                flat = flats[k]
+                mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
+                start_state = flat["start_state"]
                 _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
-                    b_obs[mb], (b["start_state"][0][:, mb_envs], b["start_state"][1][:, mb_envs]),
-                    flat["dones"][mb], b_actions[mb])
+                    flat["obs"][mb], (start_state[0][:, mb_envs], start_state[1][:, mb_envs]),
+                    flat["dones"][mb], flat["actions"][mb])
                 logratio = newlogprob - flat["logprobs"][mb]
                 ratio = logratio.exp()
                 with torch.no_grad():
@@ -174,7 +194,8 @@ class PPO:
                 self.optimizer.step()
             if cfg.target_kl is not None and approx_kl > cfg.target_kl:
                 break
-        y_pred, y_true = flat["values"].numpy(), flat["returns"].numpy()
+        y_pred = torch.cat([f["values"] for f in flats]).numpy()
+        y_true = torch.cat([f["returns"] for f in flats]).numpy()
         var_y = np.var(y_true)
         stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=entropy_loss.item(),
                      approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)),
@@ -184,11 +205,18 @@ class PPO:
     def iterate(self) -> dict[str, float]:
         """One iteration: rollout, GAE, update; returns the logged metrics."""
         start = time.perf_counter()
-        batch, finished = self._rollout()
+        if self.workers is not None:
+            results = self.workers.collect(self.agent.state_dict(), self.worker_states)
+            batches, self.worker_states = [b for b, _ in results], [state for _, state in results]
+            finished = [r for b in batches for r in b["episode_returns"]]
+            self.global_step += sum(b["rewards"].numel() for b in batches)
+        else:
+            batch, finished = self._rollout()
+            batches = [batch]
         rollout_s = time.perf_counter() - start
-        advantages, returns = self._advantages(batch)
-        stats = self._update(batch, advantages, returns)
-        self.agent.obs_rms.update(batch["obs"])  # after the update: the rollout's logprobs stay valid
+        stats = self._update(batches, [self._advantages(b) for b in batches])
+        obs = torch.cat([b["obs"].reshape(-1, b["obs"].shape[-1]) for b in batches])
+        self.agent.obs_rms.update(obs)  # after the update: the rollout's logprobs stay valid
         self.iteration += 1
         self.episodes += len(finished)
         wall = time.perf_counter() - start
