@@ -41,6 +41,14 @@ class RolloutWorker:
 
         batch: obs, actions, logprobs, values, rewards, dones as (T, envs, ...) tensors, the LSTM
         start state, the finished episodes' returns and infos (task, final losses)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a worker process or actor: the same float results anywhere
+        try:
+            return self._collect(weights, state)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _collect(self, weights: dict, state: dict) -> tuple[dict, dict]:
         self.agent.load_state_dict(weights)
         self.env.load_state_dict(state["env"])
         self.generator.set_state(state["generator"])
@@ -139,3 +147,12 @@ class _RayWorker(RolloutWorker):
     def __init__(self, *args):
         torch.set_num_threads(1)
         super().__init__(*args)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def policy_weights(self) -> dict:
+        """The weights this actor last rolled out with (what the learner broadcast)."""
+        return self.agent.state_dict()
