@@ -92,3 +92,11 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_the_rerun_completes(tmp_pat
     assert len(runs) == 35 and set(runs.status) == {"done"}
     kept = runs.set_index("run_id").loc[before.run_id, ["final_valid_loss", "wall_s"]]
     pd.testing.assert_frame_equal(kept, before.set_index("run_id")[["final_valid_loss", "wall_s"]])
+
+
+@pytest.mark.parametrize("command", ["baseline-grid", "evaluate"])
+def test_the_ray_executor_is_refused_for_grids_in_one_line(tmp_path, command):
+    proc = subprocess.run([str(LHOPT), command, "debug=smoke", "executor=ray", f"run_dir={tmp_path}"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "--multirun" in proc.stderr, proc.stderr

@@ -80,3 +80,24 @@ def test_killed_run_resumes_to_the_same_outcome(tmp_path):
     weights_b, _ = load_policy(killed / "policy.pt")
     for (name, x), (_, y) in zip(weights_a.state_dict().items(), weights_b.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+def test_rollout_workers_in_local_processes_match_this_process(run_cli, tmp_path):
+    timing = ["episodes_per_s", "rollout_s", "update_s"]
+    logs = []
+    for processes in (1, 2):
+        run_dir = tmp_path / f"p{processes}"
+        result = run_cli("train-policy", *SMOKE, "workers=2", f"executor.workers={processes}", f"run_dir={run_dir}")
+        assert result.exit_code == 0, result.output
+        logs.append(pd.read_csv(run_dir / "meta_train.csv").drop(columns=timing))
+    assert list(logs[0].episodes) == [8, 16]  # 2 workers x 4 episodes per iteration
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    a, _ = load_policy(tmp_path / "p1" / "policy.pt")
+    b, _ = load_policy(tmp_path / "p2" / "policy.pt")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_with_another_worker_count_is_one_line(run_cli, tmp_path):
+    assert run_cli("train-policy", *SMOKE, "workers=2", f"run_dir={tmp_path}").exit_code == 0
+    result = run_cli("train-policy", *SMOKE, "workers=1", "resume=true", f"run_dir={tmp_path}")
+    assert result.exit_code != 0 and "resume it with workers=2" in str(result.exception)

@@ -86,9 +86,12 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     Writes meta_train.csv (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
     explained variance, episodes/s), checkpoint.pt and, at the end, policy.pt into run_dir.
-    A killed run continues with `resume=true` and the same run_dir.
+    A killed run continues with `resume=true` and the same run_dir. `workers=N` rollout workers
+    run in this process, in local processes (`executor.workers=N`) or as Ray actors
+    (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.
     Examples: `lhopt train-policy run_dir=outputs/policy`, `lhopt train-policy debug=smoke`,
-    `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`.
+    `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`,
+    `lhopt train-policy executor=ray workers=8`.
     """
     from . import train_policy as job
 

@@ -57,6 +57,9 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
     console = console or Console(soft_wrap=True)
+    if cfg.executor.name != "local":
+        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; evaluate's grid "
+                          "runs on local processes (spread grids with `lhopt baseline-grid --multirun`)")
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
