@@ -29,7 +29,7 @@ def evaluate(policy: str, label: str, tasks: list[str], seeds: list[int], out: P
     command = [sys.executable, "-m", "lhopt_cli", "evaluate", f"policy={policy}", f"tasks=[{','.join(tasks)}]",
                f"seeds=[{','.join(map(str, seeds))}]", f"grid_dir={out / 'grid'}", f"run_dir={run_dir}",
                f"greedy={str(greedy).lower()}"] + ([f"executor.workers={workers}"] if workers else [])
-    print("$ " + " ".join(command[2:]).replace("-m lhopt_cli", "lhopt"), flush=True)
+    print("$ lhopt " + " ".join(command[3:]), flush=True)
     subprocess.run(command, check=True)
     return pd.read_csv(run_dir / "summary.csv")
 

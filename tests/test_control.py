@@ -116,6 +116,9 @@ def test_reward_is_clipped_and_extrapolation_capped():
     assert log_speedup_reward(fit, 0.0, 1000) == pytest.approx(math.log(2))  # below E: capped at 2T
     assert log_speedup_reward(fit, losses[0] * 10, 1000) == -3.0
     assert log_speedup_reward(fit, float("nan"), 1000) == -3.0
+    wider = fit_reference(steps, losses, 1000, extrapolation=20.0)  # a higher cap: more room to reward
+    assert log_speedup_reward(wider, 0.0, 1000) == pytest.approx(math.log(20))
+    assert log_speedup_reward(wider, power_law(5000, 0.5, 20.0, 0.6, 50.0), 1000) == pytest.approx(math.log(5), abs=0.1)
     # just above E the inverted power law overflows a float: still the 2T cap, no OverflowError
     steep = PowerLawFit(e=1.0, a=1e6, alpha=0.01, t0=1.0, total_steps=1000)
     assert log_speedup_reward(steep, 1.0 + 1e-12, 1000) == pytest.approx(math.log(2))

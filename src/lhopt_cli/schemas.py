@@ -163,6 +163,7 @@ class TrainPolicyConfig:
     seed: int = 0
     envs: int = 16
     workers: int = 1
+    reward_extrapolation: float = 2.0
     resume: bool = False
     checkpoint_every: int = 5
 

@@ -55,7 +55,8 @@ def build(cfg: DictConfig) -> PPO:
     env_kwargs = {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
                   "stats_every": int(c.stats_every), "reuse": int(family_cfg.get("reuse", 2)),
                   "randomize_start": "start_lr_scale" not in family_cfg,
-                  "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0))}
+                  "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
+                  "reward_extrapolation": float(cfg.reward_extrapolation)}
     agent_kwargs = {"hidden": int(c.hidden), "obs_clip": float(c.obs_clip)}
     torch.manual_seed(int(cfg.seed))
     agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), **agent_kwargs,

@@ -43,12 +43,13 @@ class VecLhoptEnv:
 
     def __init__(self, family: TaskFamily, num_envs: int, seed: int = 0, decisions: tuple[int, int] = (16, 128),
                  stats_every: int = 4, reuse: int = 2, randomize_start: bool = True, start_lr_scale: float = 1.0,
-                 autoreset: bool = True, fixed: dict | None = None):
+                 autoreset: bool = True, fixed: dict | None = None, reward_extrapolation: float = 2.0):
         """`fixed` = {"task": cfg, "seeds": [...], "decisions": n} runs that exact episode (evaluation):
         start at EVAL_START, no reward (no reference run)."""
         self.family, self.num_envs = family, num_envs
         self.decisions, self.stats_every, self.reuse = decisions, stats_every, reuse
         self.randomize_start, self.start_lr_scale, self.autoreset = randomize_start, start_lr_scale, autoreset
+        self.reward_extrapolation = reward_extrapolation  # the paper's 2: a speedup over 2x earns no more
         self.rng = np.random.default_rng(seed)
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (len(FEATURE_NAMES),), np.float32)
         self.single_action_space = gym.spaces.MultiDiscrete(NVEC)
@@ -82,7 +83,7 @@ class VecLhoptEnv:
         if key not in self._references:
             curve = train_one_epoch(self.task, 0, hparams=REFERENCE).curve
             self._references[key] = fit_reference([r["step"] for r in curve], [r["valid_loss"] for r in curve],
-                                                  self.task.total_steps)
+                                                  self.task.total_steps, self.reward_extrapolation)
         return self._references[key]
 
     def _start_hparams(self) -> HParams:

@@ -24,13 +24,14 @@ class PowerLawFit:
     alpha: float
     t0: float
     total_steps: int
+    extrapolation: float = EXTRAPOLATION
 
     def loss_at(self, t: float) -> float:
         return float(power_law(t, self.e, self.a, self.alpha, self.t0))
 
     def steps_to(self, loss: float) -> float:
-        """Steps the reference would need to reach `loss`, within [1, 2T]."""
-        cap = EXTRAPOLATION * self.total_steps
+        """Steps the reference would need to reach `loss`, within [1, extrapolation x T]."""
+        cap = self.extrapolation * self.total_steps
         if not math.isfinite(loss):
             return 1.0
         if loss <= self.e:
@@ -42,8 +43,9 @@ class PowerLawFit:
         return float(min(max(math.exp(log_t) - self.t0, 1.0), cap))
 
 
-def fit_reference(steps, losses, total_steps: int) -> PowerLawFit:
-    """Fit L(t) = E + A (t + t0)^-alpha to the reference's curve (the init loss included)."""
+def fit_reference(steps, losses, total_steps: int, extrapolation: float = EXTRAPOLATION) -> PowerLawFit:
+    """Fit L(t) = E + A (t + t0)^-alpha to the reference's curve (the init loss included);
+    inverting it may extrapolate up to `extrapolation` times the run's length."""
     t = np.asarray(steps, dtype=float)
     y = np.asarray(losses, dtype=float)
     keep = np.isfinite(y)
@@ -59,7 +61,7 @@ def fit_reference(steps, losses, total_steps: int) -> PowerLawFit:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params, _ = curve_fit(power_law, t, y, p0=[e0, a0, 0.5, t00], bounds=(lower, upper), maxfev=20000)
-    return PowerLawFit(*map(float, params), total_steps=int(total_steps))
+    return PowerLawFit(*map(float, params), total_steps=int(total_steps), extrapolation=float(extrapolation))
 
 
 def log_speedup_reward(fit: PowerLawFit, final_loss: float, steps: int) -> float:
