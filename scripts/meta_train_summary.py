@@ -1,0 +1,46 @@
+"""The meta-training curve of a train-policy run: a markdown table of block means and a figure.
+
+    python scripts/meta_train_summary.py RUN_DIR_OR_CSV [--block 250] [--png curve.png]
+
+Per block of PPO iterations: the mean episode reward (the log speedup over the reference AdamW
+run, clipped), the policy's entropy and the value function's explained variance.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="a train-policy run folder or its meta_train.csv")
+    parser.add_argument("--block", type=int, default=250)
+    parser.add_argument("--png", type=Path)
+    args = parser.parse_args()
+    path = args.source / "meta_train.csv" if args.source.is_dir() else args.source
+    log = pd.read_csv(path)
+    log["block"] = (log.iteration - 1) // args.block
+    print("| iterations | episodes | mean episode reward | entropy | explained variance |")
+    print("|---|---|---|---|---|")
+    for _, rows in log.groupby("block"):
+        print(f"| {rows.iteration.min()}-{rows.iteration.max()} | {rows.episodes.max()} | "
+              f"{rows.mean_episode_reward.mean():+.3f} | {rows.entropy.mean():.2f} | {rows.explained_variance.mean():.2f} |")
+    if args.png:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(log.iteration, log.mean_episode_reward, lw=0.5, alpha=0.4, label="per iteration")
+        ax.plot(log.iteration, log.mean_episode_reward.rolling(50, min_periods=1).mean(), lw=2, label="rolling mean (50)")
+        ax.set(xlabel="PPO iteration", ylabel="mean episode reward (log speedup)", title=path.parent.name)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+        print(f"\nfigure: {args.png}")
+
+
+if __name__ == "__main__":
+    main()
