@@ -100,3 +100,12 @@ def test_the_ray_executor_is_refused_for_grids_in_one_line(tmp_path, command):
                           capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "--multirun" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("bad", ["hydra/launcher=nonexistent", "chunk=0,5", "task=nqm,nope"])
+def test_a_bad_sweep_is_one_line_before_any_job_starts(tmp_path, bad):
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "-m", "task=nqm", "debug=smoke", "chunks=2", bad,
+                           f"run_dir={tmp_path / 'grid'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "grid").exists() and not (tmp_path / "sweep").exists()

@@ -47,8 +47,43 @@ def grid_job(cfg: DictConfig) -> float:
     return float(table.min().min())
 
 
+def check_sweep(args: list[str]) -> None:
+    """Every job's config composes and plans, and the hydra/ choices exist, before any job starts:
+    a bad sweep is one error line, not a Hydra report per job."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from . import baseline_grid
+    from .config import ConfigError, compose
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if a not in ("-m", "--multirun")])
+    except HydraException as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for o in parsed:
+            if o.key_or_group.startswith("hydra/"):
+                options = loader.get_group_options(o.key_or_group)
+                if str(o.value()) not in options:
+                    raise ConfigError(f"unknown {o.key_or_group} '{o.value()}'; known: {', '.join(options)} "
+                                      "(launchers: pip install 'lhopt-cli[joblib]' or 'lhopt-cli[slurm]')")
+    GlobalHydra.instance().clear()
+    plain = [o for o in parsed if not o.key_or_group.startswith("hydra")]
+    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+              for o in plain]
+    firsts = [f"{o.get_key_element()}={v[0]}" for o, v in zip(plain, values)]
+    for i, (o, choices) in enumerate(zip(plain, values)):
+        for value in choices[1:] if i else choices:  # each swept value once, the others at their first
+            baseline_grid.plan(compose("baseline_grid", firsts[:i] + [f"{o.get_key_element()}={value}"] + firsts[i + 1:]))
+
+
 def run_sweep(args: list[str]) -> None:
-    """`lhopt baseline-grid --multirun ARGS`: hand the command line to Hydra."""
+    """`lhopt baseline-grid --multirun ARGS`: check the sweep, then hand the command line to Hydra."""
+    check_sweep(args)
     sys.argv = ["lhopt baseline-grid", *args]
     grid_job()
 
