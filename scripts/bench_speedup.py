@@ -23,12 +23,15 @@ TASKS = ["mlp_mnist", "cnn_mnist", "mnist1d_conv", "nqm", "char_lm"]
 GOAL_MEDIAN, GOAL_EVERY = 1.5, 1.0
 
 
-def evaluate(policy: str, label: str, tasks: list[str], seeds: list[int], out: Path, greedy: bool,
+def evaluate(policy: str, label: str, tasks: list[str], seeds: list[int], out: Path, greedy: bool | None,
              workers: int | None) -> pd.DataFrame:
     run_dir = out / label
     command = [sys.executable, "-m", "lhopt_cli", "evaluate", f"policy={policy}", f"tasks=[{','.join(tasks)}]",
-               f"seeds=[{','.join(map(str, seeds))}]", f"grid_dir={out / 'grid'}", f"run_dir={run_dir}",
-               f"greedy={str(greedy).lower()}"] + ([f"executor.workers={workers}"] if workers else [])
+               f"seeds=[{','.join(map(str, seeds))}]", f"grid_dir={out / 'grid'}", f"run_dir={run_dir}"]
+    if greedy is not None:  # otherwise evaluate's default
+        command.append(f"greedy={str(greedy).lower()}")
+    if workers:
+        command.append(f"executor.workers={workers}")
     print("$ lhopt " + " ".join(command[3:]), flush=True)
     subprocess.run(command, check=True)
     return pd.read_csv(run_dir / "summary.csv")
@@ -64,7 +67,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench-speedup"))
-    parser.add_argument("--greedy", action="store_true", help="argmax actions instead of sampled ones")
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("--greedy", dest="greedy", action="store_const", const=True,
+                         help="argmax actions (evaluate's default)")
+    actions.add_argument("--sampled", dest="greedy", action="store_const", const=False,
+                         help="actions sampled from the policy (seeded)")
     parser.add_argument("--workers", type=int, help="grid worker processes (default: the executor's)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     args = parser.parse_args()

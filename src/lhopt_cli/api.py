@@ -34,7 +34,8 @@ def default_policy_path() -> Path:
 
 
 class Controller:
-    def __init__(self, agent, meta: dict, greedy: bool = False, seed: int = 0):
+    def __init__(self, agent, meta: dict, greedy: bool = True, seed: int = 0):
+        """greedy: argmax actions (as `lhopt evaluate` by default); False samples them, seeded."""
         self.agent, self.meta, self.greedy = agent, meta, greedy
         controller = meta.get("config", {}).get("controller", {})
         self.decisions = int(controller.get("eval_decisions", 64))
