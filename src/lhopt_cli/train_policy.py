@@ -61,7 +61,7 @@ def build(cfg: DictConfig) -> PPO:
     torch.manual_seed(int(cfg.seed))
     agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), **agent_kwargs,
                                  prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
-    ppo_cfg = PPOConfig(**{**OmegaConf.to_container(cfg.ppo, resolve=True), "rollout": "episodes"})
+    ppo_cfg = PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True))
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
     workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
     return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)

@@ -59,10 +59,6 @@ class VecLhoptEnv:
         self.fixed = fixed
 
     # --- state that a checkpoint keeps (episodes start fresh after it) ------------------------
-    def state_dict(self) -> dict:
-        """The state before the current episode began: loading it and calling reset() replays it."""
-        return dict(self._episode_start)
-
     def next_episode_state(self) -> dict:
         """The state now, between episodes (autoreset=False): loading it and calling reset()
         starts the episode that would come next."""
@@ -91,8 +87,6 @@ class VecLhoptEnv:
         return randomized_start(self.rng, base) if self.randomize_start else base
 
     def _new_episode(self) -> np.ndarray:
-        self._episode_start = {"rng": json.dumps(self.rng.bit_generator.state), "uses_left": self._uses_left,
-                               "instance": json.dumps(self.instance)}
         if self.fixed is not None:
             if self.instance is None:
                 self.instance, self.task = self.fixed["task"], build_task(self.fixed["task"])

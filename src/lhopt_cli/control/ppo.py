@@ -1,10 +1,9 @@
 """PPO in the CleanRL manner (recurrent policy), for any gymnasium-style vector env.
 
-`rollout="steps"` collects `num_steps` transitions per env per iteration (any env, e.g.
-CartPole); `rollout="episodes"` collects exactly one episode group of a lock-step env such as
-VecLhoptEnv, so every iteration ends on an episode boundary (what makes resume exact).
-With `workers` (control/workers.py: in-process, local processes or Ray actors) the learner
-sends the weights and each worker's state, and updates on the episode groups they return.
+With `envs`, an iteration collects `num_steps` transitions per env (any env, e.g. CartPole).
+With `workers` (control/workers.py: in-process, local processes or Ray actors; meta-training)
+the learner sends the weights and each worker's state, and updates on the whole episode groups
+they return, so every iteration ends on an episode boundary (what makes resume exact).
 """
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ from .policy import RecurrentActorCritic
 @dataclass
 class PPOConfig:
     learning_rate: float = 2e-4
-    num_steps: int = 128  # per env per iteration, for rollout="steps"
-    rollout: str = "steps"  # steps | episodes
+    num_steps: int = 128  # per env per iteration (rollouts from envs)
     gamma: float = 1.0
     gae_lambda: float = 0.95
     minibatch_size: int = 128
@@ -95,8 +93,7 @@ class PPO:
         keys = ("obs", "actions", "logprobs", "rewards", "dones", "values")
         buf: dict[str, list] = {k: [] for k in keys}
         finished: list[float] = []
-        step = 0
-        while True:
+        for _ in range(self.cfg.num_steps):
             buf["obs"].append(self.next_obs)
             buf["dones"].append(self.next_done)
             with torch.no_grad():
@@ -115,11 +112,6 @@ class PPO:
             self.next_obs = torch.as_tensor(obs, dtype=torch.float32)
             self.next_done = torch.as_tensor(done, dtype=torch.float32)
             self.global_step += n
-            step += 1
-            if self.cfg.rollout == "steps" and step >= self.cfg.num_steps:
-                break
-            if self.cfg.rollout == "episodes" and bool(done.all()):
-                break
         batch = {k: torch.stack(v) for k, v in buf.items()}  # each (T, n, ...)
         with torch.no_grad():  # bootstraps the value after the last step (masked where it ended)
             batch["next_value"] = self.agent.get_value(self.next_obs, self.lstm_state, self.next_done).reshape(-1)
