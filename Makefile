@@ -7,7 +7,7 @@ DEMO_DIR ?= outputs/demo
 .PHONY: help install demo test test-fast bench bench-speedup clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## virtualenv in .venv with torch (CPU), the package, its dev and cluster extras
 
