@@ -39,6 +39,13 @@ def task_key(task_cfg: dict) -> str:
     return hashlib.sha1(json.dumps(task_cfg, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def require_local_executor(cfg: DictConfig) -> None:
+    """Grids run on local processes; executor=ray is train-policy's (grids spread with --multirun)."""
+    if cfg.executor.get("name", "local") != "local":
+        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; spread a grid with "
+                          "`lhopt baseline-grid --multirun ... hydra/launcher=joblib|submitit_slurm|ray`")
+
+
 def plan(cfg: DictConfig) -> list[GridRun]:
     """Every (seed, lr, schedule) run of the grid, with ids stable across invocations."""
     grid = cfg.grid
@@ -49,9 +56,7 @@ def plan(cfg: DictConfig) -> list[GridRun]:
         raise ConfigError("grid.lrs, grid.schedules and seeds must each list at least one value")
     if any(lr <= 0 for lr in grid.lrs):
         raise ConfigError("grid.lrs must all be positive")
-    if cfg.executor.get("name", "local") != "local":
-        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; spread a grid with "
-                          "`lhopt baseline-grid --multirun ... hydra/launcher=joblib|submitit_slurm|ray`")
+    require_local_executor(cfg)
     if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
         raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)

@@ -57,15 +57,13 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
     console = console or Console(soft_wrap=True)
-    if cfg.executor.name != "local":
-        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; evaluate's grid "
-                          "runs on local processes (spread grids with `lhopt baseline-grid --multirun`)")
+    baseline_grid.require_local_executor(cfg)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
-    agent, meta = load_policy(policy_path)
-    trained = (meta.get("config") or {}).get("trained_iterations")
+    agent, policy_meta = load_policy(policy_path)
+    trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     store = ResultsStore(run_dir)

@@ -115,7 +115,7 @@ class PPO:
         batch = {k: torch.stack(v) for k, v in buf.items()}  # each (T, n, ...)
         with torch.no_grad():  # bootstraps the value after the last step (masked where it ended)
             batch["next_value"] = self.agent.get_value(self.next_obs, self.lstm_state, self.next_done).reshape(-1)
-        batch.update(start_state=start_state, next_done=self.next_done.clone(), episode_returns=finished)
+        batch.update(start_state=start_state, next_done=self.next_done.clone())
         return batch, finished
 
     def _advantages(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:

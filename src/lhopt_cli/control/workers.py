@@ -40,7 +40,7 @@ class RolloutWorker:
         """One episode group with `weights` from `state`: (batch, the state after it).
 
         batch: obs, actions, logprobs, values, rewards, dones as (T, envs, ...) tensors, the LSTM
-        start state, the finished episodes' returns and infos (task, final losses)."""
+        start state, the bootstrap (next_done, next_value) and the finished episodes' returns."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a worker process or actor: the same float results anywhere
         try:
@@ -64,7 +64,7 @@ class RolloutWorker:
             with torch.no_grad():
                 action, logprob, _, value, lstm_state = self.agent.get_action_and_value(
                     next_obs, lstm_state, next_done, generator=self.generator)
-            obs, reward, term, trunc, info = self.env.step(action.numpy())
+            obs, reward, term, trunc, _ = self.env.step(action.numpy())
             buf["actions"].append(action)
             buf["logprobs"].append(logprob)
             buf["values"].append(value.flatten())
@@ -75,7 +75,7 @@ class RolloutWorker:
                 break
         batch = {k: torch.stack(v) for k, v in buf.items()}
         batch.update(start_state=start_state, next_done=next_done, next_value=torch.zeros(n),
-                     episode_returns=batch["rewards"].sum(0).tolist(), task=info.get("task"))
+                     episode_returns=batch["rewards"].sum(0).tolist())
         return batch, {"env": self.env.next_episode_state(), "generator": self.generator.get_state()}
 
 
@@ -99,7 +99,7 @@ class LocalWorkers:
     """The rollout workers in this process (processes == 1) or in a pool of local processes."""
 
     def __init__(self, count: int, processes: int, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
-        self.count, self.processes = count, max(1, min(processes, count))
+        self.processes = max(1, min(processes, count))
         if self.processes == 1:
             self.workers = [RolloutWorker(family_cfg, env_kwargs, agent_kwargs) for _ in range(count)]
         else:
