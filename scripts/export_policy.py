@@ -12,21 +12,23 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lhopt_cli.control.actions import NVEC
 from lhopt_cli.control.checkpoint import save_policy
-from lhopt_cli.control.features import FEATURE_NAMES
-from lhopt_cli.control.policy import RecurrentActorCritic
+from lhopt_cli.control.policy import lhopt_agent
+from lhopt_cli.control.protocol import ObservationProtocol
+from lhopt_cli.train_policy import training_protocol
 
 
 def main(run_dir: str, out: str) -> None:
     run = Path(run_dir)
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["ppo"]
-    agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), int(cfg["controller"]["hidden"]),
-                                 float(cfg["controller"]["obs_clip"]))
+    agent = lhopt_agent(int(cfg["controller"]["hidden"]), float(cfg["controller"]["obs_clip"]))
     agent.load_state_dict(state["agent"])
     cfg["trained_iterations"] = int(state["iteration"])
-    save_policy(agent, Path(out), cfg)
+    # a run from before configs held the protocol keys is read as it was trained
+    protocol = (training_protocol(OmegaConf.create(cfg)) if "eval_points" in cfg["controller"]
+                else ObservationProtocol.from_training_config(cfg))
+    save_policy(agent, Path(out), cfg, protocol)
     print(f"{out}: policy after {state['iteration']} PPO iterations ({state['episodes']} episodes)")
 
 

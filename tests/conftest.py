@@ -41,3 +41,20 @@ def smoke_policy(tmp_path_factory):
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}"])
     make_run_dir(cfg)
     return train_policy.run(cfg, run_dir, Console(quiet=True))
+
+
+@pytest.fixture
+def policy_with_protocol(smoke_policy, tmp_path):
+    """A copy of the smoke policy whose file fixes another observation protocol (fields given)."""
+    import torch
+
+    from lhopt_cli.control.checkpoint import atomic_save, policy_protocol
+
+    def make(**fields):
+        blob = torch.load(smoke_policy, map_location="cpu", weights_only=True)
+        blob["protocol"] = {**policy_protocol(blob).as_dict(), **fields}
+        path = tmp_path / ("policy_" + "_".join(f"{k}{v}" for k, v in sorted(fields.items())) + ".pt")
+        atomic_save(blob, path)
+        return path
+
+    return make

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lhopt_cli import Controller, PolicyFileError
+from lhopt_cli import Controller, PolicyFileError, ProtocolError
 from lhopt_cli.control.actions import HEAD_NAMES, NO_OP
 
 
@@ -23,19 +23,20 @@ def train(ctrl, net, opt, x, y, steps, valid_every=10, on_step=None):
         loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
         loss.backward()
         valid = nn.functional.cross_entropy(net(x), y).item() if step % valid_every == 0 else None
-        ctrl.step(loss=loss.item(), valid_loss=valid)
+        take = ctrl.step(loss=loss.item(), valid_loss=valid)
         if on_step:
             on_step(step)
-        opt.step()
+        if take:
+            opt.step()
         opt.zero_grad()
         losses.append(loss.item())
     return losses
 
 
-def test_controller_drives_adamw_in_a_user_loop(smoke_policy):
+def test_controller_drives_adamw_in_a_user_loop(policy_with_protocol):
     net, x, y = user_problem()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    ctrl = Controller.from_checkpoint(smoke_policy).attach(opt, total_steps=60, model=net, decisions=8)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=8)).attach(opt, total_steps=60, model=net)
     seen = []
     train(ctrl, net, opt, x, y, 60, on_step=lambda step: seen.append(opt.param_groups[0]["lr"]))
     assert len(ctrl.history) == 8  # one row per decision
@@ -57,7 +58,7 @@ class Scripted:
     def initial_state(self, batch):
         return self.agent.initial_state(batch)
 
-    def act(self, obs, state, done, greedy, generator):
+    def act(self, obs, state, done, greedy, generator, mask=None):
         self.calls += 1
         action = list(NO_OP)
         if self.calls in (2, 4):
@@ -65,12 +66,12 @@ class Scripted:
         return torch.tensor([action]), state
 
 
-def test_restart_restores_the_users_model_and_optimizer(smoke_policy):
+def test_restart_restores_the_users_model_and_optimizer(policy_with_protocol):
     net, x, y = user_problem(1)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    ctrl = Controller.from_checkpoint(smoke_policy)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=4))
     ctrl.agent = Scripted(ctrl.agent)
-    ctrl.attach(opt, total_steps=50, model=net, decisions=4)
+    ctrl.attach(opt, total_steps=50, model=net)
     snapshots = {}
 
     def capture(step):
@@ -106,3 +107,176 @@ def test_missing_or_corrupt_policy_file(tmp_path):
     (tmp_path / "bad.pt").write_text("garbage")
     with pytest.raises(PolicyFileError, match="not a readable lhopt policy file"):
         Controller.from_checkpoint(tmp_path / "bad.pt")
+
+
+# --- the Controller in a plain loop observes and decides exactly as the engine -------------
+class ForcedRestarts:
+    """A real policy network acting greedily, whose restart head is overridden at two decisions
+    (save to register 0, then load it), so both paths meet a save and an effective load."""
+
+    def __init__(self, agent, save_at: int, load_at: int):
+        self.agent, self.save_at, self.load_at, self.calls = agent, save_at, load_at, 0
+
+    def initial_state(self, batch):
+        return self.agent.initial_state(batch)
+
+    def act(self, obs, state, done, greedy=False, generator=None, mask=None):
+        action, state = self.agent.act(obs, state, done, greedy, generator, mask)
+        self.calls += 1
+        restart = HEAD_NAMES.index("restart")
+        if self.calls in (self.save_at, self.load_at):
+            action[:, restart] = 1 if self.calls == self.save_at else 4
+        else:
+            action[:, restart] = 0
+        return action, state
+
+
+def lively_agent(seed: int):
+    """A policy network whose greedy choices depend on what it sees (mostly no-ops, often not)."""
+    from lhopt_cli.control.actions import prior_logits
+    from lhopt_cli.control.policy import lhopt_agent
+
+    torch.manual_seed(seed)
+    agent = lhopt_agent(32, prior_logits=prior_logits(1.0, 0.0))
+    with torch.no_grad():
+        agent.actor[-1].weight.mul_(150.0)
+    return agent
+
+
+def plain_loop(task, seed: int, ctrl: Controller) -> dict[int, float]:
+    """The user's loop: the task's model, data order and loss, torch's AdamW; the validation
+    losses at ctrl.validation_steps (and at the end)."""
+    from lhopt_cli.control.actions import EVAL_START
+
+    model = task.make_model(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    hp = EVAL_START
+    opt = torch.optim.AdamW(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.eps, weight_decay=hp.weight_decay)
+    ctrl.attach(opt, total_steps=task.total_steps, model=model)
+    valid = {}
+    for step, batch in zip(range(task.total_steps), task.train_batches(seed)):
+        if step in ctrl.validation_steps:
+            valid[step] = task.valid_loss(model)
+        loss = task.loss(model, batch)
+        loss.backward()
+        if ctrl.step(loss=loss.item(), valid_loss=valid.get(step)):
+            opt.step()
+        opt.zero_grad()
+    valid[task.total_steps] = task.valid_loss(model)
+    return valid
+
+
+@pytest.mark.parametrize("task_cfg", [
+    {"name": "mlp_digits", "hidden": [32], "activation": "tanh", "norm": "none", "batch_size": 16},
+    {"name": "nqm", "dim": 50, "condition": 100.0, "noise": 0.3, "batch_size": 16, "steps": 80},
+])
+def test_the_controller_in_a_plain_loop_matches_run_policy(smoke_policy, task_cfg):
+    from lhopt_cli.control.rollout import run_policy
+    from lhopt_cli.tasks import build_task
+
+    ctrl = Controller.from_checkpoint(smoke_policy)
+    protocol = ctrl.protocol
+    task_cfg = {**task_cfg, "eval_points": protocol.eval_points, "max_steps": None, "valid_size": None}
+    task = build_task(task_cfg)
+    (engine,) = run_policy(ForcedRestarts(lively_agent(3), save_at=12, load_at=30), task_cfg, [0], protocol, greedy=True)
+    ctrl.agent = ForcedRestarts(lively_agent(3), save_at=12, load_at=30)
+    valid = plain_loop(task, 0, ctrl)
+
+    assert len(ctrl.history) == len(engine.decisions) >= 40
+    kinds = [row["restart"] for row in ctrl.history]
+    assert kinds.count("save") == 1 and kinds.count("load") == 1
+    changes = sum(a["lr"] != b["lr"] or a["beta1"] != b["beta1"] for a, b in zip(ctrl.history, ctrl.history[1:]))
+    assert changes >= 5  # the decisions depend on what the policy sees
+    for ours, theirs in zip(ctrl.history, engine.decisions):
+        assert ours == theirs  # the same choices from the same start: the same floats
+    curve = {row["step"]: row["valid_loss"] for row in engine.result.curve}
+    assert sorted(curve) == sorted(valid)
+    for step, loss in valid.items():
+        assert curve[step] == pytest.approx(loss, rel=1e-4, abs=1e-6)
+
+
+def test_the_step_after_a_load_applies_a_gradient_of_the_restored_weights(policy_with_protocol):
+    net, x, y = user_problem(1)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=4))
+    ctrl.agent = Scripted(ctrl.agent)  # save at the 2nd decision, load at the 4th
+    ctrl.attach(opt, total_steps=50, model=net)
+    load_step = ctrl.boundaries[3]
+    taken, weights, grads = {}, {}, {}
+
+    for step in range(50):
+        idx = torch.arange(step * 16, step * 16 + 16) % 256
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        loss.backward()
+        taken[step] = ctrl.step(loss=loss.item())
+        if step == load_step + 1:
+            grads[step] = [p.grad.clone() for p in net.parameters()]
+            weights["before"] = copy.deepcopy(net.state_dict())
+        if taken[step]:
+            opt.step()
+        opt.zero_grad()
+        if step == load_step:
+            weights["after_load"] = copy.deepcopy(net.state_dict())
+    assert [s for s, t in taken.items() if not t] == [load_step]  # only the load's step is skipped
+    saved = ctrl.tracker.registers[0].state["model"]
+    for name, tensor in saved.items():
+        assert torch.equal(weights["after_load"][name], tensor)  # no stale gradient was applied
+    # the next step's gradient is the gradient of the restored weights on its batch (clipped or not)
+    fresh = copy.deepcopy(net)
+    fresh.load_state_dict(saved)
+    idx = torch.arange((load_step + 1) * 16, (load_step + 1) * 16 + 16) % 256
+    nn.functional.cross_entropy(fresh(x[idx]), y[idx]).backward()
+    for used, expected in zip(grads[load_step + 1], (p.grad for p in fresh.parameters())):
+        cosine = torch.nn.functional.cosine_similarity(used.flatten(), expected.flatten(), dim=0)
+        assert cosine == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("total, decisions", [(7, 6), (12, 5), (18, 5)])
+def test_every_decision_of_the_controller_sees_measured_statistics(policy_with_protocol, monkeypatch, total, decisions):
+    from lhopt_cli.control.features import FeatureTracker
+
+    counts = []
+    original = FeatureTracker.features
+
+    def spy(self, progress, stats, count, *args, **kwargs):
+        counts.append(count)
+        return original(self, progress, stats, count, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureTracker, "features", spy)
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=decisions, stats_every=4))
+    ctrl.attach(opt, total_steps=total, model=net)
+    train(ctrl, net, opt, x, y, total)
+    assert len(counts) == decisions and all(c >= 1 for c in counts)
+    assert all(len(ctrl.tracker.history[name]) == decisions for name in ("grad_norm", "rel_update", "noise_scale"))
+
+
+def test_the_policy_files_protocol_rules_the_controller(policy_with_protocol):
+    net, _, _ = user_problem()
+    path = policy_with_protocol(decisions=5, stats_every=2, eval_points=4)
+    ctrl = Controller.from_checkpoint(path).attach(torch.optim.AdamW(net.parameters()), total_steps=40, model=net)
+    assert ctrl.boundaries == [7, 13, 20, 27, 33] and ctrl.stats_every == 2
+    assert ctrl.validation_steps == [0, 10, 20, 30, 40]
+    with pytest.raises(ProtocolError, match="decisions=8 contradicts the policy's observation protocol"):
+        Controller.from_checkpoint(path).attach(torch.optim.AdamW(net.parameters()), total_steps=40, decisions=8)
+
+
+@pytest.mark.parametrize("parameter_count", ["all", "non_embedding"])
+def test_the_engine_and_the_controller_count_parameters_alike(policy_with_protocol, parameter_count):
+    from lhopt_cli.control.env import VecLhoptEnv
+    from lhopt_cli.tasks import build_task
+    from lhopt_cli.tasks.families import TaskFamily
+
+    task_cfg = {"name": "char_lm", "n_layer": 1, "d_model": 16, "n_head": 2, "context": 16, "max_chars": 4000,
+                "batch_size": 4, "eval_points": 25, "max_steps": 20, "valid_size": None, "text_path": None}
+    env = VecLhoptEnv(TaskFamily({"kinds": {"char_lm": {}}}), num_envs=1, autoreset=False,
+                      protocol={"parameter_count": parameter_count}, fixed={"task": task_cfg, "seeds": [0]})
+    env.reset()
+    model = build_task(task_cfg).make_model(0)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(parameter_count=parameter_count))
+    ctrl.attach(torch.optim.AdamW(model.parameters()), total_steps=20, model=model)
+    everything = sum(p.numel() for p in model.parameters())
+    expected = everything if parameter_count == "all" else build_task(task_cfg).num_params
+    assert env.trackers[0].num_params == ctrl.tracker.num_params == expected
+    assert build_task(task_cfg).num_params < everything  # char_lm has embeddings: the two counts differ

@@ -87,7 +87,7 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("command, group", [("scaling-fit", "experiment=scaling_char_lm"), ("evaluate", "debug=smoke"),
-                                            ("evaluate", "controller=default")])
+                                            ("evaluate", "protocol.decisions=64")])
 def test_evaluate_and_scaling_fit_groups_compose(run_cli, command, group):
     result = run_cli(command, "--cfg", group)
     assert result.exit_code == 0, result.output

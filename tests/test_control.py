@@ -10,7 +10,9 @@ from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAM
                                        prior_logits, randomized_start, restart_kind)
 from lhopt_cli.control.env import LhoptEnv, VecLhoptEnv
 from lhopt_cli.control.features import FEATURE_NAMES, FeatureTracker, history_cdf, to_vector
-from lhopt_cli.control.policy import RecurrentActorCritic
+from lhopt_cli.control.policy import RecurrentActorCritic, lhopt_agent
+from lhopt_cli.control.protocol import ObservationProtocol
+from lhopt_cli.control.rollout import run_policy
 from lhopt_cli.control.reward import PowerLawFit, fit_reference, log_speedup_reward, power_law
 from lhopt_cli.inner import HParams
 from lhopt_cli.inner.stats import optimizer_stats
@@ -139,12 +141,12 @@ def test_prior_logits_make_the_untrained_policy_keep_its_hyperparameters():
 
 # --- environment ------------------------------------------------------------------------
 def test_env_passes_gymnasiums_env_checker():
-    env = LhoptEnv(TaskFamily(TINY_FAMILY), decisions=(2, 4), stats_every=2)
+    env = LhoptEnv(TaskFamily(TINY_FAMILY), decisions=(2, 4), protocol={"stats_every": 2})
     check_env(env, skip_render_check=True)
 
 
 def test_vector_env_runs_whole_episodes_and_rewards_at_the_end():
-    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=3, seed=1, decisions=(3, 5), stats_every=2)
+    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=3, seed=1, decisions=(3, 5), protocol={"stats_every": 2})
     obs, _ = env.reset(seed=1)
     assert obs.shape == (3, len(FEATURE_NAMES)) and np.isfinite(obs).all()
     steps = 0
@@ -159,7 +161,7 @@ def test_vector_env_runs_whole_episodes_and_rewards_at_the_end():
 
 
 def test_restart_action_restores_the_saved_member():
-    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=1, seed=2, decisions=(6, 6), stats_every=2,
+    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=1, seed=2, decisions=(6, 6), protocol={"stats_every": 2},
                       randomize_start=False)
     env.reset(seed=2)
     save = list(NO_OP)
@@ -177,3 +179,90 @@ def test_restart_action_restores_the_saved_member():
     env._act(np.array([load]))
     for a, b in zip(env.run.save_member(0)["params"], registered["params"]):
         assert torch.equal(a, b)
+
+
+# --- every decision is measured ----------------------------------------------------------
+def _nqm(steps: int) -> dict:
+    return {"name": "nqm", "dim": 10, "condition": 10.0, "noise": 0.1, "steps": steps, "batch_size": 8,
+            "eval_points": 25, "max_steps": None, "valid_size": None}
+
+
+def spy_on_features(monkeypatch) -> list[tuple[FeatureTracker, int]]:
+    """Records (tracker, statistics count) for every feature computation."""
+    calls = []
+    original = FeatureTracker.features
+
+    def spy(self, progress, stats, count, *args, **kwargs):
+        calls.append((self, count))
+        return original(self, progress, stats, count, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureTracker, "features", spy)
+    return calls
+
+
+MEASURED = ("grad_norm", "rel_update", "noise_scale")
+
+
+@pytest.mark.parametrize("total, decisions, interval", [(7, 6, 1), (12, 5, 2), (18, 5, 3)])
+def test_every_decision_of_an_episode_sees_measured_statistics(monkeypatch, total, decisions, interval):
+    calls = spy_on_features(monkeypatch)
+    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=2, autoreset=False,
+                      protocol={"stats_every": 4, "decisions": decisions}, fixed={"task": _nqm(total), "seeds": [0, 1]})
+    env.reset()
+    assert set(np.diff(env.boundaries)) == {interval}  # the intervals this case is about
+    while not env.step(np.tile(NO_OP, (2, 1)))[2].all():
+        pass
+    assert len(calls) == 2 * (decisions + 1) and all(count >= 1 for _, count in calls)
+    for tracker in env.trackers:  # one measured value per interval, no placeholder among them
+        for name in MEASURED:
+            assert len(tracker.history[name]) == decisions + 1
+            assert all(math.isfinite(v) and v != 0.0 for v in tracker.history[name])
+
+
+def test_an_unmeasured_interval_is_shown_neutral_and_kept_out_of_the_histories():
+    tracker = FeatureTracker(EVAL_START, 500)
+    for k in range(3):
+        tracker.features(k / 4, _stats(seed=k), 1, 2.0 - 0.1 * k, math.nan, EVAL_START)
+    before = {name: list(values) for name, values in tracker.history.items()}
+    feats = tracker.features(0.75, {}, 0, None, math.nan, EVAL_START, valid_is_new=False)
+    assert tracker.history == before
+    assert feats["log_rel_update"] == 0.0 and feats["noise_scale"] == 0.0 and feats["loss_is_nan"] == 0.0
+    assert all(feats[f"cdf_{name}_{s:g}"] == 0.5 for name in ("rel_update", "noise_scale", "train_loss")
+               for s in (1.25, 20.0))
+
+
+# --- actions that cannot act are masked --------------------------------------------------
+def _favours_loading_register_1() -> RecurrentActorCritic:
+    """An agent whose restart head wants 'load register 1' above everything, as the old bundled
+    policy did at up to 40 of 64 decisions."""
+    logits = prior_logits(3.0, 6.0)
+    offset = sum(NVEC[: HEAD_NAMES.index("restart")])
+    logits[offset + 5] = 12.0  # restart choice 5: load register 1
+    torch.manual_seed(0)
+    return lhopt_agent(32, prior_logits=logits)
+
+
+def test_a_load_from_an_empty_register_is_never_chosen_and_carries_no_probability():
+    agent = _favours_loading_register_1()
+    obs = torch.zeros(32, len(FEATURE_NAMES))  # no register filled
+    restart = HEAD_NAMES.index("restart")
+    greedy, _ = agent.act(obs, agent.initial_state(32), torch.zeros(32), greedy=True)
+    sampled, _ = agent.act(obs, agent.initial_state(32), torch.zeros(32), generator=torch.Generator().manual_seed(1))
+    assert not (greedy[:, restart] >= 4).any() and not (sampled[:, restart] >= 4).any()
+    # PPO's log-probabilities are those of the masked distribution: the feasible choices hold all of it
+    hidden, _ = agent.get_states(obs, agent.initial_state(32), torch.zeros(32))
+    probs = agent.distributions(hidden, obs)[restart].probs
+    assert torch.allclose(probs[:, :4].sum(-1), torch.ones(32)) and (probs[:, 4:] == 0).all()
+    _, logprob, _, _, _ = agent.get_action_and_value(obs, agent.initial_state(32), torch.zeros(32), greedy)
+    assert torch.isfinite(logprob).all()
+    filled = obs.clone()
+    filled[:, FEATURE_NAMES.index("register1_filled")] = 1.0
+    greedy, _ = agent.act(filled, agent.initial_state(32), torch.zeros(32), greedy=True)
+    assert (greedy[:, restart] == 5).all()  # a filled register can be loaded
+
+
+def test_the_decision_log_records_only_restarts_that_happened():
+    agent = _favours_loading_register_1()
+    (run,) = run_policy(agent, _nqm(40), [0], ObservationProtocol(decisions=12, eval_points=25), greedy=True)
+    assert len(run.decisions) == 12
+    assert all(row["restart"] == "none" for row in run.decisions)  # nothing was ever saved

@@ -32,7 +32,9 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
 
 
 def test_reuses_a_grid_from_grid_dir(run_cli, smoke_policy, tmp_path):
-    grid = run_cli("baseline-grid", "debug=smoke", "task=nqm", f"run_dir={tmp_path / 'grid'}", "executor.workers=1")
+    # validated at the points of the policy's protocol (25), as evaluate validates its grid
+    grid = run_cli("baseline-grid", "debug=smoke", "task=nqm", "task.eval_points=25", f"run_dir={tmp_path / 'grid'}",
+                   "executor.workers=1")
     assert grid.exit_code == 0
     result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
                      f"grid_dir={tmp_path / 'grid'}", "extra_baselines=[]", f"run_dir={tmp_path / 'eval'}")
@@ -54,3 +56,27 @@ def test_missing_policy_is_one_line(tmp_path):
                            f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'}: no such policy file"]
+
+
+def test_evaluate_observes_runs_by_the_policys_protocol(run_cli, policy_with_protocol, tmp_path):
+    policy = policy_with_protocol(decisions=5, eval_points=3)
+    args = ("evaluate", "debug=smoke", f"policy={policy}", "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]",
+            "executor.workers=1")
+    result = run_cli(*args, f"run_dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    curves = load(tmp_path)
+    assert sorted(curves.step) == [0, 3, 5, 8]  # the policy's 3 validation points, not the task config's
+    grid = load(tmp_path / "grid")
+    assert set(grid.groupby("run_id").step.apply(tuple)) == {(0, 3, 5, 8)}  # the grid is compared step for step
+    assert len(pd.read_csv(tmp_path / "decisions_nqm_s0.csv")) == 5
+
+
+def test_settings_that_contradict_the_policys_protocol_are_refused(run_cli, policy_with_protocol, tmp_path):
+    policy = policy_with_protocol(stats_every=4, eval_points=3)
+    for setting, message in (("protocol.stats_every=2", "stats_every=2 contradicts the policy's observation protocol"),
+                             ("task_overrides=['task.eval_points=7']", "eval_points=7 contradicts")):
+        proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", f"policy={policy}", "tasks=[nqm]", setting,
+                               f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

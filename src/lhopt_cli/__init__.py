@@ -1,6 +1,6 @@
 """lhopt: learned optimizer-hyperparameter control (LHOPT) for torch's AdamW."""
 
-__all__ = ["Controller", "PolicyFileError"]
+__all__ = ["Controller", "PolicyFileError", "ProtocolError"]
 
 
 def __getattr__(name: str):

@@ -4,11 +4,15 @@
     ctrl.attach(optimizer, total_steps=T, model=net)    # net: enables the restart action
     for step, batch in enumerate(loader):
         loss = ...; loss.backward()
-        ctrl.step(loss=loss.item(), valid_loss=maybe)   # clips; sets hyperparameters; may restore
-        optimizer.step(); optimizer.zero_grad()
+        valid = evaluate(net) if step in ctrl.validation_steps else None
+        if ctrl.step(loss=loss.item(), valid_loss=valid):   # False right after a restart
+            optimizer.step()
+        optimizer.zero_grad()
 
-Per step it clips the gradient (c x rolling max of its norm, as in meta-training) and, every
-`stats_every` steps, reduces a few statistics; the policy runs only at its decision points.
+Per step it clips the gradient (c x rolling max of its norm, as in meta-training) and samples a
+few statistics every `stats_every` steps and at the last step before each decision; the policy
+runs only at its decision points. All of it follows the policy file's observation protocol, so
+the Controller in a plain loop makes the decisions `lhopt evaluate` makes on the same run.
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ import numpy as np
 import torch
 
 from .control.actions import EVAL_START, apply_action, restart_kind
-from .control.checkpoint import PolicyFileError, load_policy
-from .control.features import FeatureTracker, Register, to_vector
+from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
+from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
+from .control.protocol import ProtocolError, decision_steps
 from .inner.hooks import restore, snapshot
 from .inner.optim import RollingMaxClipper, apply_hparams, read_hparams
 from .inner.stats import adamw_stats
+from .tasks.base import eval_steps
 
 ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")
 
@@ -35,11 +41,12 @@ def default_policy_path() -> Path:
 
 class Controller:
     def __init__(self, agent, meta: dict, greedy: bool = True, seed: int = 0):
-        """greedy: argmax actions (as `lhopt evaluate` by default); False samples them, seeded."""
+        """greedy: argmax actions (as `lhopt evaluate` by default); False samples them, seeded.
+        The observation protocol (decisions per run, statistics cadence, validation points,
+        parameter count) is the policy file's (`meta`)."""
         self.agent, self.meta, self.greedy = agent, meta, greedy
-        controller = meta.get("config", {}).get("controller", {})
-        self.decisions = int(controller.get("eval_decisions", 64))
-        self.stats_every = int(controller.get("stats_every", 4))
+        self.protocol = policy_protocol(meta)
+        self.decisions, self.stats_every = self.protocol.decisions, self.protocol.stats_every
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = None
 
@@ -56,38 +63,62 @@ class Controller:
     # --- attaching ---------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
                model: torch.nn.Module | None = None, decisions: int | None = None) -> "Controller":
+        """Drive `optimizer` (AdamW-like) for a run of `total_steps` optimizer steps.
+
+        model: the module whose weights the restart action saves and restores (without it the
+        policy never restarts). decisions: only checked against the policy's protocol.
+        Raises TypeError (not AdamW-like), ValueError (total_steps), ProtocolError (decisions)."""
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
                             "and weight_decay in its param_groups (use torch.optim.AdamW)")
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError("attach(..., total_steps=T) needs the run's number of steps (a positive int)")
+        self.protocol.check("Controller.attach", decisions=decisions)
         self.optimizer, self.model, self.total_steps = optimizer, model, total_steps
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.hparams = read_hparams(optimizer, clip=EVAL_START.clip)
-        self.tracker = FeatureTracker(self.hparams, sum(p.numel() for p in self.params))
-        count = min(decisions or self.decisions, max(total_steps - 1, 1))
-        self.boundaries = [int(b) for b in np.unique(np.linspace(0, total_steps, count + 2).round())][1:-1]
+        self.tracker = FeatureTracker(self.hparams, self._counted_params())
+        self.boundaries = decision_steps(total_steps, self.decisions)
+        self._decision_at = set(self.boundaries)
+        self.validation_steps = [0, *eval_steps(total_steps, self.protocol.eval_points)]
         self.clipper = RollingMaxClipper()
         self.state = self.agent.initial_state(1)
-        self.step_index, self.interval_losses, self.valid = 0, [], math.nan
+        self.mask = None if model is not None else no_restart_mask(1)  # nothing to save or restore
+        self.step_index, self.interval_losses = 0, []
+        self.valid, self.valid_is_new = math.nan, False
         self.stats, self.stats_count = {}, 0
-        self.history: list[dict] = []  # one row per decision: step, hyperparameters, restart
+        self.history: list[dict] = []  # one row per decision: step, hyperparameters, restart that happened
         return self
 
+    def _counted_params(self) -> int:
+        total = sum(p.numel() for p in self.params)
+        if self.protocol.parameter_count == "non_embedding" and self.model is not None:
+            total -= sum(p.numel() for m in self.model.modules() if isinstance(m, torch.nn.Embedding)
+                         for p in m.parameters())
+        return total
+
     # --- every step ----------------------------------------------------------------------------
-    def step(self, loss: float, valid_loss: float | None = None) -> None:
-        """Call after loss.backward() and before optimizer.step()."""
+    def step(self, loss: float, valid_loss: float | None = None) -> bool:
+        """Call after loss.backward(), before optimizer.step(); returns whether to take that step.
+
+        valid_loss: a validation loss measured on the current weights (at `validation_steps`,
+        as the policy was trained to see them). At a decision point the policy acts first: it
+        sets the hyperparameters and may save or restore a checkpoint. After a restore it
+        returns False: this gradient belongs to the replaced weights, so skip optimizer.step()
+        (the step still counts: a restart costs compute)."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
-        if self.step_index in self.boundaries:
-            self._decide()
         if valid_loss is not None:
-            self.valid = float(valid_loss)
+            self.valid, self.valid_is_new = float(valid_loss), True
+        restored = self.step_index in self._decision_at and self._decide()
+        self.step_index += 1
+        if restored:
+            return False
         self.interval_losses.append(float(loss))
         _, clipped = self.clipper(self.params, self.hparams.clip)
-        if self.step_index % self.stats_every == 0:
-            self._sample_stats(clipped)
-        self.step_index += 1
+        if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
+            self._sample_stats(clipped)  # every interval's last step is measured
+        return True
 
     @torch.no_grad()
     def _sample_stats(self, clipped: bool) -> None:
@@ -115,24 +146,28 @@ class Controller:
         self.stats["clipped"] = self.stats.get("clipped", 0.0) + float(clipped)
         self.stats_count += 1
 
-    def _decide(self) -> None:
+    def _decide(self) -> bool:
+        """One decision; returns whether it restored a checkpoint."""
         progress = self.step_index / self.total_steps
-        train = float(np.mean(self.interval_losses)) if self.interval_losses else math.nan
-        feats = self.tracker.features(progress, self.stats, self.stats_count, train, self.valid, self.hparams)
-        self.stats, self.stats_count, self.interval_losses = {}, 0, []
+        train = float(np.mean(self.interval_losses)) if self.interval_losses else None
+        feats = self.tracker.features(progress, self.stats, self.stats_count, train, self.valid, self.hparams,
+                                      self.valid_is_new)
+        self.stats, self.stats_count, self.interval_losses, self.valid_is_new = {}, 0, [], False
         obs = torch.as_tensor(to_vector(feats))[None]
-        action, self.state = self.agent.act(obs, self.state, torch.zeros(1), self.greedy, self.generator)
+        action, self.state = self.agent.act(obs, self.state, torch.zeros(1), self.greedy, self.generator,
+                                            mask=self.mask)
         action = tuple(int(a) for a in action[0])
         self.tracker.prev_action = action
         self.hparams, code = apply_action(self.hparams, action)
         kind, register = restart_kind(code)
-        if kind == "save" and self.model is not None:
+        if kind == "save":
             saved = snapshot(self.model, self.optimizer, self.clipper)
             self.tracker.registers[register] = Register(saved, self.tracker.last_train, progress)
-        elif kind == "load" and self.model is not None and self.tracker.registers[register] is not None:
+        elif kind == "load":  # the mask allows a load only from a filled register
             restore(self.tracker.registers[register].state, self.model, self.optimizer, self.clipper)
         apply_hparams(self.optimizer, self.hparams)
         self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register})
+        return kind == "load"
 
 
-__all__ = ["Controller", "PolicyFileError", "default_policy_path"]
+__all__ = ["Controller", "PolicyFileError", "ProtocolError", "default_policy_path"]

@@ -140,12 +140,13 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
     from .control.checkpoint import PolicyFileError
+    from .control.protocol import ProtocolError
     from .results.store import StoreError
     from .tasks.data import DataUnavailable
 
     try:
         app(standalone_mode=True)
-    except (ConfigError, StoreError, DataUnavailable, PolicyFileError) as err:
+    except (ConfigError, StoreError, DataUnavailable, PolicyFileError, ProtocolError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
 

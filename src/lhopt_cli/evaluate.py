@@ -4,6 +4,9 @@ For each task: the grid (reused from `grid_dir` where it is already there), one 
 per seed (batched, from AdamW's defaults), the extra baselines; then speedups per seed
 (results/speedup.py), summary.csv, the curves in results.parquet and two figures per task.
 Rerunning with the same run_dir skips runs already stored.
+
+The policy file's observation protocol fixes the decisions, statistics cadence and validation
+points; the grid validates at the same points, so every curve is compared step for step.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from rich.table import Table
 from . import baseline_grid
 from .api import default_policy_path
 from .config import ConfigError, compose
-from .control.checkpoint import load_policy
+from .control.checkpoint import load_policy, policy_protocol
+from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
@@ -44,7 +48,9 @@ def make_extra_optimizer(name: str):
     raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
 
 
-def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
+def grid_config(cfg: DictConfig, task: str, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
+    """The baseline grid's config for `task`, validated at the protocol's points (a task override
+    that contradicts them is refused)."""
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
     overrides = [f"task={task}", f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
@@ -52,7 +58,14 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path) -> DictConfig:
     if cfg.get("debug") is not None:
         overrides.append("debug=smoke")
     overrides += list(cfg.task_overrides)
-    return compose("baseline_grid", overrides)
+    if any(o.split("=")[0].lstrip("+~") == "task.eval_points" for o in cfg.task_overrides):
+        protocol.check("task_overrides", eval_points=int(compose("baseline_grid", overrides).task.eval_points))
+    return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
+
+
+def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
+    """Refuse `protocol.*` settings that contradict the policy file's (ProtocolError)."""
+    protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
@@ -63,13 +76,15 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
     agent, policy_meta = load_policy(policy_path)
+    protocol = policy_protocol(policy_meta)
+    check_protocol(cfg, protocol)
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     store = ResultsStore(run_dir)
     summary, figures = [], []
     for task_name in cfg.tasks:
-        gcfg = grid_config(cfg, task_name, grid_dir)
+        gcfg = grid_config(cfg, task_name, grid_dir, protocol)
         console.print(f"[bold]{task_name}[/bold]: AdamW grid ({grid_dir})")
         baseline_grid.run(gcfg, grid_dir, console)
         task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
@@ -81,9 +96,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
         if todo:
             console.print(f"{task_name}: policy runs for seeds {todo}")
-            decisions = int(cfg.controller.eval_decisions)
-            policy_runs = run_policy(agent, task_cfg, list(todo), decisions, int(cfg.controller.stats_every),
-                                     greedy=bool(cfg.greedy))
+            policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy))
             store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                     "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
             for s, pr in zip(todo, policy_runs):

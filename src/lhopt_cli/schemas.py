@@ -129,6 +129,8 @@ class ControllerConfig:
     decisions: list[int] = field(default_factory=lambda: [16, 128])
     eval_decisions: int = 64
     stats_every: int = 4
+    eval_points: int = 25
+    parameter_count: str = "all"
     noop_logit: float = 0.0
     restart_none_logit: float = 0.0
 
@@ -138,8 +140,9 @@ class PPOSchema:
     learning_rate: float = 2e-4
     iterations: int = 300
     gamma: float = 1.0
-    gae_lambda: float = 0.95
+    gae_lambda: float = 1.0
     minibatch_size: int = 128
+    minibatch_episodes: int = 4
     update_epochs: int = 4
     clip_coef: float = 0.2
     ent_coef: float = 0.01
@@ -209,11 +212,21 @@ class PendingCommandConfig:
 
 
 @dataclass
+class ProtocolSettings:
+    """Checked against the policy file's observation protocol; None: the file's value."""
+
+    decisions: Optional[int] = None
+    stats_every: Optional[int] = None
+    eval_points: Optional[int] = None
+    parameter_count: Optional[str] = None
+
+
+@dataclass
 class EvaluateConfig:
     command: str = "evaluate"
     debug: Optional[DebugConfig] = None
     grid: GridConfig = field(default_factory=GridConfig)
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     policy: str = "default"
     tasks: list[str] = field(default_factory=lambda: ["mlp_mnist"])

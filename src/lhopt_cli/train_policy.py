@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from .config import ConfigError
-from .control.actions import NVEC, prior_logits
+from .control.actions import prior_logits
 from .control.checkpoint import atomic_save, save_policy
-from .control.features import FEATURE_NAMES
-from .control.policy import RecurrentActorCritic
+from .control.policy import lhopt_agent
 from .control.ppo import PPO, PPOConfig
+from .control.protocol import ObservationProtocol, ProtocolError
 from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
 from .executor import resolve_workers
 from .progress import progress_bar
@@ -45,22 +45,45 @@ def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwar
     return LocalWorkers(count, resolve_workers(int(ex.workers), count), family_cfg, env_kwargs, agent_kwargs)
 
 
-def build(cfg: DictConfig) -> PPO:
-    family_cfg = OmegaConf.to_container(cfg.task_family, resolve=True)
-    try:
-        TaskFamily(family_cfg)
-    except FamilyError as err:
-        raise ConfigError(str(err)) from None
+def training_protocol(cfg: DictConfig) -> ObservationProtocol:
+    """The observation protocol the trained policy's file will carry (conf/controller/)."""
     c = cfg.controller
-    env_kwargs = {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
-                  "stats_every": int(c.stats_every), "reuse": int(family_cfg.get("reuse", 2)),
-                  "randomize_start": "start_lr_scale" not in family_cfg,
-                  "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
-                  "reward_extrapolation": float(cfg.reward_extrapolation)}
+    try:
+        return ObservationProtocol(decisions=int(c.eval_decisions), stats_every=int(c.stats_every),
+                                   eval_points=int(c.eval_points), parameter_count=str(c.parameter_count))
+    except ProtocolError as err:
+        raise ConfigError(str(err)) from None
+
+
+def family_config(cfg: DictConfig) -> dict:
+    """The task family, its tasks validated as the protocol says (a contradicting family refused)."""
+    family_cfg = OmegaConf.to_container(cfg.task_family, resolve=True)
+    protocol = training_protocol(cfg)
+    try:
+        protocol.check("task_family", eval_points=family_cfg.get("eval_points"))
+        TaskFamily(family_cfg)
+    except (FamilyError, ProtocolError) as err:
+        raise ConfigError(str(err)) from None
+    return {**family_cfg, "eval_points": protocol.eval_points}
+
+
+def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
+    """VecLhoptEnv's arguments for meta-training episodes under `cfg`."""
+    c = cfg.controller
+    return {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
+            "protocol": training_protocol(cfg).as_dict(), "reuse": int(family_cfg.get("reuse", 2)),
+            "randomize_start": "start_lr_scale" not in family_cfg,
+            "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
+            "reward_extrapolation": float(cfg.reward_extrapolation)}
+
+
+def build(cfg: DictConfig) -> PPO:
+    family_cfg = family_config(cfg)
+    c = cfg.controller
+    env_kwargs = episode_env_kwargs(cfg, family_cfg)
     agent_kwargs = {"hidden": int(c.hidden), "obs_clip": float(c.obs_clip)}
     torch.manual_seed(int(cfg.seed))
-    agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), **agent_kwargs,
-                                 prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
+    agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
     ppo_cfg = PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True))
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
     workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
@@ -86,7 +109,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     finally:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
-    save_policy(ppo.agent, policy_path, OmegaConf.to_container(cfg, resolve=True))
+    save_policy(ppo.agent, policy_path, OmegaConf.to_container(cfg, resolve=True), training_protocol(cfg))
     return policy_path
 
 

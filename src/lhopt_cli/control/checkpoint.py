@@ -1,7 +1,8 @@
 """Policy files and training checkpoints: tensors plus plain metadata, loaded weights-only.
 
 A policy file is what people share: the actor-critic's weights (with its input normaliser),
-the feature names and action heads it was trained with, and the config that made it.
+the feature names and action heads it was trained with, its observation protocol
+(control/protocol.py) and the config that made it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 
 from .actions import HEADS
 from .features import FEATURE_NAMES
-from .policy import RecurrentActorCritic
+from .policy import RecurrentActorCritic, lhopt_agent
+from .protocol import ObservationProtocol, ProtocolError
 
 POLICY_FORMAT = "lhopt-policy"
 POLICY_VERSION = 1
@@ -30,12 +32,20 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_policy(agent: RecurrentActorCritic, path: Path, config: dict) -> None:
+def save_policy(agent: RecurrentActorCritic, path: Path, config: dict, protocol: ObservationProtocol) -> None:
+    """Write a policy file: weights, feature names, action heads, `protocol`, `config` (plain data)."""
     atomic_save({
         "format": POLICY_FORMAT, "version": POLICY_VERSION, "state_dict": agent.state_dict(),
         "feature_names": list(FEATURE_NAMES), "action_heads": {k: list(v) for k, v in HEADS.items()},
-        "hidden": agent.hidden, "obs_clip": agent.obs_clip, "config": config,
+        "hidden": agent.hidden, "obs_clip": agent.obs_clip, "protocol": protocol.as_dict(), "config": config,
     }, path)
+
+
+def policy_protocol(meta: dict) -> ObservationProtocol:
+    """The observation protocol a policy file fixes (files without one: read off its config)."""
+    if meta.get("protocol") is None:
+        return ObservationProtocol.from_training_config(meta.get("config") or {})
+    return ObservationProtocol.from_dict(dict(meta["protocol"]))
 
 
 def _load(path: Path) -> dict:
@@ -60,8 +70,11 @@ def load_policy(path: Path) -> tuple[RecurrentActorCritic, dict]:
         raise PolicyFileError(f"{path}: trained on a different feature set than this lhopt version computes")
     if {k: list(v) for k, v in blob["action_heads"].items()} != {k: list(v) for k, v in HEADS.items()}:
         raise PolicyFileError(f"{path}: trained with different action heads than this lhopt version has")
-    agent = RecurrentActorCritic(len(FEATURE_NAMES), [len(v) for v in HEADS.values()], int(blob["hidden"]),
-                                 float(blob["obs_clip"]))
+    try:
+        policy_protocol(blob)
+    except ProtocolError as err:
+        raise PolicyFileError(f"{path}: {err}") from None
+    agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]))
     agent.load_state_dict(blob["state_dict"])
     agent.eval()
     return agent, blob

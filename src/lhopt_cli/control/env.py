@@ -3,6 +3,12 @@
 `VecLhoptEnv` steps many episodes at once, one member each of the batched engine on the same
 sampled task instance (gymnasium's vector-env interface, autoreset in the same step).
 `LhoptEnv` is the single-episode gymnasium.Env over it (it passes gymnasium's env checker).
+
+Runs are observed by the observation protocol (control/protocol.py), as `Controller` observes
+a user's loop: decisions at `decision_steps`, statistics every `stats_every` steps and at the
+last step of every interval, the validation loss at step 0 and at the task's eval steps shown
+to the next decision, and the step right after a load spent without an update (its gradient
+belonged to the replaced weights in a user's loop).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from ..tasks import build_task
 from ..tasks.families import TaskFamily
 from .actions import EVAL_START, NVEC, apply_action, randomized_start, restart_kind
 from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
+from .protocol import ObservationProtocol, decision_steps
 from .reward import PowerLawFit, fit_reference, log_speedup_reward
 
 REFERENCE = HParams()  # torch's AdamW defaults, no clipping
@@ -30,24 +37,29 @@ class _Recorder(Hook):
     def __init__(self):
         self.train: list[float] = []
         self.valid = math.nan
+        self.valid_is_new = False  # a validation since the last decision
 
     def after_step(self, run, train_loss: float) -> None:
         self.train.append(train_loss)
 
     def on_eval(self, run, valid_loss: float) -> None:
-        self.valid = valid_loss
+        self.valid, self.valid_is_new = valid_loss, True
 
 
 class VecLhoptEnv:
     """`num_envs` episodes in lock-step on one task instance, reused for `reuse` episode groups."""
 
     def __init__(self, family: TaskFamily, num_envs: int, seed: int = 0, decisions: tuple[int, int] = (16, 128),
-                 stats_every: int = 4, reuse: int = 2, randomize_start: bool = True, start_lr_scale: float = 1.0,
-                 autoreset: bool = True, fixed: dict | None = None, reward_extrapolation: float = 2.0):
-        """`fixed` = {"task": cfg, "seeds": [...], "decisions": n} runs that exact episode (evaluation):
+                 protocol: dict | None = None, reuse: int = 2, randomize_start: bool = True,
+                 start_lr_scale: float = 1.0, autoreset: bool = True, fixed: dict | None = None,
+                 reward_extrapolation: float = 2.0):
+        """`decisions`: the range a meta-training episode's decision count is drawn from;
+        `protocol`: ObservationProtocol fields (defaults for the others). `fixed` = {"task": cfg,
+        "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
         start at EVAL_START, no reward (no reference run)."""
         self.family, self.num_envs = family, num_envs
-        self.decisions, self.stats_every, self.reuse = decisions, stats_every, reuse
+        self.protocol = ObservationProtocol.from_dict(protocol or {})
+        self.decisions, self.reuse = decisions, reuse
         self.randomize_start, self.start_lr_scale, self.autoreset = randomize_start, start_lr_scale, autoreset
         self.reward_extrapolation = reward_extrapolation  # the paper's 2: a speedup over 2x earns no more
         self.rng = np.random.default_rng(seed)
@@ -90,7 +102,7 @@ class VecLhoptEnv:
         if self.fixed is not None:
             if self.instance is None:
                 self.instance, self.task = self.fixed["task"], build_task(self.fixed["task"])
-            count = int(self.fixed["decisions"])
+            count = self.protocol.decisions
             seeds = [int(s) for s in self.fixed["seeds"]]
             self.starts = [EVAL_START for _ in seeds]
         else:
@@ -103,13 +115,16 @@ class VecLhoptEnv:
             seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
             self.starts = [self._start_hparams() for _ in range(self.num_envs)]
         total = self.task.total_steps
-        count = min(count, max(total - 1, 1))
-        self.boundaries = np.unique(np.linspace(0, total, count + 2).round().astype(int))
+        self.boundaries = [0, *decision_steps(total, count), total]
         self.interval = 0
         self.recorders = [_Recorder() for _ in range(self.num_envs)]
-        self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.stats_every)
-        self.trackers = [FeatureTracker(start, self.task.num_params) for start in self.starts]
+        self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.protocol.stats_every)
+        counted = self.run.trainable_params if self.protocol.parameter_count == "all" else self.task.num_params
+        self.trackers = [FeatureTracker(start, counted) for start in self.starts]
+        self.restarts: list[tuple[str, int]] = [("none", -1)] * self.num_envs  # what the last decision did
         self.run.begin()
+        for recorder, valid in zip(self.recorders, self.run.initial_valid_losses):
+            recorder.on_eval(None, valid)  # the first decision sees the validation at step 0
         self._advance()
         return self._observe()
 
@@ -117,7 +132,7 @@ class VecLhoptEnv:
         self.interval += 1
         until = int(self.boundaries[min(self.interval, len(self.boundaries) - 1)])
         while self.run.step_index < until and not self.run.finished:
-            self.run.step()
+            self.run.step(sample_stats=self.run.step_index == until - 1)  # every interval is measured
 
     @property
     def episode_over(self) -> bool:
@@ -127,16 +142,19 @@ class VecLhoptEnv:
         progress = self.run.step_index / self.task.total_steps
         rows = []
         for ctx, rec, tracker in zip(self.run.ctx, self.recorders, self.trackers):
-            train = float(np.mean(rec.train)) if rec.train else (tracker.last_train if ctx.stats_count else math.nan)
-            if not self.run.active[ctx.index] and not rec.train:
-                train = math.nan  # a frozen (diverged) member
-            feats = tracker.features(progress, ctx.stats, ctx.stats_count, train, rec.valid, ctx.hparams)
+            if rec.train:
+                train = float(np.mean(rec.train))
+            else:  # a frozen (diverged) member shows NaN; an interval without a step, nothing
+                train = math.nan if not self.run.active[ctx.index] else None
+            feats = tracker.features(progress, ctx.stats, ctx.stats_count, train, rec.valid, ctx.hparams,
+                                     rec.valid_is_new)
             rows.append(to_vector(feats))
-            ctx.stats, ctx.stats_count, rec.train = {}, 0, []
+            ctx.stats, ctx.stats_count, rec.train, rec.valid_is_new = {}, 0, [], False
         return np.stack(rows)
 
     def _act(self, actions: np.ndarray) -> None:
         progress = self.run.step_index / self.task.total_steps
+        self.restarts = [("none", -1)] * self.num_envs
         for i, (ctx, tracker) in enumerate(zip(self.run.ctx, self.trackers)):
             action = tuple(int(a) for a in actions[i])
             tracker.prev_action = action
@@ -146,8 +164,11 @@ class VecLhoptEnv:
             kind, register = restart_kind(code)
             if kind == "save":
                 tracker.registers[register] = Register(self.run.save_member(i), tracker.last_train, progress)
+                self.restarts[i] = (kind, register)
             elif kind == "load" and tracker.registers[register] is not None:
                 self.run.load_member(i, tracker.registers[register].state)
+                self.run.skip_next_step(i)  # as Controller: in a user's loop this gradient is of the old weights
+                self.restarts[i] = (kind, register)
 
     def final_losses(self) -> list[float]:
         return [r.final_valid_loss for r in self.run.results()]

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..inner.optim import HParams
 from .actions import HEAD_NAMES, NVEC, REGISTERS, logit
@@ -36,8 +37,9 @@ def history_cdf(history: list[float], value: float, strength: float) -> float:
 
 
 def _log_ratio(a: float, b: float) -> float:
+    """log(a / b); NaN where either was not measured (NaN) or is not a positive number."""
     if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
-        return 0.0
+        return math.nan
     return math.log(max(a, _TINY) / max(b, _TINY))
 
 
@@ -81,9 +83,17 @@ class FeatureTracker:
     prev_action: tuple[int, ...] | None = None
     registers: list[Register | None] = field(default_factory=lambda: [None] * REGISTERS)
 
-    def features(self, progress: float, stats: dict[str, float], count: int, train_loss: float,
-                 valid_loss: float, hp: HParams) -> dict[str, float]:
-        """Features for one decision; `stats` are sums over `count` sampled steps of the interval."""
+    def features(self, progress: float, stats: dict[str, float], count: int, train_loss: float | None,
+                 valid_loss: float, hp: HParams, valid_is_new: bool = True) -> dict[str, float]:
+        """Features for one decision; `stats` are sums over `count` sampled steps of the interval,
+        `train_loss` the interval's mean training loss (NaN: diverged; None: no step was taken),
+        `valid_loss` the latest validation loss (`valid_is_new`: measured in this interval).
+
+        A value that was not measured (count 0, no loss, a first decision without a previous
+        one) is shown as the feature's neutral value (0; 0.5 for a percentile) and never enters
+        a history, so it cannot make the next real value look extreme."""
+        measured_loss = train_loss is not None
+        train_loss = math.nan if train_loss is None else train_loss
         s = {k: v / count for k, v in stats.items()} if count else {}
         g, p, u, m = (s.get(k, math.nan) for k in ("grad_norm", "param_norm", "update_norm", "momentum_norm"))
         rel_update = _log_ratio(hp.lr * u, p)
@@ -105,7 +115,7 @@ class FeatureTracker:
         f["mean_log_update"] = s.get("mean_log_abs_update", 0.0) / 10.0  # a log of a unitless direction
         f["tanh_log_valid_over_train"] = math.tanh(_log_ratio(valid_loss, train_loss))
         f["tanh_log_train_change"] = math.tanh(_log_ratio(train_loss, self.last_train))
-        f["loss_is_nan"] = float(math.isnan(train_loss))
+        f["loss_is_nan"] = float(measured_loss and math.isnan(train_loss))
         f["loss_is_inf"] = float(math.isinf(train_loss))
         f.update(self._hparams_relative(hp))
         current = {"train_loss": train_loss, "valid_loss": valid_loss, "grad_norm": g, "rel_update": rel_update,
@@ -113,7 +123,7 @@ class FeatureTracker:
         for name in CDF_OF:
             for strength, cdf in zip(CDF_STRENGTHS, history_cdfs(self.history[name], current[name])):
                 f[f"cdf_{name}_{strength:g}"] = float(cdf)
-            if math.isfinite(current[name]):
+            if math.isfinite(current[name]) and (name != "valid_loss" or valid_is_new):
                 self.history[name].append(current[name])
         for head, n, k in zip(HEAD_NAMES, NVEC, self.prev_action or (None,) * len(NVEC)):
             for j in range(n):
@@ -140,3 +150,24 @@ class FeatureTracker:
 
 def to_vector(features: dict[str, float]) -> np.ndarray:
     return np.array([features[name] for name in FEATURE_NAMES], dtype=np.float32)
+
+
+_FILLED = [FEATURE_NAMES.index(f"register{r}_filled") for r in range(REGISTERS)]
+_RESTART_OFFSET = sum(NVEC[: HEAD_NAMES.index("restart")])  # where the restart head's logits start
+
+
+def feasible_actions(obs: torch.Tensor) -> torch.Tensor:
+    """(B, sum(NVEC)) bool from raw observations (B, len(FEATURE_NAMES)): every choice is
+    feasible except a load from a register that holds nothing (it could not act)."""
+    feasible = torch.ones(obs.shape[0], sum(NVEC), dtype=torch.bool, device=obs.device)
+    load0 = _RESTART_OFFSET + 1 + REGISTERS  # restart choices: none, save 0..R-1, load 0..R-1
+    feasible[:, load0 : load0 + REGISTERS] = obs[:, _FILLED] > 0.5
+    return feasible
+
+
+def no_restart_mask(batch: int) -> torch.Tensor:
+    """(batch, sum(NVEC)) bool that allows only 'none' on the restart head (a run without a
+    model to save, as a Controller attached without `model`)."""
+    mask = torch.ones(batch, sum(NVEC), dtype=torch.bool)
+    mask[:, _RESTART_OFFSET + 1 : _RESTART_OFFSET + NVEC[HEAD_NAMES.index("restart")]] = False
+    return mask

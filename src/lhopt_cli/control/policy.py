@@ -1,14 +1,25 @@
 """The actor-critic: MLP -> layer-normed LSTM -> MLP, one categorical head per action group.
 
 Inputs are normalised by a running mean/variance kept in the module's buffers (so a policy
-file carries them) and clipped to [-obs_clip, obs_clip] (paper: 2).
+file carries them) and clipped to [-obs_clip, obs_clip] (paper: 2). An optional `action_mask`
+reads the raw observation and rules out choices that cannot act (a load from an empty
+register): they are never sampled nor chosen greedily, and the log-probabilities PPO trains on
+are those of the masked distribution.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical
+
+from .actions import NVEC
+from .features import FEATURE_NAMES, feasible_actions
+
+
+MASKED_LOGIT = -1e9  # a ruled-out choice: probability exactly 0, entropies stay finite
 
 
 def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
@@ -36,11 +47,14 @@ class RunningMeanStd(nn.Module):
 
 class RecurrentActorCritic(nn.Module):
     def __init__(self, obs_dim: int, nvec: list[int], hidden: int = 64, obs_clip: float = 2.0,
-                 prior_logits: list[float] | None = None):
+                 prior_logits: list[float] | None = None,
+                 action_mask: Callable[[torch.Tensor], torch.Tensor] | None = None):
         """`prior_logits` (one per choice, all heads concatenated) initialise the actor's output
-        bias, so the untrained policy prefers those choices; None: uniform."""
+        bias, so the untrained policy prefers those choices; None: uniform. `action_mask(obs)`
+        maps raw observations (B, obs_dim) to a (B, sum(nvec)) bool tensor of feasible choices."""
         super().__init__()
         self.nvec, self.hidden, self.obs_clip = list(nvec), hidden, obs_clip
+        self.action_mask = action_mask
         self.obs_rms = RunningMeanStd(obs_dim)
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh())
         self.lstm = nn.LSTM(hidden, hidden)
@@ -85,15 +99,25 @@ class RecurrentActorCritic(nn.Module):
         hidden, _ = self.get_states(obs, state, done)
         return self.critic(hidden)
 
-    def distributions(self, hidden: torch.Tensor) -> list[Categorical]:
-        return [Categorical(logits=logits) for logits in torch.split(self.actor(hidden), self.nvec, dim=-1)]
+    def logits(self, hidden: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, sum(nvec)) logits of all heads, infeasible choices (action_mask(obs) & mask) ruled out."""
+        logits = self.actor(hidden)
+        feasible = self.action_mask(obs.reshape(-1, obs.shape[-1])) if self.action_mask is not None else None
+        if mask is not None:
+            feasible = mask if feasible is None else feasible & mask
+        return logits if feasible is None else logits.masked_fill(~feasible, MASKED_LOGIT)
+
+    def distributions(self, hidden: torch.Tensor, obs: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> list[Categorical]:
+        logits = self.actor(hidden) if obs is None else self.logits(hidden, obs, mask)
+        return [Categorical(logits=part) for part in torch.split(logits, self.nvec, dim=-1)]
 
     def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False,
                              generator: torch.Generator | None = None):
         """Sampled (or given) actions with their log-probabilities, entropies and values; with
         `generator`, sampling draws from it instead of torch's global stream."""
         hidden, state = self.get_states(obs, state, done)
-        dists = self.distributions(hidden)
+        dists = self.distributions(hidden, obs)
         if action is None and generator is not None:
             action = torch.stack([torch.multinomial(d.probs, 1, generator=generator).squeeze(-1) for d in dists], -1)
         elif action is None:
@@ -103,14 +127,22 @@ class RecurrentActorCritic(nn.Module):
         return action, logprob, entropy, self.critic(hidden), state
 
     @torch.no_grad()
-    def act(self, obs, state, done, greedy: bool = False, generator: torch.Generator | None = None):
+    def act(self, obs, state, done, greedy: bool = False, generator: torch.Generator | None = None,
+            mask: torch.Tensor | None = None):
         """Choices for acting (not training): argmax, or sampled from a private generator so the
-        caller's global RNG stream is untouched."""
+        caller's global RNG stream is untouched. `mask` (B, sum(nvec)) rules out more choices."""
         hidden, state = self.get_states(obs, state, done)
         choices = []
-        for logits in torch.split(self.actor(hidden), self.nvec, dim=-1):  # the heads' Categoricals
+        for logits in torch.split(self.logits(hidden, obs, mask), self.nvec, dim=-1):  # the heads' Categoricals
             if greedy:
                 choices.append(logits.argmax(-1))
             else:
                 choices.append(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1))
         return torch.stack(choices, dim=-1), state
+
+
+def lhopt_agent(hidden: int = 64, obs_clip: float = 2.0, prior_logits: list[float] | None = None) -> RecurrentActorCritic:
+    """The LHOPT actor-critic over FEATURE_NAMES and the action heads, loads from empty
+    registers masked."""
+    return RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), hidden, obs_clip, prior_logits,
+                                action_mask=feasible_actions)

@@ -4,6 +4,11 @@ With `envs`, an iteration collects `num_steps` transitions per env (any env, e.g
 With `workers` (control/workers.py: in-process, local processes or Ray actors; meta-training)
 the learner sends the weights and each worker's state, and updates on the whole episode groups
 they return, so every iteration ends on an episode boundary (what makes resume exact).
+
+Advantages are normalised over the whole iteration's batch, each episode weighing the same,
+before it is cut into minibatches of whole sequences drawn across all episode groups: with a
+sparse final reward, normalising inside one episode would keep only the sign of its outcome
+and turn its early steps against it (METHOD.md section 6).
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ class PPOConfig:
     num_steps: int = 128  # per env per iteration (rollouts from envs)
     gamma: float = 1.0
     gae_lambda: float = 0.95
-    minibatch_size: int = 128
+    minibatch_size: int = 128  # transitions per minibatch, about (whole sequences are kept)
+    minibatch_episodes: int = 4  # at least this many sequences per minibatch
     update_epochs: int = 4  # sample reuse
     clip_coef: float = 0.2
     ent_coef: float = 0.01
@@ -36,6 +42,18 @@ class PPOConfig:
     norm_adv: bool = True
     clip_vloss: bool = True
     iterations: int = 100
+
+
+def episode_weights(dones: torch.Tensor) -> torch.Tensor:
+    """(T, n) weights 1 / (length of the episode a step belongs to): an episode starts where
+    `dones` is 1 (or at the top of a column), so every episode, long or short, weighs 1."""
+    steps, n = dones.shape
+    starts = dones.clone()
+    starts[0] = 1.0
+    episode = torch.cumsum(starts, 0).long() + torch.arange(n) * (steps + 1)  # ids unique per column
+    flat = episode.reshape(-1)
+    counts = torch.bincount(flat)
+    return (1.0 / counts[flat].float()).reshape(steps, n)
 
 
 class PPO:
@@ -132,9 +150,35 @@ class PPO:
             advantages[t] = last
         return advantages, advantages + b["values"]
 
+    def advantages(self, batches: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per batch (T, n): advantages normalised over all batches together (each episode, a
+        run of steps between `dones`, weighs the same), and the critic's return targets."""
+        targets = [self._advantages(b) for b in batches]
+        if not self.cfg.norm_adv:
+            return targets
+        weights = [episode_weights(b["dones"]) for b in batches]
+        total = sum(float(w.sum()) for w in weights)
+        mean = sum(float((w * a).sum()) for w, (a, _) in zip(weights, targets)) / total
+        var = sum(float((w * (a - mean) ** 2).sum()) for w, (a, _) in zip(weights, targets)) / total
+        return [((a - mean) / (var**0.5 + 1e-8), returns) for a, returns in targets]
+
+    def minibatches(self, batches: list[dict]) -> list[list[tuple[int, np.ndarray]]]:
+        """One epoch's minibatches: each a list of (batch index, env columns), whole sequences
+        drawn at random across all batches, at least `minibatch_episodes` of them where there are."""
+        columns = [(k, j) for k, b in enumerate(batches) for j in range(b["rewards"].shape[1])]
+        steps = sum(b["rewards"].numel() for b in batches)
+        count = max(1, min(len(columns) // max(1, self.cfg.minibatch_episodes),
+                           round(steps / max(1, self.cfg.minibatch_size))))
+        order = self.np_rng.permutation(len(columns))
+        plan = []
+        for part in np.array_split(order, count):
+            picked = sorted(columns[i] for i in part)
+            plan.append([(k, np.array([j for kk, j in picked if kk == k])) for k in sorted({k for k, _ in picked})])
+        return plan
+
     # --- update ----------------------------------------------------------------------------
     def _update(self, batches: list[dict], targets: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-        """Minibatches of whole env sequences, each from one batch (one worker's episode group)."""
+        """Minibatches of whole env sequences drawn across all batches (episode groups)."""
         cfg, agent = self.cfg, self.agent
         flats = []
         for b, (advantages, returns) in zip(batches, targets):
@@ -146,39 +190,35 @@ class PPO:
             flats.append(flat)
         clipfracs, stats = [], {}
         for _ in range(cfg.update_epochs):
-            minibatches = []
-            for k, flat in enumerate(flats):
-                steps, n = flat["index"].shape
-                env_ids = np.arange(n)
-                self.np_rng.shuffle(env_ids)
-                per_batch = max(1, min(n, cfg.minibatch_size // steps))
-                minibatches += [(k, env_ids[start : start + per_batch]) for start in range(0, n, per_batch)]
-            if len(flats) > 1:
-                minibatches = [minibatches[i] for i in self.np_rng.permutation(len(minibatches))]
-            for k, mb_envs in minibatches:
-                flat = flats[k]
-                mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
-                start_state = flat["start_state"]
-                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
-                    flat["obs"][mb], (start_state[0][:, mb_envs], start_state[1][:, mb_envs]),
-                    flat["dones"][mb], flat["actions"][mb])
-                logratio = newlogprob - flat["logprobs"][mb]
+            for minibatch in self.minibatches(batches):
+                parts = {k: [] for k in ("newlogprob", "entropy", "newvalue", "logprobs", "advantages", "returns", "values")}
+                for k, mb_envs in minibatch:
+                    flat = flats[k]
+                    mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
+                    start_state = flat["start_state"]
+                    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
+                        flat["obs"][mb], (start_state[0][:, mb_envs], start_state[1][:, mb_envs]),
+                        flat["dones"][mb], flat["actions"][mb])
+                    for name, value in (("newlogprob", newlogprob), ("entropy", entropy), ("newvalue", newvalue.view(-1))):
+                        parts[name].append(value)
+                    for name in ("logprobs", "advantages", "returns", "values"):
+                        parts[name].append(flat[name][mb])
+                mb_ = {name: torch.cat(values) for name, values in parts.items()}
+                logratio = mb_["newlogprob"] - mb_["logprobs"]
                 ratio = logratio.exp()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
-                mb_adv = flat["advantages"][mb]
-                if cfg.norm_adv and len(mb) > 1:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                mb_adv = mb_["advantages"]  # normalised over the whole batch already
                 pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-                newvalue = newvalue.view(-1)
+                newvalue, returns, values = mb_["newvalue"], mb_["returns"], mb_["values"]
                 if cfg.clip_vloss:
-                    v_unclipped = (newvalue - flat["returns"][mb]) ** 2
-                    v_clipped = flat["values"][mb] + (newvalue - flat["values"][mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - flat["returns"][mb]) ** 2).mean()
+                    v_unclipped = (newvalue - returns) ** 2
+                    v_clipped = values + (newvalue - values).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
                 else:
-                    v_loss = 0.5 * ((newvalue - flat["returns"][mb]) ** 2).mean()
-                entropy_loss = entropy.mean()
+                    v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+                entropy_loss = mb_["entropy"].mean()
                 loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -206,7 +246,7 @@ class PPO:
             batch, finished = self._rollout()
             batches = [batch]
         rollout_s = time.perf_counter() - start
-        stats = self._update(batches, [self._advantages(b) for b in batches])
+        stats = self._update(batches, self.advantages(batches))
         obs = torch.cat([b["obs"].reshape(-1, b["obs"].shape[-1]) for b in batches])
         self.agent.obs_rms.update(obs)  # after the update: the rollout's logprobs stay valid
         self.iteration += 1

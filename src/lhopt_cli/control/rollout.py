@@ -1,4 +1,5 @@
-"""Run a trained policy on one task: one episode per seed, batched, from AdamW's defaults."""
+"""Run a trained policy on one task: one episode per seed, batched, from AdamW's defaults,
+observed by the policy's observation protocol."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +9,9 @@ import torch
 
 from ..inner.loop import RunResult
 from ..tasks.families import TaskFamily
-from .actions import HEAD_NAMES, restart_kind
 from .env import VecLhoptEnv
 from .policy import RecurrentActorCritic
+from .protocol import ObservationProtocol
 
 
 @dataclass
@@ -19,23 +20,26 @@ class PolicyRun:
     decisions: list[dict] = field(default_factory=list)  # step, hyperparameters, restart per decision
 
 
-def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], decisions: int = 64,
-               stats_every: int = 4, greedy: bool = False, action_seed: int = 0) -> list[PolicyRun]:
-    """One-epoch runs of `task_cfg` driven by `agent`, one per seed (sampled actions are seeded)."""
+def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], protocol: ObservationProtocol,
+               greedy: bool = False, action_seed: int = 0) -> list[PolicyRun]:
+    """One-epoch runs of `task_cfg` driven by `agent`, one per seed (sampled actions are seeded).
+
+    Raises ProtocolError if the task's validation points contradict `protocol`. The decision log
+    records the restarts that happened (a save, or a load of a filled register)."""
+    protocol.check(f"task {task_cfg['name']}", eval_points=task_cfg.get("eval_points"))
     family = TaskFamily({"kinds": {task_cfg["name"]: {}}})  # unused: the episode is fixed
-    env = VecLhoptEnv(family, num_envs=len(seeds), stats_every=stats_every, autoreset=False,
-                      fixed={"task": task_cfg, "seeds": seeds, "decisions": decisions})
+    env = VecLhoptEnv(family, num_envs=len(seeds), protocol=protocol.as_dict(), autoreset=False,
+                      fixed={"task": task_cfg, "seeds": seeds})
     obs, _ = env.reset()
     state, done = agent.initial_state(len(seeds)), torch.zeros(len(seeds))
     logs: list[list[dict]] = [[] for _ in seeds]
-    restart_head = HEAD_NAMES.index("restart")
     generator = torch.Generator().manual_seed(action_seed)
     while True:
         action, state = agent.act(torch.as_tensor(obs), state, done, greedy=greedy, generator=generator)
         step = env.run.step_index
         obs, _, term, _, _ = env.step(action.numpy())
         for i, ctx in enumerate(env.run.ctx):
-            kind, register = restart_kind(int(action[i, restart_head]))
+            kind, register = env.restarts[i]
             logs[i].append({"step": step, **ctx.hparams.as_dict(), "restart": kind, "register": register})
         if bool(np.all(term)):
             break

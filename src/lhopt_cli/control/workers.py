@@ -16,10 +16,8 @@ import numpy as np
 import torch
 
 from ..tasks.families import TaskFamily
-from .actions import NVEC
 from .env import VecLhoptEnv
-from .features import FEATURE_NAMES
-from .policy import RecurrentActorCritic
+from .policy import lhopt_agent
 
 
 def initial_worker_state(seed: int, index: int, family_cfg: dict, env_kwargs: dict) -> dict:
@@ -33,7 +31,7 @@ def initial_worker_state(seed: int, index: int, family_cfg: dict, env_kwargs: di
 class RolloutWorker:
     def __init__(self, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
         self.env = VecLhoptEnv(TaskFamily(family_cfg), seed=0, autoreset=False, **env_kwargs)
-        self.agent = RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), **agent_kwargs)
+        self.agent = lhopt_agent(**agent_kwargs)
         self.generator = torch.Generator()
 
     def collect(self, weights: dict, state: dict) -> tuple[dict, dict]:

@@ -5,7 +5,8 @@ member's own hyperparameters and clip threshold.
 Member i matches `train_one_epoch(task, seeds[i], hooks[i], hparams[i])`: the same
 initialisation, data order, AdamW arithmetic (torch's, bias correction from the current
 betas), clipping rule and validation points. A member whose loss turns NaN/inf is frozen and
-marked diverged; the others go on.
+marked diverged; the others go on. A member told to `skip_next_step` (after a restart) spends
+its next step without an update: no loss recorded, no clipping state, no moments, no statistics.
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ class BatchedRun:
         self.fused = True
         self.rolling_max = torch.zeros(self.K)
         self.active = torch.ones(self.K, dtype=torch.bool)
+        self.skip = torch.zeros(self.K, dtype=torch.bool)  # members whose next step takes no update
         self.stats_every = stats_every
         self.ctx = [MemberContext(self, i, 0, task.total_steps, hp) for i, hp in enumerate(hparams)]
         loss_fn: Callable = lambda p, batch: task.loss(_Member(self.module, p, self.buffers), batch)
@@ -103,6 +105,11 @@ class BatchedRun:
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's weights as an ordinary state dict of the task's model."""
         return {n: p[i].detach().clone() for n, p in zip(self.names, self.params)}
+
+    @property
+    def trainable_params(self) -> int:
+        """Parameters of one member that the optimizer updates (embeddings included)."""
+        return sum(p[0].numel() for p in self.params)
 
     def _flat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([t.detach().reshape(self.K, -1) for t in tensors], dim=1)  # (K, N)
@@ -124,6 +131,10 @@ class BatchedRun:
             mine.copy_(saved)
         self.rolling_max[i] = state["rolling_max"]
 
+    def skip_next_step(self, i: int) -> None:
+        """Member i's next step consumes its batch but takes no update and records nothing."""
+        self.skip[i] = True
+
     # --- one epoch ----------------------------------------------------------------------
     @torch.no_grad()
     def valid_losses(self) -> list[float]:
@@ -137,15 +148,15 @@ class BatchedRun:
         return {name: table[:, j : j + 1] for j, name in enumerate(HPARAM_NAMES)}  # each (K, 1)
 
     @torch.no_grad()
-    def _clip(self, grads: list[torch.Tensor], clip: torch.Tensor) -> None:
+    def _clip(self, grads: list[torch.Tensor], clip: torch.Tensor, stepping: torch.Tensor) -> None:
         """Per member: threshold = c x rolling max of its gradient norm (torch's clip arithmetic)."""
         # (K,): the norm of the per-tensor norms, as torch.nn.utils.get_total_norm computes it
         norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(self.K, -1), dim=1)
                                                       for g in grads]), dim=0)
-        finite = torch.isfinite(norms) & self.active
+        finite = torch.isfinite(norms) & stepping
         self.rolling_max = torch.where(finite, torch.maximum(0.99 * self.rolling_max, norms), self.rolling_max)
         threshold = clip * self.rolling_max
-        clipped = (clip < 1.0) & (norms > threshold)
+        clipped = (clip < 1.0) & (norms > threshold) & stepping
         if bool(clipped.any()):
             coef = torch.where(clipped, (threshold / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))
             for g in grads:
@@ -154,7 +165,7 @@ class BatchedRun:
             c.grad_norm, c.clipped = norm, was
 
     @torch.no_grad()
-    def _adamw(self, grads: list[torch.Tensor], sample_stats: bool) -> None:
+    def _adamw(self, grads: list[torch.Tensor], sample_stats: bool, stepping: torch.Tensor) -> None:
         """torch's fused AdamW kernel on each active member's weights (frozen members skipped).
 
         One call per member gives exactly torch's arithmetic, including bias correction from
@@ -162,14 +173,14 @@ class BatchedRun:
         """
         before = self._flat(self.params) if sample_stats else None
         for i, c in enumerate(self.ctx):
-            if not self.active[i]:
+            if not stepping[i]:
                 continue
             hp = c.hparams
             adamw([p.detach()[i] for p in self.params], [g[i] for g in grads], [m[i] for m in self.exp_avg],
                   [v[i] for v in self.exp_avg_sq], [], self.steps[i], fused=self.fused, amsgrad=False,
                   beta1=hp.beta1, beta2=hp.beta2, lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.eps, maximize=False)
         if sample_stats:
-            self._accumulate(self._stats(before, self._flat(grads)))
+            self._accumulate(self._stats(before, self._flat(grads)), stepping)
 
     def _stats(self, param: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
         hp = {k: v.float() for k, v in self._hparam_columns().items()}
@@ -177,9 +188,11 @@ class BatchedRun:
         return adamw_stats(param, grad, self._flat(self.exp_avg), self._flat(self.exp_avg_sq),
                            hp["beta1"], hp["beta2"], hp["eps"], steps)
 
-    def _accumulate(self, stats: dict[str, torch.Tensor]) -> None:
+    def _accumulate(self, stats: dict[str, torch.Tensor], stepping: torch.Tensor) -> None:
         columns = {k: v.tolist() for k, v in stats.items()}
         for i, c in enumerate(self.ctx):
+            if not stepping[i]:
+                continue
             for name, values in columns.items():
                 c.stats[name] = c.stats.get(name, 0.0) + values[i]
             c.stats["clipped"] = c.stats.get("clipped", 0.0) + float(c.clipped)
@@ -198,6 +211,7 @@ class BatchedRun:
         self._done_steps = [self.task.total_steps] * K
         self._batches = iter(self.task.member_batches(self.seeds))
         self._initial = self.valid_losses()
+        self.initial_valid_losses = list(self._initial)
         for hook, c in zip(self.hooks, self.ctx):
             hook.on_start(c)
 
@@ -218,8 +232,10 @@ class BatchedRun:
             self._record(i, step, valid)
         self.active[i] = False
 
-    def step(self) -> list[float]:
-        """One inner step of every live member; returns the members' training losses."""
+    def step(self, sample_stats: bool = False) -> list[float]:
+        """One inner step of every live member; returns the members' training losses.
+
+        Statistics are sampled every `stats_every` steps, and at this step if `sample_stats`."""
         step, K = self.step_index, self.K
         batch = next(self._batches)
         live = [i for i in range(K) if self.active[i]]
@@ -233,19 +249,26 @@ class BatchedRun:
             p.grad = None
         losses = self._train_loss(self._views(), batch)  # (K,)
         values = losses.detach().tolist()
+        stepping = self.active & ~self.skip
         for i in live:
+            if not stepping[i]:
+                continue
             self._recent[i].append(values[i])
             if not math.isfinite(values[i]):
                 self._diverge(i, step, self.valid_losses()[i])
-        torch.where(self.active, losses, torch.zeros_like(losses)).sum().backward()
+        stepping = self.active & ~self.skip
+        torch.where(stepping, losses, torch.zeros_like(losses)).sum().backward()
         grads = [p.grad for p in self.params]
-        self._clip(grads, clip)
-        self._adamw(grads, self.stats_every > 0 and step % self.stats_every == 0)
+        self._clip(grads, clip, stepping)
+        sample = self.stats_every > 0 and (sample_stats or step % self.stats_every == 0)
+        self._adamw(grads, sample, stepping)
         self.step_index = step + 1
         live = [i for i in range(K) if self.active[i]]
         for i in live:
             self.ctx[i].step = step + 1
-            self.hooks[i].after_step(self.ctx[i], values[i])
+            if stepping[i]:
+                self.hooks[i].after_step(self.ctx[i], values[i])
+        self.skip[:] = False
         if step + 1 in self._eval_at:
             valid = self.valid_losses()
             for i in live:

@@ -72,9 +72,7 @@ class Task(ABC):
 
     def eval_steps(self) -> list[int]:
         """Evenly spaced validation steps after step 0, the last one at the end of the run."""
-        points = max(1, int(self.cfg.eval_points))
-        total = self.total_steps
-        return sorted({max(1, round(k * total / points)) for k in range(1, points + 1)})
+        return eval_steps(self.total_steps, int(self.cfg.eval_points))
 
     def make_model(self, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -103,6 +101,13 @@ class Task(ABC):
     def describe(self) -> str:
         """The task's parameters as canonical JSON (stored with every run)."""
         return json.dumps(OmegaConf.to_container(self.cfg, resolve=True), sort_keys=True)
+
+
+def eval_steps(total_steps: int, points: int) -> list[int]:
+    """`points` evenly spaced validation steps in (0, total_steps], the last at the end (fewer
+    where the run has fewer steps)."""
+    points = max(1, int(points))
+    return sorted({max(1, round(k * total_steps / points)) for k in range(1, points + 1)})
 
 
 def epoch_order(n: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The observation protocol: how a run is observed and when the policy acts.
+
+A policy's features only mean what they meant in meta-training if every run it drives is
+observed the same way: the same rule for its decision steps, the same statistics cadence, the
+same validation cadence and the same parameter count in the sqrt(numel)-scaled cosines. The
+policy file carries its protocol; meta-training episodes, `lhopt evaluate` and `Controller` all
+take it from there, and a setting that contradicts it is refused (ProtocolError).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+PARAMETER_COUNTS = ("all", "non_embedding")
+
+
+class ProtocolError(ValueError):
+    """A setting that contradicts the policy's observation protocol (one line)."""
+
+
+@dataclass(frozen=True)
+class ObservationProtocol:
+    """decisions: decisions per run at evaluation (meta-training samples its own count per
+    episode; the spacing rule is the same); stats_every: optimizer statistics every k-th step,
+    and always at the last step of an interval; eval_points: validations per run at evenly
+    spaced steps (Task.eval_steps), besides step 0; parameter_count: the N in the
+    sqrt(N)-scaled cosine features, all trainable parameters or all but embeddings."""
+
+    decisions: int = 64
+    stats_every: int = 4
+    eval_points: int = 25
+    parameter_count: str = "all"
+
+    def __post_init__(self):
+        for name in ("decisions", "stats_every", "eval_points"):
+            if int(getattr(self, name)) < 1:
+                raise ProtocolError(f"observation protocol: {name} must be >= 1 (got {getattr(self, name)})")
+        if self.parameter_count not in PARAMETER_COUNTS:
+            raise ProtocolError(f"observation protocol: parameter_count '{self.parameter_count}' is not one of "
+                                f"{', '.join(PARAMETER_COUNTS)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ObservationProtocol":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ProtocolError(f"observation protocol: unknown key '{unknown[0]}'")
+        return cls(**values)
+
+    @classmethod
+    def from_training_config(cls, config: dict) -> "ObservationProtocol":
+        """The protocol of a policy file written before files carried one: read off the config
+        that trained it (the engine then counted parameters without embeddings)."""
+        controller = config.get("controller") or {}
+        family = config.get("task_family") or {}
+        return cls(decisions=int(controller.get("eval_decisions", 64)), stats_every=int(controller.get("stats_every", 4)),
+                   eval_points=int(family.get("eval_points", 14)), parameter_count="non_embedding")
+
+    def check(self, source: str, **settings) -> None:
+        """Raise ProtocolError if a setting given (not None) differs from the protocol."""
+        for name, value in settings.items():
+            if value is not None and value != getattr(self, name):
+                raise ProtocolError(f"{source}: {name}={value} contradicts the policy's observation protocol "
+                                    f"({name}={getattr(self, name)}); leave it unset")
+
+
+def decision_steps(total_steps: int, decisions: int) -> list[int]:
+    """The steps at which the policy acts in a run of `total_steps`: `decisions` of them (at most
+    total_steps - 1), evenly spaced strictly inside the run. Before each one the interval since
+    the previous decision is summarised; the first interval starts at step 0."""
+    count = min(int(decisions), max(int(total_steps) - 1, 1))
+    return [int(b) for b in np.unique(np.linspace(0, total_steps, count + 2).round())][1:-1]

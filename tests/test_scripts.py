@@ -1,0 +1,60 @@
+"""The scripts in scripts/ run, in a smoke form (a documented command that no longer runs is a defect)."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, lhopt_env
+from lhopt_cli.control.checkpoint import load_policy
+
+
+def script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                          env=lhopt_env(), timeout=timeout, cwd=REPO)
+
+
+def test_learning_check_trains_and_compares_before_and_after(tmp_path):
+    proc = script("learning_check.py", "--iterations", "2", "--envs", "4", "--groups", "1",
+                  "--run-dir", str(tmp_path), "debug=smoke")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "iterations    1-   2:" in proc.stdout
+    assert "untrained policy: mean reward" in proc.stdout and "trained policy:   mean reward" in proc.stdout
+    assert (tmp_path / "policy.pt").exists()
+
+
+def test_ppo_cartpole_runs_and_reports_a_greedy_evaluation():
+    proc = script("ppo_cartpole.py", "--iterations", "2")
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: not solved in 2 iterations (the full run: 500)
+    assert "greedy evaluation over 20 episodes: mean return" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from rich.console import Console
+
+    from lhopt_cli import train_policy
+    from lhopt_cli.config import compose, make_run_dir
+
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}",
+                                   "controller.stats_every=2"])
+    make_run_dir(cfg)
+    train_policy.run(cfg, run_dir, Console(quiet=True))
+    return run_dir
+
+
+def test_export_policy_writes_the_checkpoint_with_its_protocol(smoke_run, tmp_path):
+    proc = script("export_policy.py", str(smoke_run), str(tmp_path / "exported.pt"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "policy after 2 PPO iterations" in proc.stdout
+    _, meta = load_policy(tmp_path / "exported.pt")
+    _, trained = load_policy(smoke_run / "policy.pt")
+    assert meta["protocol"] == trained["protocol"] and meta["protocol"]["stats_every"] == 2
+    assert meta["config"]["trained_iterations"] == 2
+
+
+def test_meta_train_summary_tabulates_a_run(smoke_run, tmp_path):
+    proc = script("meta_train_summary.py", str(smoke_run), "--block", "1", "--png", str(tmp_path / "curve.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(pd.read_csv(smoke_run / "meta_train.csv")) == 2 and (tmp_path / "curve.png").stat().st_size > 5_000
