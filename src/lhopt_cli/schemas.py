@@ -140,9 +140,9 @@ class PPOSchema:
     learning_rate: float = 2e-4
     iterations: int = 300
     gamma: float = 1.0
-    gae_lambda: float = 1.0
+    gae_lambda: float = 0.95
     minibatch_size: int = 128
-    minibatch_episodes: int = 4
+    minibatch_episodes: int = 2
     update_epochs: int = 4
     clip_coef: float = 0.2
     ent_coef: float = 0.01
@@ -150,6 +150,7 @@ class PPOSchema:
     max_grad_norm: float = 5.0
     target_kl: Optional[float] = None
     norm_adv: bool = True
+    center_returns: bool = True
     clip_vloss: bool = True
 
 

@@ -32,7 +32,7 @@ class PPOConfig:
     gamma: float = 1.0
     gae_lambda: float = 0.95
     minibatch_size: int = 128  # transitions per minibatch, about (whole sequences are kept)
-    minibatch_episodes: int = 4  # at least this many sequences per minibatch
+    minibatch_episodes: int = 2  # at least this many sequences per minibatch
     update_epochs: int = 4  # sample reuse
     clip_coef: float = 0.2
     ent_coef: float = 0.01
@@ -40,6 +40,7 @@ class PPOConfig:
     max_grad_norm: float = 5.0
     target_kl: float | None = None
     norm_adv: bool = True
+    center_returns: bool = False  # subtract the batch's mean episode return (whole-episode columns only)
     clip_vloss: bool = True
     iterations: int = 100
 
@@ -152,13 +153,22 @@ class PPO:
 
     def advantages(self, batches: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per batch (T, n): advantages normalised over all batches together (each episode, a
-        run of steps between `dones`, weighs the same), and the critic's return targets."""
+        run of steps between `dones`, weighs the same), and the critic's return targets.
+
+        With `center_returns` (batches whose columns are whole episodes, as workers return them)
+        the batch's mean episode return is subtracted from every episode's final reward first, and
+        the advantages are only scaled: every step of an episode then carries the sign of its
+        outcome against the batch, whatever the critic knows yet and however long the episode."""
+        if self.cfg.center_returns:
+            mean_return = float(torch.cat([b["rewards"].sum(0) for b in batches]).mean())
+            batches = [{**b, "rewards": torch.cat([b["rewards"][:-1], b["rewards"][-1:] - mean_return])}
+                       for b in batches]
         targets = [self._advantages(b) for b in batches]
         if not self.cfg.norm_adv:
             return targets
         weights = [episode_weights(b["dones"]) for b in batches]
         total = sum(float(w.sum()) for w in weights)
-        mean = sum(float((w * a).sum()) for w, (a, _) in zip(weights, targets)) / total
+        mean = 0.0 if self.cfg.center_returns else sum(float((w * a).sum()) for w, (a, _) in zip(weights, targets)) / total
         var = sum(float((w * (a - mean) ** 2).sum()) for w, (a, _) in zip(weights, targets)) / total
         return [((a - mean) / (var**0.5 + 1e-8), returns) for a, returns in targets]
 
