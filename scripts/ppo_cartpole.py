@@ -49,8 +49,8 @@ def main() -> int:
     torch.manual_seed(args.seed)
     envs = make_envs(8)
     agent = RecurrentActorCritic(4, [2], hidden=64, obs_clip=5.0)
-    cfg = PPOConfig(learning_rate=2.5e-3, num_steps=128, gamma=0.99, gae_lambda=0.95,
-                    minibatch_size=256, update_epochs=4, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+    cfg = PPOConfig(learning_rate=2.5e-3, num_steps=128, gamma=0.99, gae_lambda=0.95, minibatch_size=256,
+                    minibatch_episodes=4, update_epochs=4, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
                     iterations=args.iterations)
     ppo = PPO(envs, agent, cfg, seed=args.seed)
     recent: list[float] = []

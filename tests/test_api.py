@@ -280,3 +280,31 @@ def test_the_engine_and_the_controller_count_parameters_alike(policy_with_protoc
     expected = everything if parameter_count == "all" else build_task(task_cfg).num_params
     assert env.trackers[0].num_params == ctrl.tracker.num_params == expected
     assert build_task(task_cfg).num_params < everything  # char_lm has embeddings: the two counts differ
+
+
+@pytest.mark.parametrize("protocol, message", [
+    ({"decisions": "abc", "stats_every": 4, "eval_points": 25, "parameter_count": "all"}, "decisions must be an integer"),
+    ({"decisions": 64, "stats_every": float("nan"), "eval_points": 25, "parameter_count": "all"}, "stats_every must be"),
+    ({"decisions": 64, "stats_every": 4, "eval_points": 10**12, "parameter_count": "all"}, "eval_points must be"),
+    ({"decisions": True, "stats_every": 4, "eval_points": 25, "parameter_count": "all"}, "decisions must be"),
+    ({"decisions": 8}, "missing key 'stats_every'"),
+    ([1, 2], "expected a mapping"),
+])
+def test_a_policy_file_with_a_malformed_protocol_is_refused_in_one_line(smoke_policy, tmp_path, protocol, message):
+    from lhopt_cli.control.checkpoint import atomic_save
+
+    blob = torch.load(smoke_policy, map_location="cpu", weights_only=True)
+    blob["protocol"] = protocol
+    atomic_save(blob, tmp_path / "bad.pt")
+    with pytest.raises(PolicyFileError, match=message):
+        Controller.from_checkpoint(tmp_path / "bad.pt")
+
+
+def test_only_controlled_embeddings_leave_the_non_embedding_count(policy_with_protocol):
+    model = nn.Sequential(nn.Embedding(100, 8), nn.Flatten(), nn.Linear(8, 3))
+    model[0].weight.requires_grad_(False)  # frozen, not in the optimizer
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    ctrl = Controller.from_checkpoint(policy_with_protocol(parameter_count="non_embedding"))
+    assert ctrl.attach(opt, total_steps=20, model=model).tracker.num_params == 8 * 3 + 3
+    with pytest.raises(ProtocolError, match="decisions must be an integer"):
+        ctrl.attach(opt, total_steps=20, decisions="64")

@@ -80,3 +80,11 @@ def test_settings_that_contradict_the_policys_protocol_are_refused(run_cli, poli
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_run_dir_holds_the_runs_of_one_policy(run_cli, smoke_policy, policy_with_protocol, tmp_path):
+    args = ("evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]", "executor.workers=1",
+            f"run_dir={tmp_path}")
+    assert run_cli(*args, f"policy={smoke_policy}").exit_code == 0
+    other = run_cli(*args, f"policy={policy_with_protocol(decisions=2)}")
+    assert other.exit_code != 0 and "holds the runs of another policy" in str(other.exception)

@@ -111,3 +111,13 @@ def test_the_policy_file_fixes_its_observation_protocol(run_cli, tmp_path):
     assert meta["protocol"] == {"decisions": 32, "stats_every": 2, "eval_points": 10, "parameter_count": "all"}
     refused = run_cli("train-policy", *SMOKE, "+task_family.eval_points=14", f"run_dir={tmp_path / 'other'}")
     assert refused.exit_code != 0 and "eval_points=14 contradicts" in str(refused.exception)
+
+
+def test_a_resume_under_another_protocol_and_family_validations_that_contradict_it_are_refused(run_cli, tmp_path):
+    assert run_cli("train-policy", *SMOKE, "controller.stats_every=2", f"run_dir={tmp_path}").exit_code == 0
+    again = run_cli("train-policy", *SMOKE, "resume=true", "ppo.iterations=3", f"run_dir={tmp_path}")
+    assert again.exit_code != 0 and "resume it with controller.stats_every=2" in str(again.exception)
+    for override, message in (("+task_family.kinds.nqm.eval_points=7", "task_family.kinds.nqm: eval_points=7 contradicts"),
+                              ("+task_family.eval_points=null", "eval_points=null; leave it unset")):
+        refused = run_cli("train-policy", *SMOKE, override, f"run_dir={tmp_path / 'other'}")
+        assert refused.exit_code != 0 and message in str(refused.exception)

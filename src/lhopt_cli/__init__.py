@@ -1,6 +1,6 @@
 """lhopt: learned optimizer-hyperparameter control (LHOPT) for torch's AdamW."""
 
-__all__ = ["Controller", "PolicyFileError", "ProtocolError"]
+__all__ = ["Controller", "PolicyFileError", "ProtocolError", "default_policy_path"]
 
 
 def __getattr__(name: str):

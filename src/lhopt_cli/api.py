@@ -66,7 +66,8 @@ class Controller:
         """Drive `optimizer` (AdamW-like) for a run of `total_steps` optimizer steps.
 
         model: the module whose weights the restart action saves and restores (without it the
-        policy never restarts). decisions: only checked against the policy's protocol.
+        policy never restarts; under a `non_embedding` protocol it also tells which parameters are
+        embeddings). decisions: only checked against the policy's protocol.
         Raises TypeError (not AdamW-like), ValueError (total_steps), ProtocolError (decisions)."""
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
@@ -91,10 +92,13 @@ class Controller:
         return self
 
     def _counted_params(self) -> int:
+        """N of the protocol: the optimizer's parameters, less those of the model's nn.Embedding
+        modules under `non_embedding` (without `model` nothing is known to be an embedding)."""
         total = sum(p.numel() for p in self.params)
         if self.protocol.parameter_count == "non_embedding" and self.model is not None:
+            controlled = {id(p) for p in self.params}
             total -= sum(p.numel() for m in self.model.modules() if isinstance(m, torch.nn.Embedding)
-                         for p in m.parameters())
+                         for p in m.parameters() if id(p) in controlled)
         return total
 
     # --- every step ----------------------------------------------------------------------------

@@ -89,6 +89,9 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     A killed run continues with `resume=true` and the same run_dir. `workers=N` rollout workers
     run in this process, in local processes (`executor.workers=N`) or as Ray actors
     (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.
+    The policy file fixes its observation protocol from controller.eval_decisions, stats_every,
+    eval_points and parameter_count; every run it later drives is observed that way, and a
+    resume under another protocol is refused.
     Examples: `lhopt train-policy run_dir=outputs/policy`, `lhopt train-policy debug=smoke`,
     `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`,
     `lhopt train-policy executor=ray workers=8`.
@@ -104,12 +107,15 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 @app.command("evaluate", context_settings=OVERRIDES)
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
-    """Run a learned policy on one-epoch tasks against the best of the AdamW grid.
+    r"""Run a learned policy on one-epoch tasks against the best of the AdamW grid.
 
     Writes summary.csv (task, seed, method, final_valid_loss, speedup, best_lr, best_schedule),
     results.parquet (the curves), decisions_<task>_s<seed>.csv and, per task, curves_<task>.png
     and hyperparameters_<task>.png into run_dir. Reuses grid runs stored in grid_dir.
-    Examples: `lhopt evaluate tasks=[mlp_mnist,char_lm] seeds=[0,1,2]`,
+    The policy file's observation protocol sets the decisions per run, the statistics cadence and
+    the validation points (of the grid too); protocol.KEY=VALUE only checks it (a contradiction is
+    refused), and so is a task.eval_points in task_overrides.
+    Examples: `lhopt evaluate tasks=\[mlp_mnist,char_lm] seeds=[0,1,2]`,
     `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`.
     """
     from . import evaluate as job

@@ -10,6 +10,7 @@ points; the grid validates at the same points, so every curve is compared step f
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -63,6 +64,20 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path, protocol: Observatio
     return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
 
 
+def claim_run_dir(run_dir: Path, policy_path: Path) -> None:
+    """Record which policy file (by SHA-256) this run folder's policy runs belong to; refuse a
+    different one, whose runs would otherwise be mistaken for stored ones (ConfigError)."""
+    digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
+    record = run_dir / "policy.json"
+    if record.exists():
+        held = json.loads(record.read_text())
+        if held.get("sha256") != digest:
+            raise ConfigError(f"{run_dir} holds the runs of another policy ({held.get('path')}); "
+                              "evaluate this one in another run_dir")
+        return
+    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest}) + "\n")
+
+
 def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
     """Refuse `protocol.*` settings that contradict the policy file's (ProtocolError)."""
     protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
@@ -78,6 +93,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     agent, policy_meta = load_policy(policy_path)
     protocol = policy_protocol(policy_meta)
     check_protocol(cfg, protocol)
+    claim_run_dir(run_dir, policy_path)
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"

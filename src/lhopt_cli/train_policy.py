@@ -60,7 +60,13 @@ def family_config(cfg: DictConfig) -> dict:
     family_cfg = OmegaConf.to_container(cfg.task_family, resolve=True)
     protocol = training_protocol(cfg)
     try:
-        protocol.check("task_family", eval_points=family_cfg.get("eval_points"))
+        # validations come from the protocol alone: where the family or one kind sets them, they must agree
+        specs = {"task_family": family_cfg, **{f"task_family.kinds.{k}": v for k, v in family_cfg["kinds"].items()}}
+        for where, spec in specs.items():
+            if isinstance(spec, dict) and "eval_points" in spec:
+                if spec["eval_points"] is None:
+                    raise ProtocolError(f"{where}: eval_points=null; leave it unset (controller.eval_points sets it)")
+                protocol.check(where, eval_points=spec["eval_points"])
         TaskFamily(family_cfg)
     except (FamilyError, ProtocolError) as err:
         raise ConfigError(str(err)) from None
@@ -113,6 +119,22 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     return policy_path
 
 
+def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> None:
+    """Refuse to resume under another observation protocol than the checkpoint was trained with
+    (checkpoints without one were trained under the legacy protocol of their controller settings)."""
+    ours = training_protocol(cfg)
+    if state.get("protocol") is not None:
+        theirs = ObservationProtocol.from_dict(state["protocol"])
+    else:
+        c = cfg.controller
+        theirs = ObservationProtocol.from_training_config(
+            {"controller": {"eval_decisions": int(c.eval_decisions), "stats_every": int(c.stats_every)}})
+    if theirs != ours:
+        fix = " ".join(f"controller.{'eval_decisions' if k == 'decisions' else k}={v}"
+                       for k, v in theirs.as_dict().items() if v != getattr(ours, k))
+        raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with {fix}")
+
+
 def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console) -> None:
     if cfg.resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -121,6 +143,7 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
         if len(state["ppo"]["worker_states"]) != len(ppo.worker_states):
             raise ConfigError(f"{checkpoint} was written with {len(state['ppo']['worker_states'])} rollout "
                               f"workers; resume it with workers={len(state['ppo']['worker_states'])}")
+        check_resumed_protocol(cfg, state, checkpoint)
         ppo.load_state_dict(state["ppo"])
         console.print(f"Resuming from iteration {ppo.iteration} of {ppo.cfg.iterations} ({checkpoint})")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
@@ -139,6 +162,6 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
             bar.update(task, advance=1, description=f"meta-training (reward {reward:+.2f})"
                        if math.isfinite(reward) else "meta-training")
             if ppo.iteration % int(cfg.checkpoint_every) == 0 or ppo.iteration == ppo.cfg.iterations:
-                atomic_save({"ppo": ppo.state_dict()}, checkpoint)
+                atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict()}, checkpoint)
 
         ppo.train(on_iteration)

@@ -44,8 +44,9 @@ def save_policy(agent: RecurrentActorCritic, path: Path, config: dict, protocol:
 def policy_protocol(meta: dict) -> ObservationProtocol:
     """The observation protocol a policy file fixes (files without one: read off its config)."""
     if meta.get("protocol") is None:
-        return ObservationProtocol.from_training_config(meta.get("config") or {})
-    return ObservationProtocol.from_dict(dict(meta["protocol"]))
+        config = meta.get("config")
+        return ObservationProtocol.from_training_config(config if isinstance(config, dict) else {})
+    return ObservationProtocol.from_dict(meta["protocol"])
 
 
 def _load(path: Path) -> dict:

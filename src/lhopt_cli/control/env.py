@@ -58,7 +58,7 @@ class VecLhoptEnv:
         "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
         start at EVAL_START, no reward (no reference run)."""
         self.family, self.num_envs = family, num_envs
-        self.protocol = ObservationProtocol.from_dict(protocol or {})
+        self.protocol = ObservationProtocol.from_dict(protocol or {}, complete=False)
         self.decisions, self.reuse = decisions, reuse
         self.randomize_start, self.start_lr_scale, self.autoreset = randomize_start, start_lr_scale, autoreset
         self.reward_extrapolation = reward_extrapolation  # the paper's 2: a speedup over 2x earns no more

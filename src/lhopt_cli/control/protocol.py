@@ -8,11 +8,12 @@ take it from there, and a setting that contradicts it is refused (ProtocolError)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
 PARAMETER_COUNTS = ("all", "non_embedding")
+LIMIT = 100_000  # most decisions, statistics spacing or validation points a run can have
 
 
 class ProtocolError(ValueError):
@@ -34,36 +35,57 @@ class ObservationProtocol:
 
     def __post_init__(self):
         for name in ("decisions", "stats_every", "eval_points"):
-            if int(getattr(self, name)) < 1:
-                raise ProtocolError(f"observation protocol: {name} must be >= 1 (got {getattr(self, name)})")
-        if self.parameter_count not in PARAMETER_COUNTS:
-            raise ProtocolError(f"observation protocol: parameter_count '{self.parameter_count}' is not one of "
-                                f"{', '.join(PARAMETER_COUNTS)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LIMIT:
+                raise ProtocolError(f"observation protocol: {name} must be an integer from 1 to {LIMIT} "
+                                    f"(got {value!r})")
+        if not isinstance(self.parameter_count, str) or self.parameter_count not in PARAMETER_COUNTS:
+            raise ProtocolError(f"observation protocol: parameter_count must be one of {', '.join(PARAMETER_COUNTS)} "
+                                f"(got {self.parameter_count!r})")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ObservationProtocol":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values, complete: bool = True) -> "ObservationProtocol":
+        """From plain data (a policy file's `protocol`); `complete=False` fills missing fields
+        with the defaults. Raises ProtocolError for anything else than a dict of valid fields."""
+        if not isinstance(values, dict):
+            raise ProtocolError(f"observation protocol: expected a mapping of its fields, got {type(values).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
             raise ProtocolError(f"observation protocol: unknown key '{unknown[0]}'")
+        missing = [k for k in known if k not in values]
+        if complete and missing:
+            raise ProtocolError(f"observation protocol: missing key '{missing[0]}'")
         return cls(**values)
 
     @classmethod
     def from_training_config(cls, config: dict) -> "ObservationProtocol":
-        """The protocol of a policy file written before files carried one: read off the config
-        that trained it (the engine then counted parameters without embeddings)."""
+        """The protocol of a policy file written without one: read off the config that trained
+        it. Configs from before the protocol keys existed validated the family at its own
+        eval_points (14 by default) and counted parameters without embeddings."""
         controller = config.get("controller") or {}
         family = config.get("task_family") or {}
-        return cls(decisions=int(controller.get("eval_decisions", 64)), stats_every=int(controller.get("stats_every", 4)),
-                   eval_points=int(family.get("eval_points", 14)), parameter_count="non_embedding")
+        legacy = "eval_points" not in controller
+        try:
+            return cls(decisions=int(controller.get("eval_decisions", 64)), stats_every=int(controller.get("stats_every", 4)),
+                       eval_points=int(family.get("eval_points", 14) if legacy else controller["eval_points"]),
+                       parameter_count="non_embedding" if legacy else str(controller.get("parameter_count", "all")))
+        except (TypeError, ValueError) as err:
+            raise ProtocolError(f"observation protocol: the training config does not give one ({err})") from None
 
     def check(self, source: str, **settings) -> None:
-        """Raise ProtocolError if a setting given (not None) differs from the protocol."""
+        """Raise ProtocolError if a setting given (not None) is invalid or differs from the protocol."""
         for name, value in settings.items():
-            if value is not None and value != getattr(self, name):
+            if value is None:
+                continue
+            try:
+                replace(self, **{name: value})
+            except ProtocolError as err:
+                raise ProtocolError(f"{source}: {str(err).removeprefix('observation protocol: ')}") from None
+            if value != getattr(self, name):
                 raise ProtocolError(f"{source}: {name}={value} contradicts the policy's observation protocol "
                                     f"({name}={getattr(self, name)}); leave it unset")
 
