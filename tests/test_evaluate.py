@@ -60,14 +60,14 @@ def test_missing_policy_is_one_line(tmp_path):
 
 def test_evaluate_observes_runs_by_the_policys_protocol(run_cli, policy_with_protocol, tmp_path):
     policy = policy_with_protocol(decisions=5, eval_points=3)
-    args = ("evaluate", "debug=smoke", f"policy={policy}", "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]",
-            "executor.workers=1")
+    args = ("evaluate", "debug=smoke", "debug.max_steps=12", f"policy={policy}", "tasks=[nqm]", "seeds=[0]",
+            "extra_baselines=[]", "executor.workers=1")
     result = run_cli(*args, f"run_dir={tmp_path}")
     assert result.exit_code == 0, result.output
     curves = load(tmp_path)
-    assert sorted(curves.step) == [0, 3, 5, 8]  # the policy's 3 validation points, not the task config's
+    assert sorted(curves.step) == [0, 4, 8, 12]  # the policy's 3 validation points, not the task config's
     grid = load(tmp_path / "grid")
-    assert set(grid.groupby("run_id").step.apply(tuple)) == {(0, 3, 5, 8)}  # the grid is compared step for step
+    assert set(grid.groupby("run_id").step.apply(tuple)) == {(0, 4, 8, 12)}  # the grid is compared step for step
     assert len(pd.read_csv(tmp_path / "decisions_nqm_s0.csv")) == 5
 
 

@@ -106,7 +106,7 @@ class Controller:
         """Call after loss.backward(), before optimizer.step(); returns whether to take that step.
 
         valid_loss: a validation loss measured on the current weights (at `validation_steps`,
-        as the policy was trained to see them). At a decision point the policy acts first: it
+        as the policy was trained to see them; the last of them is the end of the run). At a decision point the policy acts first: it
         sets the hyperparameters and may save or restore a checkpoint. After a restore it
         returns False: this gradient belongs to the replaced weights, so skip optimizer.step()
         (the step still counts: a restart costs compute)."""

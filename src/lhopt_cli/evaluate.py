@@ -56,8 +56,9 @@ def grid_config(cfg: DictConfig, task: str, grid_dir: Path, protocol: Observatio
     overrides = [f"task={task}", f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
                  f"grid.lrs={grid['lrs']}", f"grid.schedules=[{','.join(grid['schedules'])}]"]
-    if cfg.get("debug") is not None:
-        overrides.append("debug=smoke")
+    if cfg.get("debug") is not None:  # the same debug values, overrides of them included
+        overrides += ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in
+                                       OmegaConf.to_container(cfg.debug, resolve=True).items() if v is not None)]
     overrides += list(cfg.task_overrides)
     if any(o.split("=")[0].lstrip("+~") == "task.eval_points" for o in cfg.task_overrides):
         protocol.check("task_overrides", eval_points=int(compose("baseline_grid", overrides).task.eval_points))
