@@ -66,6 +66,51 @@ class AlgorithmicTask(TaskBase):
     num_valid: int = 500
 
 
+@dataclass
+class CodeLmTask(TaskBase):
+    max_chars: int = 100000
+    d_model: int = 32
+    hidden: int = 64
+    context: int = 32
+    text_path: Optional[str] = None  # unused: the corpus is the standard library's source
+
+
+@dataclass
+class MlpTabularTask(TaskBase):
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "relu"
+    norm: str = "none"
+
+
+@dataclass
+class Co2ForecastTask(TaskBase):
+    window: int = 26
+    horizon: int = 4
+    hidden: int = 16
+
+
+@dataclass
+class PatchAutoencoderTask(TaskBase):
+    patch: int = 8
+    patches_per_image: int = 2000
+    hidden: list[int] = field(default_factory=lambda: [64])
+    code: int = 16
+    activation: str = "gelu"
+
+
+@dataclass
+class ResnetMnistTask(TaskBase):
+    width: int = 8
+    blocks: int = 1
+
+
+@dataclass
+class DigitsTransformerTask(TaskBase):
+    d_model: int = 32
+    n_head: int = 4
+    n_layer: int = 2
+
+
 TASK_SCHEMAS: dict[str, type] = {
     "algorithmic": AlgorithmicTask,
     "mlp_mnist": MlpMnistTask,
@@ -74,6 +119,13 @@ TASK_SCHEMAS: dict[str, type] = {
     "mnist1d_conv": Mnist1dConvTask,
     "char_lm": CharLmTask,
     "nqm": NqmTask,
+    "code_lm": CodeLmTask,
+    "fair_tabular": MlpTabularTask,
+    "randhie_regression": MlpTabularTask,
+    "co2_forecast": Co2ForecastTask,
+    "patch_autoencoder": PatchAutoencoderTask,
+    "resnet_mnist": ResnetMnistTask,
+    "digits_transformer": DigitsTransformerTask,
 }
 
 

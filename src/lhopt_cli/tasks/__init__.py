@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from .algorithmic import Algorithmic
+from .autoencoder import PatchAutoencoder
 from .base import Task
+from .forecast import Co2Forecast
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
-from .text_lm import CharLm
-from .vision import CnnMnist, MlpDigits, MlpMnist
+from .tabular import FairTabular, RandhieRegression
+from .text_lm import CharLm, CodeLm
+from .vision import CnnMnist, DigitsTransformer, MlpDigits, MlpMnist, ResnetMnist
 
 TASKS: dict[str, type[Task]] = {
     "algorithmic": Algorithmic,
@@ -16,6 +19,14 @@ TASKS: dict[str, type[Task]] = {
     "mnist1d_conv": Mnist1dConv,
     "char_lm": CharLm,
     "nqm": Nqm,
+    # kinds the training family never draws (the test suite)
+    "code_lm": CodeLm,
+    "fair_tabular": FairTabular,
+    "randhie_regression": RandhieRegression,
+    "co2_forecast": Co2Forecast,
+    "patch_autoencoder": PatchAutoencoder,
+    "resnet_mnist": ResnetMnist,
+    "digits_transformer": DigitsTransformer,
 }
 
 

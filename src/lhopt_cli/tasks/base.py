@@ -123,8 +123,10 @@ def batches_from_arrays(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed:
         yield x[idx], y[idx]
 
 
-class ArrayClassificationTask(Task):
-    """Tasks whose data are in-memory tensors and whose loss is cross-entropy on targets."""
+class ArrayTask(Task):
+    """Tasks whose data are in-memory tensors (x, y), batched in a seeded order; the subclass
+    gives the loss (cross-entropy in ArrayClassificationTask, mean squared error in
+    ArrayRegressionTask)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -143,11 +145,6 @@ class ArrayClassificationTask(Task):
     def train_batches(self, seed: int) -> Iterator[tuple]:
         return batches_from_arrays(self.x_train, self.y_train, int(self.cfg.batch_size), seed)
 
-    def loss(self, model: nn.Module, batch: tuple) -> torch.Tensor:
-        x, y = batch
-        logits = model(x)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
     def valid_batches(self, chunk: int = 1024) -> list[tuple[tuple, float]]:
         return [((self.x_valid[i : i + chunk], self.y_valid[i : i + chunk]), float(self.y_valid[i : i + chunk].numel()))
                 for i in range(0, len(self.x_valid), chunk)]
@@ -159,3 +156,20 @@ class ArrayClassificationTask(Task):
         for start in range(0, len(self.x_train) - batch + 1, batch):
             idx = orders[:, start : start + batch]  # (K, B)
             yield self.x_train[idx], self.y_train[idx]
+
+
+class ArrayClassificationTask(ArrayTask):
+    """In-memory tensors, cross-entropy on integer targets (any leading shape)."""
+
+    def loss(self, model: nn.Module, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        logits = model(x)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+class ArrayRegressionTask(ArrayTask):
+    """In-memory tensors, mean squared error against float targets of the model's output shape."""
+
+    def loss(self, model: nn.Module, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(model(x), y)

@@ -72,6 +72,21 @@ def python_text(max_chars: int) -> str:
     return "".join(parts)[:max_chars]
 
 
+def python_source(max_chars: int) -> str:
+    """The standard library's Python modules (sorted by path, from the `json` package on), as
+    source text: code, not prose."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for source in sorted(root.glob("json/*.py")) + sorted(root.glob("[a-z]*.py")):
+        parts.append(source.read_text(encoding="utf-8", errors="replace"))
+        size += len(parts[-1])
+        if size >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
 def read_text(path: str | None, max_chars: int) -> str:
     if path is None:
         return python_text(max_chars)
@@ -81,3 +96,45 @@ def read_text(path: str | None, max_chars: int) -> str:
     return file.read_text(encoding="utf-8", errors="replace")[:max_chars]
 
 
+
+
+def _package(name: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise DataUnavailable(f"this task's data ships with {extra}: pip install {extra}") from err
+
+
+@lru_cache(maxsize=1)
+def co2_weekly() -> np.ndarray:
+    """Mauna Loa CO2, weekly 1958-2001 (2,284 values, ppm; statsmodels' copy), gaps interpolated."""
+    sm = _package("statsmodels.api", "statsmodels")
+    series = sm.datasets.co2.load_pandas().data["co2"].interpolate(limit_direction="both")
+    return series.to_numpy(np.float32)
+
+
+@lru_cache(maxsize=1)
+def statsmodels_table(name: str) -> "pd.DataFrame":
+    """A data set shipped inside statsmodels (e.g. 'fair', 'randhie') as a DataFrame."""
+    sm = _package("statsmodels.api", "statsmodels")
+    return getattr(sm.datasets, name).load_pandas().data
+
+
+GRAY_IMAGES = ("camera", "coins", "moon", "text", "page", "grass", "gravel", "brick", "horse", "clock", "cell")
+
+
+def image_patches(size: int, per_image: int, images: tuple[str, ...], seed: int = 0) -> np.ndarray:
+    """(len(images) * per_image, size * size) grayscale patches in [0, 1] cut at seeded random
+    places from scikit-image's bundled images."""
+    data = _package("skimage.data", "scikit-image")
+    rng = np.random.default_rng(seed)
+    patches = []
+    for name in images:
+        image = np.asarray(getattr(data, name)(), dtype=np.float32)
+        image = image / 255.0 if image.max() > 1.0 else image
+        rows = rng.integers(0, image.shape[0] - size, per_image)
+        cols = rng.integers(0, image.shape[1] - size, per_image)
+        patches += [image[r : r + size, c : c + size].reshape(-1) for r, c in zip(rows, cols)]
+    return np.stack(patches)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .algorithmic import RecurrentNet
 from .base import ArrayClassificationTask
-from .data import read_text
+from .data import python_source, read_text
 
 
 class CausalTransformer(nn.Module):
@@ -33,7 +34,7 @@ class CharLm(ArrayClassificationTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        data = torch.frombuffer(bytearray(read_text(self.cfg.text_path, int(self.cfg.max_chars)).encode()), dtype=torch.uint8)
+        data = torch.frombuffer(bytearray(self._text().encode()), dtype=torch.uint8)
         data = data.long()
         window = int(self.cfg.context) + 1
         split = int(0.9 * len(data))
@@ -43,6 +44,9 @@ class CharLm(ArrayClassificationTask):
         self.x_train, self.y_train = train[:, :-1], train[:, 1:]
         self.x_valid, self.y_valid = valid[:, :-1], valid[:, 1:]
         self._limit_valid()
+
+    def _text(self) -> str:
+        return read_text(self.cfg.text_path, int(self.cfg.max_chars))
 
     @staticmethod
     def _windows(tokens: torch.Tensor, window: int) -> torch.Tensor:
@@ -61,3 +65,29 @@ class CharLm(ArrayClassificationTask):
 
     def embedding_params(self, model: nn.Module) -> int:
         return model.token.weight.numel() + model.position.weight.numel()
+
+
+class GruLm(nn.Module):
+    """Byte embedding -> GRU (written with nn.Linear, so the batched engine can vmap it) -> logits."""
+
+    def __init__(self, vocab: int, d_model: int, hidden: int):
+        super().__init__()
+        self.token = nn.Embedding(vocab, d_model)
+        self.rnn = RecurrentNet("gru", d_model, hidden, vocab)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, vocab)
+        return self.rnn(self.token(idx))
+
+
+class CodeLm(CharLm):
+    """A byte-level GRU language model on Python source code: the standard library's modules
+    (a corpus and an architecture the training family never draws)."""
+
+    def _text(self) -> str:
+        return python_source(int(self.cfg.max_chars))
+
+    def build_model(self) -> nn.Module:
+        return GruLm(self.VOCAB, int(self.cfg.d_model), int(self.cfg.hidden))
+
+    def embedding_params(self, model: nn.Module) -> int:
+        return model.token.weight.numel()

@@ -1,0 +1,46 @@
+"""Forecasting a real time series: Mauna Loa CO2 (weekly, 1958-2001, shipped with statsmodels).
+
+From the last `window` weeks, predict the next `horizon` weeks (mean squared error on the
+standardised series). The first 80% of the weeks train, the last 20% validate: the model is
+judged on the future, as a forecaster is. A GRU reads the window and forecasts from its last step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .algorithmic import RecurrentNet
+from .base import ArrayRegressionTask
+from .data import co2_weekly
+
+
+class GruForecaster(nn.Module):
+    """A GRU over the window (written with nn.Linear: the batched engine vmaps it); the last
+    step's output is the forecast."""
+
+    def __init__(self, hidden: int, horizon: int):
+        super().__init__()
+        self.rnn = RecurrentNet("gru", 1, hidden, horizon)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, window) -> (B, horizon)
+        return self.rnn(x.unsqueeze(-1))[:, -1]
+
+
+class Co2Forecast(ArrayRegressionTask):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        series = torch.from_numpy(co2_weekly())
+        cut = int(0.8 * len(series))
+        mean, std = series[:cut].mean(), series[:cut].std()
+        series = (series - mean) / std
+        window, horizon = int(self.cfg.window), int(self.cfg.horizon)
+        span = window + horizon
+        starts = torch.arange(len(series) - span + 1)
+        pieces = series[starts[:, None] + torch.arange(span)]  # (N, window + horizon)
+        train, valid = pieces[starts + span <= cut], pieces[starts >= cut - window]
+        self.x_train, self.y_train = train[:, :window], train[:, window:]
+        self.x_valid, self.y_valid = valid[:, :window], valid[:, window:]
+        self._limit_valid()
+
+    def build_model(self) -> nn.Module:
+        return GruForecaster(int(self.cfg.hidden), int(self.cfg.horizon))

@@ -1,0 +1,51 @@
+"""Real tabular data shipped with statsmodels: a classifier and a regression (held-out kinds).
+
+fair_tabular: the Fair (1978) affairs survey, 6,366 women; predict whether affairs > 0 from 8
+columns. randhie_regression: the RAND health insurance experiment, 20,190 person-years;
+predict log(1 + outpatient visits) from 9 columns (mean squared error). Columns are
+standardised with the training split's statistics; the split is fixed (seed 0), 80 / 20.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import ArrayClassificationTask, ArrayRegressionTask
+from .data import statsmodels_table
+from .vision import mlp
+
+
+def _split(x: np.ndarray, y: np.ndarray, valid_fraction: float = 0.2) -> tuple[torch.Tensor, ...]:
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = int(len(x) * (1 - valid_fraction))
+    train, valid = order[:cut], order[cut:]
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-8
+    x = ((x - mean) / std).astype(np.float32)
+    return torch.from_numpy(x[train]), torch.from_numpy(y[train]), torch.from_numpy(x[valid]), torch.from_numpy(y[valid])
+
+
+class FairTabular(ArrayClassificationTask):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        table = statsmodels_table("fair")
+        x = table.drop(columns="affairs").to_numpy(np.float64)
+        y = (table["affairs"].to_numpy() > 0).astype(np.int64)
+        self.x_train, self.y_train, self.x_valid, self.y_valid = _split(x, y)
+        self._limit_valid()
+
+    def build_model(self) -> nn.Module:
+        return mlp(self.x_train.shape[1], self.cfg.hidden, 2, self.cfg.activation, self.cfg.norm)
+
+
+class RandhieRegression(ArrayRegressionTask):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        table = statsmodels_table("randhie")
+        x = table.drop(columns="mdvis").to_numpy(np.float64)
+        y = np.log1p(table["mdvis"].to_numpy(np.float64)).astype(np.float32)[:, None]
+        self.x_train, self.y_train, self.x_valid, self.y_valid = _split(x, y)
+        self._limit_valid()
+
+    def build_model(self) -> nn.Module:
+        return mlp(self.x_train.shape[1], self.cfg.hidden, 1, self.cfg.activation, self.cfg.norm)

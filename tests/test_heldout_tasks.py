@@ -1,0 +1,60 @@
+"""The tasks of kinds the training family never draws: real data from installed packages, one
+epoch trainable by the single loop and the batched engine alike."""
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lhopt_cli.config import compose
+from lhopt_cli.inner import HParams, train_one_epoch
+from lhopt_cli.inner.batched import train_batched
+from lhopt_cli.tasks import build_task
+
+HELD_OUT = ["code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder", "resnet_mnist",
+            "digits_transformer"]
+
+
+def task_config(name: str, *overrides: str) -> dict:
+    return OmegaConf.to_container(compose("baseline_grid", [f"task={name}", *overrides]).task, resolve=True)
+
+
+@pytest.mark.parametrize("name", HELD_OUT)
+def test_a_held_out_task_trains_in_both_engines(name):
+    task = build_task(task_config(name, "task.max_steps=12", "task.eval_points=3", "task.valid_size=256"))
+    full = build_task(task_config(name))
+    assert 150 <= full.total_steps <= 2000  # one epoch of the full task
+    single = train_one_epoch(task, 0, hparams=HParams(lr=3e-3))
+    assert single.status == "done" and [r["step"] for r in single.curve] == [0, 4, 8, 12]
+    assert all(math.isfinite(r["valid_loss"]) for r in single.curve)
+    assert single.curve[-1]["valid_loss"] < single.curve[0]["valid_loss"]  # 12 steps at lr 3e-3 learn something
+    (member,) = train_batched(task, [0], hparams=[HParams(lr=3e-3)])  # vmappable (GRUs written with nn.Linear)
+    assert member.final_valid_loss == pytest.approx(single.final_valid_loss, rel=1e-4)
+
+
+def test_the_forecast_is_judged_on_weeks_after_the_training_weeks():
+    from lhopt_cli.tasks.data import co2_weekly
+
+    task = build_task(task_config("co2_forecast"))
+    window, horizon = int(task.cfg.window), int(task.cfg.horizon)
+    series = torch.from_numpy(co2_weekly())
+    cut = int(0.8 * len(series))
+    scaled = (series - series[:cut].mean()) / series[:cut].std()
+    assert task.x_train.shape[1:] == (window,) and task.y_train.shape[1:] == (horizon,)
+    assert float(task.y_train[-1, -1]) == pytest.approx(float(scaled[cut - 1]))  # training targets end at the cut
+    assert float(task.y_valid[0, 0]) == pytest.approx(float(scaled[cut]))  # validation targets start after it
+    assert float(task.y_valid[-1, -1]) == pytest.approx(float(scaled[-1]))
+
+
+def test_autoencoder_and_tabular_data_are_what_they_say():
+    from lhopt_cli.tasks.autoencoder import VALID_IMAGES
+    from lhopt_cli.tasks.data import GRAY_IMAGES
+
+    ae = build_task(task_config("patch_autoencoder"))
+    assert ae.x_train.shape == (2000 * (len(GRAY_IMAGES) - len(VALID_IMAGES)), 64) and torch.equal(ae.x_train, ae.y_train)
+    assert 0.0 <= float(ae.x_train.min()) and float(ae.x_train.max()) <= 1.0
+    fair = build_task(task_config("fair_tabular"))
+    assert set(fair.y_train.unique().tolist()) == {0, 1} and len(fair.x_train) + len(fair.x_valid) == 6366
+    assert fair.x_train.mean(0).abs().max() < 1e-4  # standardised on the training split
+    randhie = build_task(task_config("randhie_regression"))
+    assert len(randhie.x_train) + len(randhie.x_valid) == 20190 and float(randhie.y_train.min()) >= 0.0
