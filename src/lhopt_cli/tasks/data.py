@@ -115,9 +115,9 @@ def co2_weekly() -> np.ndarray:
     return series.to_numpy(np.float32)
 
 
-@lru_cache(maxsize=1)
-def statsmodels_table(name: str) -> "pd.DataFrame":
-    """A data set shipped inside statsmodels (e.g. 'fair', 'randhie') as a DataFrame."""
+@lru_cache(maxsize=None)
+def statsmodels_table(name: str):
+    """A data set shipped inside statsmodels (e.g. 'fair', 'randhie') as a pandas DataFrame."""
     sm = _package("statsmodels.api", "statsmodels")
     return getattr(sm.datasets, name).load_pandas().data
 
