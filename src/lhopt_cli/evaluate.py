@@ -49,11 +49,27 @@ def make_extra_optimizer(name: str):
     raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
 
 
-def grid_config(cfg: DictConfig, task: str, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
-    """The baseline grid's config for `task`, validated at the protocol's points (a task override
-    that contradicts them is refused)."""
+def suite_members(cfg: DictConfig, console: Console) -> list[dict]:
+    """The tasks to evaluate: the suite's members, or one member per name in `tasks`, each
+    {"id", "task" (a conf/task/ name), "params" (task.KEY values)}."""
+    if cfg.get("suite") is None:
+        if not cfg.tasks:
+            raise ConfigError("tasks=[] names no task; give task names or suite=test / suite=validation")
+        return [{"id": name, "task": name, "params": {}} for name in cfg.tasks]
+    suite = OmegaConf.to_container(cfg.suite, resolve=True)
+    if not suite["members"]:
+        family = f" (the task family '{suite['family']}')" if suite.get("family") else ""
+        raise ConfigError(f"suite '{suite['name']}' lists no tasks{family}; evaluate suite=validation or suite=test")
+    console.print(f"suite: {suite['name']} ({len(suite['members'])} tasks)")
+    return suite["members"]
+
+
+def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
+    """The baseline grid's config for a suite member, validated at the protocol's points (a task
+    override that contradicts them is refused)."""
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    overrides = [f"task={task}", f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
+    params = [f"task.{key}={json.dumps(value)}" for key, value in member["params"].items()]
+    overrides = [f"task={member['task']}", *params, f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
                  f"grid.lrs={grid['lrs']}", f"grid.schedules=[{','.join(grid['schedules'])}]"]
     if cfg.get("debug") is not None:  # the same debug values, overrides of them included
@@ -100,8 +116,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     store = ResultsStore(run_dir)
     summary, figures = [], []
-    for task_name in cfg.tasks:
-        gcfg = grid_config(cfg, task_name, grid_dir, protocol)
+    for member in suite_members(cfg, console):
+        task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
+        gcfg = grid_config(cfg, member, grid_dir, protocol)
         console.print(f"[bold]{task_name}[/bold]: AdamW grid ({grid_dir})")
         baseline_grid.run(gcfg, grid_dir, console)
         task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)

@@ -265,6 +265,20 @@ class PendingCommandConfig:
 
 
 @dataclass
+class SuiteMember:
+    id: str = "?"
+    task: str = "?"  # a conf/task/ name
+    params: dict[str, Any] = field(default_factory=dict)  # task.KEY=VALUE overrides
+
+
+@dataclass
+class SuiteConfig:
+    name: str = "?"
+    family: Optional[str] = None  # the train suite: a task family, not a list
+    members: list[SuiteMember] = field(default_factory=list)
+
+
+@dataclass
 class ProtocolSettings:
     """Checked against the policy file's observation protocol; None: the file's value."""
 
@@ -280,6 +294,7 @@ class EvaluateConfig:
     debug: Optional[DebugConfig] = None
     grid: GridConfig = field(default_factory=GridConfig)
     protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
+    suite: Optional[SuiteConfig] = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     policy: str = "default"
     tasks: list[str] = field(default_factory=lambda: ["mlp_mnist"])

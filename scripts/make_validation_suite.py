@@ -1,0 +1,54 @@
+"""Write conf/suite/validation.yaml: a fixed list of task instances sampled from the training family.
+
+    python scripts/make_validation_suite.py [--per-kind 2] [--seed 7000] [--out conf/suite/validation.yaml]
+
+Each kind the default family trains on gets `--per-kind` instances, drawn with the family's own
+sampler from a random stream (`--seed`) that meta-training never uses, so the suite holds tasks
+of the training distribution that no PPO update saw. The list is written out in full: later
+changes to the family do not change the suite.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from lhopt_cli.config import compose
+from lhopt_cli.tasks.families import TaskFamily
+
+RUN_KEYS = ("eval_points", "max_steps", "valid_size")  # set by the protocol and by debug, not by the suite
+
+
+def sample_members(per_kind: int, seed: int) -> list[dict]:
+    family_cfg = OmegaConf.to_container(compose("train_policy", []).task_family, resolve=True)
+    members = []
+    for kind in TaskFamily(family_cfg).names:
+        one_kind = TaskFamily({**family_cfg, "kinds": {kind: family_cfg["kinds"][kind]}, "exclude": []})
+        rng = np.random.default_rng([seed, len(members)])
+        for k in range(per_kind):
+            sampled = one_kind.sample(rng)
+            params = {key: value for key, value in sampled.items() if key not in RUN_KEYS and key != "name"}
+            members.append({"id": f"{kind}_{k}", "task": kind, "params": params})
+    return members
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-kind", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7000)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "conf" / "suite" / "validation.yaml"))
+    args = parser.parse_args()
+    members = sample_members(args.per_kind, args.seed)
+    header = (f"# The validation suite: {len(members)} instances of the training family ({args.per_kind} per kind), "
+              f"sampled with seed {args.seed}\n# by scripts/make_validation_suite.py. Checkpoints are chosen on "
+              "it; no PPO update ever runs on it.\n")
+    body = yaml.safe_dump({"name": "validation", "members": members}, sort_keys=False, width=120)
+    Path(args.out).write_text(header + body)
+    print(f"{args.out}: {len(members)} members")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Suites: train (the family), validation (family instances no PPO update sees), test (kinds the
+family never draws); `lhopt evaluate suite=...` runs a whole one."""
+import subprocess
+import sys
+
+import pandas as pd
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import LHOPT, REPO, lhopt_env
+from lhopt_cli.config import compose
+from lhopt_cli.tasks.families import TaskFamily
+
+
+def suite(name: str) -> dict:
+    return OmegaConf.to_container(compose("evaluate", [f"suite={name}"]).suite, resolve=True)
+
+
+def test_the_test_suite_holds_kinds_the_family_never_draws_and_validation_holds_only_family_kinds():
+    family = TaskFamily(OmegaConf.to_container(compose("train_policy", []).task_family, resolve=True))
+    test_kinds = [m["task"] for m in suite("test")["members"]]
+    assert len(test_kinds) >= 8 and not set(test_kinds) & set(family.names)
+    validation = suite("validation")["members"]
+    assert 10 <= len(validation) <= 12 and {m["task"] for m in validation} == set(family.names)
+    assert len({m["id"] for m in validation}) == len(validation)
+
+
+def test_the_validation_suite_is_what_its_script_samples(tmp_path):
+    out = tmp_path / "validation.yaml"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--out", str(out)],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load((REPO / "conf" / "suite" / "validation.yaml").read_text())
+
+
+def test_evaluate_runs_a_whole_suite(run_cli, smoke_policy, tmp_path):
+    result = run_cli("evaluate", "debug=smoke", "suite=test", f"policy={smoke_policy}", "seeds=[0]", "extra_baselines=[]",
+                     "grid.lrs=[1e-3]", "grid.schedules=[constant]", "executor.workers=1", f"run_dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.task.unique()) == [m["id"] for m in suite("test")["members"]]
+    assert set(summary.method) == {"best_baseline", "lhopt"}
+
+
+def test_a_suite_without_tasks_and_no_tasks_are_one_line(tmp_path):
+    for args, message in ((["suite=train"], "suite 'train' lists no tasks (the task family 'default')"),
+                          (["tasks=[]"], "tasks=[] names no task")):
+        proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", *args, f"run_dir={tmp_path / 'r'}"],
+                              capture_output=True, text=True, env=lhopt_env(), timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
