@@ -58,3 +58,29 @@ def test_meta_train_summary_tabulates_a_run(smoke_run, tmp_path):
     proc = script("meta_train_summary.py", str(smoke_run), "--block", "1", "--png", str(tmp_path / "curve.png"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(pd.read_csv(smoke_run / "meta_train.csv")) == 2 and (tmp_path / "curve.png").stat().st_size > 5_000
+
+
+def test_reference_grids_are_stored_reused_by_evaluate_and_reproducible(run_cli, smoke_policy, tmp_path):
+    import json
+
+    from lhopt_cli.inner import HParams, train_one_epoch
+    from lhopt_cli.inner.schedules import ScheduleHook
+    from lhopt_cli.results.store import load
+    from lhopt_cli.tasks import build_task
+
+    proc = script("make_reference_grids.py", "--suites", "test", "--members", "fair_tabular", "--seeds", "0",
+                  "--paper-only", "--out", str(tmp_path), "debug=smoke")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "test" / "MANIFEST.json").read_text())
+    assert manifest["calls"][0]["members"] == ["fair_tabular"] and "torch" in manifest["calls"][0]["packages"]
+    result = run_cli("evaluate", "debug=smoke", "tasks=[fair_tabular]", "seeds=[0]", f"policy={smoke_policy}",
+                     "extra_baselines=[]", f"grid_dir={tmp_path / 'test'}", f"run_dir={tmp_path / 'eval'}")
+    assert result.exit_code == 0, result.output
+    assert "All 35 runs are already done" in result.output  # only the policy ran
+    # one stored run recomputed from its own row gives the same curve
+    curves = load(tmp_path / "test")
+    run = curves[(curves.lr0 == 3e-3) & (curves.schedule == "cosine")].sort_values("step")
+    task = build_task(json.loads(run.task_params.iloc[0]))
+    base = HParams(lr=3e-3)  # the grid's other hyperparameters are AdamW's defaults, no clipping
+    again = train_one_epoch(task, 0, ScheduleHook("cosine", base), base)
+    assert [r["valid_loss"] for r in again.curve] == pytest.approx(run.valid_loss.tolist(), rel=1e-5)

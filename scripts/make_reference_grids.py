@@ -1,0 +1,80 @@
+"""Compute the stored reference grids: the 5 x 7 AdamW grid (and its extension to learning rates
+3e-2 and 1e-1) for every member of the validation and test suites, 3 seeds each.
+
+    python scripts/make_reference_grids.py                        # both suites, paper + extended lrs
+    python scripts/make_reference_grids.py --suites test --members co2_forecast --seeds 0
+    python scripts/make_reference_grids.py --out /tmp/g debug=smoke    # trailing args: Hydra overrides
+
+Runs go into one results store per suite (`benchmarks/grids/<suite>/`, Parquet), validated at the
+observation protocol's points (conf/controller: eval_points), so `lhopt evaluate suite=<suite>
+grid_dir=benchmarks/grids/<suite>` only runs the methods being compared. Rerunning resumes:
+finished runs are skipped. MANIFEST.json records the command, the package versions and the wall
+time of each call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from importlib.metadata import version
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from lhopt_cli import baseline_grid
+from lhopt_cli.config import compose
+
+PAPER_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+EXTENDED_LRS = PAPER_LRS + [3e-2, 1e-1]  # the stronger baseline: the same 7 schedules, lrs up to 1e-1
+REPO = Path(__file__).resolve().parents[1]
+
+
+def member_grid_config(member: dict, seeds: list[int], lrs: list[float], run_dir: Path, workers: int,
+                       overrides: list[str]):
+    eval_points = int(compose("train_policy", []).controller.eval_points)
+    params = [f"task.{key}={json.dumps(value)}" for key, value in member["params"].items()]
+    return compose("baseline_grid", [f"task={member['task']}", *params, f"task.eval_points={eval_points}",
+                                     f"seeds={seeds}", f"grid.lrs={lrs}", f"run_dir={run_dir}",
+                                     f"executor.workers={workers}", *overrides])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suites", nargs="+", default=["validation", "test"])
+    parser.add_argument("--members", nargs="*", help="only these member ids (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--paper-only", action="store_true", help="the 5 x 7 grid without the extended lrs")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "grids"))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every grid (e.g. debug=smoke)")
+    args = parser.parse_args()
+    console = Console(soft_wrap=True)
+    lrs = PAPER_LRS if args.paper_only else EXTENDED_LRS
+    for suite_name in args.suites:
+        suite = OmegaConf.to_container(compose("evaluate", [f"suite={suite_name}"]).suite, resolve=True)
+        members = [m for m in suite["members"] if not args.members or m["id"] in args.members]
+        run_dir = Path(args.out) / suite_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        for member in members:
+            console.print(f"[bold]{suite_name}/{member['id']}[/bold]")
+            cfg = member_grid_config(member, args.seeds, lrs, run_dir, args.workers, args.overrides)
+            baseline_grid.run(cfg, run_dir, console)
+        manifest_path = run_dir / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
+        manifest["calls"].append({
+            "command": "python scripts/make_reference_grids.py " + " ".join(sys.argv[1:]),
+            "date": date.today().isoformat(), "members": [m["id"] for m in members], "seeds": args.seeds, "lrs": lrs,
+            "wall_s": round(time.perf_counter() - start, 1), "machine": platform.machine(),
+            "packages": {name: version(name) for name in ("lhopt-cli", "torch", "numpy", "statsmodels",
+                                                          "scikit-image", "scikit-learn")}})
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+        console.print(f"{suite_name}: {len(members)} members in {run_dir} ({manifest['calls'][-1]['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
