@@ -2,6 +2,7 @@
 import subprocess
 
 import pandas as pd
+import pytest
 
 from conftest import LHOPT, lhopt_env
 from lhopt_cli.api import default_policy_path
@@ -13,12 +14,18 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert list(summary.columns) == ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule"]
+    assert list(summary.columns) == ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
+                                     "best_at_edge", "speedup_extended", "best_lr_extended"]
     assert set(summary.method) == {"best_baseline", "lhopt", "schedulefree", "prodigy"}
     assert (summary.speedup >= 0).all() and summary.loc[summary.method == "best_baseline", "speedup"].item() == 1.0
     grid = pd.read_parquet(tmp_path / "grid" / "runs.parquet")
-    best = grid.loc[grid.final_valid_loss.idxmin()]
+    assert sorted(grid.lr0.unique()) == pytest.approx([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])  # extended lrs too
+    paper = grid[grid.lr0 <= 1e-2 + 1e-12]
+    best = paper.loc[paper.final_valid_loss.idxmin()]
     assert summary.best_lr.iloc[0] == best.lr0 and summary.best_schedule.iloc[0] == best.schedule
+    assert summary.best_at_edge.iloc[0] == (best.lr0 in (1e-4, 1e-2))
+    assert summary.best_lr_extended.iloc[0] == grid.loc[grid.final_valid_loss.idxmin()].lr0
+    assert (summary.speedup_extended <= summary.speedup + 1e-9).all()  # a stronger baseline never flatters
     curves = load(tmp_path)
     assert set(curves.method) == {"lhopt", "schedulefree", "prodigy"} and (curves.step.max() == 8)
     decisions = pd.read_csv(tmp_path / "decisions_mlp_mnist_s0.csv")
@@ -37,7 +44,7 @@ def test_reuses_a_grid_from_grid_dir(run_cli, smoke_policy, tmp_path):
                    "executor.workers=1")
     assert grid.exit_code == 0
     result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
-                     f"grid_dir={tmp_path / 'grid'}", "extra_baselines=[]", f"run_dir={tmp_path / 'eval'}")
+                     f"grid_dir={tmp_path / 'grid'}", "extra_baselines=[]", "extended_lrs=[]", f"run_dir={tmp_path / 'eval'}")
     assert result.exit_code == 0, result.output
     assert "All 35 runs are already done" in result.output
     assert set(pd.read_csv(tmp_path / "eval" / "summary.csv").method) == {"best_baseline", "lhopt"}

@@ -69,14 +69,14 @@ def test_reference_grids_are_stored_reused_by_evaluate_and_reproducible(run_cli,
     from lhopt_cli.tasks import build_task
 
     proc = script("make_reference_grids.py", "--suites", "test", "--members", "fair_tabular", "--seeds", "0",
-                  "--paper-only", "--out", str(tmp_path), "debug=smoke")
+                  "--out", str(tmp_path), "debug=smoke")
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "test" / "MANIFEST.json").read_text())
     assert manifest["calls"][0]["members"] == ["fair_tabular"] and "torch" in manifest["calls"][0]["packages"]
     result = run_cli("evaluate", "debug=smoke", "tasks=[fair_tabular]", "seeds=[0]", f"policy={smoke_policy}",
                      "extra_baselines=[]", f"grid_dir={tmp_path / 'test'}", f"run_dir={tmp_path / 'eval'}")
     assert result.exit_code == 0, result.output
-    assert "All 35 runs are already done" in result.output  # only the policy ran
+    assert "All 49 runs are already done" in result.output  # paper and extended lrs stored: only the policy ran
     # one stored run recomputed from its own row gives the same curve
     curves = load(tmp_path / "test")
     run = curves[(curves.lr0 == 3e-3) & (curves.schedule == "cosine")].sort_values("step")

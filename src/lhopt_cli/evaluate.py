@@ -33,7 +33,8 @@ from .results.store import ResultsStore
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
-SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule"]
+SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
+                   "best_at_edge", "speedup_extended", "best_lr_extended"]
 
 
 def make_extra_optimizer(name: str):
@@ -71,7 +72,8 @@ def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: Observa
     params = [f"task.{key}={json.dumps(value)}" for key, value in member["params"].items()]
     overrides = [f"task={member['task']}", *params, f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
-                 f"grid.lrs={grid['lrs']}", f"grid.schedules=[{','.join(grid['schedules'])}]"]
+                 f"grid.lrs={sorted(set(grid['lrs']) | set(cfg.extended_lrs))}",
+                 f"grid.schedules=[{','.join(grid['schedules'])}]"]
     if cfg.get("debug") is not None:  # the same debug values, overrides of them included
         overrides += ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in
                                        OmegaConf.to_container(cfg.debug, resolve=True).items() if v is not None)]
@@ -146,7 +148,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         grid_curves = ResultsStore(grid_dir).curves  # with any shards a multirun wrote
         grid_curves = grid_curves[grid_curves.task_params == task_json]
         ours = store.curves[store.curves.task_params == task_json]
-        rows = summarize(task_name, cfg.seeds, grid_curves, ours)
+        rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs))
         summary += rows
         figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
         decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
@@ -161,38 +163,50 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     return table
 
 
-def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame) -> list[dict]:
-    """Per seed: the best baseline, and every other method's final loss and speedup over the grid."""
+def _best(curves: dict[str, pd.DataFrame], steps) -> pd.DataFrame:
+    """The curve of lowest smoothed final loss among the complete ones."""
+    finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
+    return curves[min(finals, key=finals.get) if finals else next(iter(curves))]
+
+
+def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame, paper_lrs: list[float]) -> list[dict]:
+    """Per seed: the best of the paper's grid (learning rates `paper_lrs`), and every other
+    method's final loss and speedup over that grid and over the whole stored grid (the extended
+    learning rates too); `best_at_edge` flags a paper-grid best at its lowest or highest lr."""
     rows = []
+    in_paper = np.isclose(grid_curves.lr0.to_numpy(float)[:, None], np.asarray(paper_lrs, float)[None]).any(1)
     for seed in seeds:
-        grid = grid_curves[grid_curves.seed == seed]
-        curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
-        steps = max(curves.values(), key=len).step.to_numpy()
-        baselines = [padded(c.valid_loss, len(steps)) for c in curves.values()]
-        finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
-        best_id = min(finals, key=finals.get) if finals else next(iter(curves))
-        best = curves[best_id]
-        base = {"task": task_name, "seed": seed, "best_lr": float(best.lr0.iloc[0]),
-                "best_schedule": best.schedule.iloc[0]}
-        rows.append({**base, "method": "best_baseline", "final_valid_loss": float(best.valid_loss.iloc[-1]),
-                     "speedup": speedup(steps, best.valid_loss.to_numpy(float), baselines)})
-        for method, g in ours[ours.seed == seed].groupby("method"):
-            g = g.sort_values("step")
-            rows.append({**base, "method": method, "final_valid_loss": float(g.valid_loss.iloc[-1]),
-                         "speedup": speedup(steps, padded(g.valid_loss, len(steps)), baselines)})
+        grids = {}
+        for name, part in (("paper", grid_curves[in_paper]), ("extended", grid_curves)):
+            curves = {rid: g.sort_values("step") for rid, g in part[part.seed == seed].groupby("run_id")}
+            steps = max(curves.values(), key=len).step.to_numpy()
+            grids[name] = (steps, [padded(c.valid_loss, len(steps)) for c in curves.values()], _best(curves, steps))
+        steps, baselines, best = grids["paper"]
+        _, extended, best_extended = grids["extended"]
+        best_lr = float(best.lr0.iloc[0])
+        base = {"task": task_name, "seed": seed, "best_lr": best_lr, "best_schedule": best.schedule.iloc[0],
+                "best_at_edge": bool(np.isclose(best_lr, [min(paper_lrs), max(paper_lrs)]).any()),
+                "best_lr_extended": float(best_extended.lr0.iloc[0])}
+        methods = [("best_baseline", best)] + [(m, g.sort_values("step")) for m, g in ours[ours.seed == seed].groupby("method")]
+        for method, curve in methods:
+            loss = padded(curve.valid_loss, len(steps))
+            rows.append({**base, "method": method, "final_valid_loss": float(curve.valid_loss.iloc[-1]),
+                         "speedup": speedup(steps, loss, baselines), "speedup_extended": speedup(steps, loss, extended)})
     return rows
 
 
 def print_summary(table: pd.DataFrame, console: Console) -> None:
     for task_name, rows in table.groupby("task", sort=False):
         shown = Table(title=f"{task_name}: speedup over the best of the AdamW grid (per seed)")
-        for column in ("method", "final valid loss (median)", "speedup per seed", "median [min, max]"):
+        for column in ("method", "final valid loss (median)", "speedup per seed", "median [min, max]",
+                       "vs extended grid"):
             shown.add_column(column, justify="left" if column == "method" else "right")
         best = rows[rows.method == "best_baseline"]
-        caption = ", ".join(f"seed {r.seed}: lr {r.best_lr:g} {r.best_schedule}" for r in best.itertuples())
+        caption = ", ".join(f"seed {r.seed}: lr {r.best_lr:g} {r.best_schedule}" + (" (grid edge)" * r.best_at_edge)
+                            for r in best.itertuples())
         shown.caption = f"best baseline per seed: {caption}"
         for method, group in rows.groupby("method", sort=False):
-            s = group.speedup.to_numpy(float)
+            s, e = group.speedup.to_numpy(float), group.speedup_extended.to_numpy(float)
             shown.add_row(method, f"{group.final_valid_loss.median():.4f}", " ".join(f"{v:.2f}x" for v in s),
-                          f"{np.median(s):.2f}x [{s.min():.2f}, {s.max():.2f}]")
+                          f"{np.median(s):.2f}x [{s.min():.2f}, {s.max():.2f}]", f"{np.median(e):.2f}x")
         console.print(shown)

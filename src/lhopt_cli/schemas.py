@@ -302,6 +302,7 @@ class EvaluateConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     grid_dir: Optional[str] = None
     extra_baselines: list[str] = field(default_factory=list)
+    extended_lrs: list[float] = field(default_factory=list)
     greedy: bool = True
     run_dir: Optional[str] = None
 
