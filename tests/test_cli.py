@@ -8,6 +8,9 @@ import yaml
 from conftest import LHOPT, lhopt_env
 from lhopt_cli.cli import main
 
+KNOWN_TASKS = ("algorithmic, char_lm, cnn_mnist, co2_forecast, code_lm, digits_transformer, fair_tabular, mlp_digits, "
+               "mlp_mnist, mnist1d_conv, nqm, patch_autoencoder, randhie_regression, resnet_mnist")
+
 
 def test_help_lists_all_four_commands(run_cli):
     result = run_cli("--help")
@@ -54,7 +57,7 @@ def test_every_train_policy_group_option_composes(run_cli, config_group):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("task=foo", "unknown task 'foo'; known: algorithmic, char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"),
+        ("task=foo", f"unknown task 'foo'; known: {KNOWN_TASKS}"),
         ("+foo=1", "Key 'foo' not in"),
         ("nonsense=1", "Could not override 'nonsense'"),
         ("task.batch_size=abc", "task.batch_size"),
@@ -83,7 +86,7 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
                           env=lhopt_env(), timeout=120, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown task 'foo'; known: algorithmic, char_lm, cnn_mnist, mlp_digits, mlp_mnist, mnist1d_conv, nqm"]
+        f"error: unknown task 'foo'; known: {KNOWN_TASKS}"]
 
 
 @pytest.mark.parametrize("command, group", [("scaling-fit", "experiment=scaling_char_lm"), ("evaluate", "debug=smoke"),
