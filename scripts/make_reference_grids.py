@@ -27,6 +27,7 @@ from rich.console import Console
 
 from lhopt_cli import baseline_grid
 from lhopt_cli.config import compose
+from lhopt_cli.evaluate import member_overrides
 
 PAPER_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 EXTENDED_LRS = PAPER_LRS + [3e-2, 1e-1]  # the stronger baseline: the same 7 schedules, lrs up to 1e-1
@@ -36,8 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 def member_grid_config(member: dict, seeds: list[int], lrs: list[float], run_dir: Path, workers: int,
                        overrides: list[str]):
     eval_points = int(compose("train_policy", []).controller.eval_points)
-    params = [f"task.{key}={json.dumps(value)}" for key, value in member["params"].items()]
-    return compose("baseline_grid", [f"task={member['task']}", *params, f"task.eval_points={eval_points}",
+    return compose("baseline_grid", [*member_overrides(member), f"task.eval_points={eval_points}",
                                      f"seeds={seeds}", f"grid.lrs={lrs}", f"run_dir={run_dir}",
                                      f"executor.workers={workers}", *overrides])
 

@@ -65,12 +65,16 @@ def suite_members(cfg: DictConfig, console: Console) -> list[dict]:
     return suite["members"]
 
 
+def member_overrides(member: dict) -> list[str]:
+    """A suite member as Hydra overrides of the baseline grid: task=NAME, then task.KEY=VALUE."""
+    return [f"task={member['task']}", *(f"task.{key}={json.dumps(value)}" for key, value in member["params"].items())]
+
+
 def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
     """The baseline grid's config for a suite member, validated at the protocol's points (a task
     override that contradicts them is refused)."""
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    params = [f"task.{key}={json.dumps(value)}" for key, value in member["params"].items()]
-    overrides = [f"task={member['task']}", *params, f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
+    overrides = [*member_overrides(member), f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
                  f"grid.lrs={sorted(set(grid['lrs']) | set(cfg.extended_lrs))}",
                  f"grid.schedules=[{','.join(grid['schedules'])}]"]
