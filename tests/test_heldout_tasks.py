@@ -39,11 +39,22 @@ def test_the_forecast_is_judged_on_weeks_after_the_training_weeks():
     window, horizon = int(task.cfg.window), int(task.cfg.horizon)
     series = torch.from_numpy(co2_weekly())
     cut = int(0.8 * len(series))
-    scaled = (series - series[:cut].mean()) / series[:cut].std()
+    h = horizon
+
+    def change(t: int, last: int) -> float:  # the series at week t relative to the last observed week
+        return float(series[t] - series[last])
+
     assert task.x_train.shape[1:] == (window,) and task.y_train.shape[1:] == (horizon,)
-    assert float(task.y_train[-1, -1]) == pytest.approx(float(scaled[cut - 1]))  # training targets end at the cut
-    assert float(task.y_valid[0, 0]) == pytest.approx(float(scaled[cut]))  # validation targets start after it
-    assert float(task.y_valid[-1, -1]) == pytest.approx(float(scaled[-1]))
+    assert float(task.y_train.std()) == pytest.approx(1.0, rel=1e-3)  # scaled by the training changes' spread
+    assert float(task.x_valid[0, -1]) == 0.0  # each window is relative to its last observed week
+    # training targets end at the cut; validation targets start after it and end with the series
+    assert float(task.y_train[-1, -1] / task.y_train[-1, 0]) == pytest.approx(
+        change(cut - 1, cut - 1 - h) / change(cut - h, cut - 1 - h), rel=1e-4)
+    assert float(task.y_valid[0, -1] / task.y_valid[0, 0]) == pytest.approx(
+        change(cut + h - 1, cut - 1) / change(cut, cut - 1), rel=1e-4)
+    n = len(series)
+    assert float(task.y_valid[-1, -1] / task.y_valid[-1, 0]) == pytest.approx(
+        change(n - 1, n - 1 - h) / change(n - h, n - 1 - h), rel=1e-4)
 
 
 def test_autoencoder_and_tabular_data_are_what_they_say():

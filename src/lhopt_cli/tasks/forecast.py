@@ -1,7 +1,9 @@
 """Forecasting a real time series: Mauna Loa CO2 (weekly, 1958-2001, shipped with statsmodels).
 
-From the last `window` weeks, predict the next `horizon` weeks (mean squared error on the
-standardised series). The first 80% of the weeks train, the last 20% validate: the model is
+From the last `window` weeks, predict the next `horizon` weeks (mean squared error). Each window
+is taken relative to its last observed week and scaled by the training windows' spread of the
+target changes, the usual way to make a trending series stationary, so a model learns the seasonal
+shape rather than the level. The first 80% of the weeks train, the last 20% validate: the model is
 judged on the future, as a forecaster is. A GRU reads the window and forecasts from its last step.
 """
 from __future__ import annotations
@@ -31,13 +33,14 @@ class Co2Forecast(ArrayRegressionTask):
         super().__init__(cfg)
         series = torch.from_numpy(co2_weekly())
         cut = int(0.8 * len(series))
-        mean, std = series[:cut].mean(), series[:cut].std()
-        series = (series - mean) / std
         window, horizon = int(self.cfg.window), int(self.cfg.horizon)
         span = window + horizon
         starts = torch.arange(len(series) - span + 1)
         pieces = series[starts[:, None] + torch.arange(span)]  # (N, window + horizon)
+        pieces = pieces - pieces[:, window - 1:window]  # relative to the last observed week
         train, valid = pieces[starts + span <= cut], pieces[starts >= cut - window]
+        scale = train[:, window:].std()
+        train, valid = train / scale, valid / scale
         self.x_train, self.y_train = train[:, :window], train[:, window:]
         self.x_valid, self.y_valid = valid[:, :window], valid[:, window:]
         self._limit_valid()
