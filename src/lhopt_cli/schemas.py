@@ -159,6 +159,14 @@ class DebugConfig:
     iterations: Optional[int] = None
     envs: Optional[int] = None
     decisions: Optional[list[int]] = None
+    validation_every: Optional[int] = None
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 10
+    suite: str = "validation"
+    seeds: list[int] = field(default_factory=lambda: [0])
 
 
 @dataclass
@@ -222,6 +230,7 @@ class TrainPolicyConfig:
     reward_extrapolation: float = 2.0
     resume: bool = False
     checkpoint_every: int = 5
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 @dataclass

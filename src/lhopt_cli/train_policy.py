@@ -1,14 +1,16 @@
 """The train-policy job: PPO meta-training of the controller over a task family.
 
 Writes <run_dir>/meta_train.csv (one row per PPO iteration), <run_dir>/checkpoint.pt (every
-`checkpoint_every` iterations, atomically) and <run_dir>/policy.pt at the end. `resume=true`
-continues from checkpoint.pt; iterations end on episode boundaries, so a resumed run takes
-the same path as an uninterrupted one with the same seed.
+`checkpoint_every` iterations, atomically), <run_dir>/best.pt (the best policy on the validation
+suite so far, validation.py) and <run_dir>/policy.pt at the end. `resume=true` continues from
+checkpoint.pt; iterations end on episode boundaries, so a resumed run takes the same path as an
+uninterrupted one with the same seed.
 """
 from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -25,9 +27,10 @@ from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
 from .executor import resolve_workers
 from .progress import progress_bar
 from .tasks.families import FamilyError, TaskFamily
+from .validation import ValidationSuite, validation_settings
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
-               "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s"]
+               "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s"]
 
 
 def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
@@ -109,9 +112,15 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     log_path = run_dir / "meta_train.csv"
     if not cfg.resume and (log_path.exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
+    every, suite_name, seeds = validation_settings(cfg)
+    validation = None
+    if every:
+        debug = OmegaConf.to_container(cfg.debug, resolve=True) if cfg.get("debug") is not None else None
+        validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
+                                     debug=debug, console=console)
     ppo = build(cfg)
     try:
-        _train(cfg, ppo, run_dir, checkpoint, log_path, console)
+        _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation)
     finally:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
@@ -135,7 +144,9 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
         raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with {fix}")
 
 
-def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console) -> None:
+def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console,
+           validation: ValidationSuite | None) -> None:
+    best = {"iteration": None, "validation_speedup": -math.inf}  # the policy best.pt holds
     if cfg.resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if "env" in state and state["ppo"].get("worker_states") is None:  # a one-env checkpoint of v0.1
@@ -145,6 +156,7 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
                               f"workers; resume it with workers={len(state['ppo']['worker_states'])}")
         check_resumed_protocol(cfg, state, checkpoint)
         ppo.load_state_dict(state["ppo"])
+        best = state.get("best", best)
         console.print(f"Resuming from iteration {ppo.iteration} of {ppo.cfg.iterations} ({checkpoint})")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
     with log_path.open("w", newline="") as handle:
@@ -156,12 +168,25 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
         task = bar.add_task("meta-training", total=ppo.cfg.iterations, completed=ppo.iteration)
 
         def on_iteration(stats: dict) -> None:
+            final = ppo.iteration == ppo.cfg.iterations
+            if validation is not None and (ppo.iteration % int(cfg.validation.every) == 0 or final):
+                start = time.perf_counter()
+                score, _ = validation.score(ppo.agent)
+                stats = {**stats, "validation_speedup": score, "validation_s": time.perf_counter() - start}
+                if score > best["validation_speedup"]:
+                    best.update(iteration=ppo.iteration, validation_speedup=score)
+                    config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
+                              "validation_speedup": score}
+                    save_policy(ppo.agent, run_dir / "best.pt", config, training_protocol(cfg))
+                console.print(f"iteration {ppo.iteration}: validation median speedup {score:.3f}x "
+                              f"(best {best['validation_speedup']:.3f}x at iteration {best['iteration']})")
             writer.writerow(stats)
             handle.flush()
             reward = stats["mean_episode_reward"]
             bar.update(task, advance=1, description=f"meta-training (reward {reward:+.2f})"
                        if math.isfinite(reward) else "meta-training")
-            if ppo.iteration % int(cfg.checkpoint_every) == 0 or ppo.iteration == ppo.cfg.iterations:
-                atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict()}, checkpoint)
+            if ppo.iteration % int(cfg.checkpoint_every) == 0 or final:
+                atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict(), "best": best},
+                            checkpoint)
 
         ppo.train(on_iteration)

@@ -1,0 +1,117 @@
+"""Checkpoint selection on the validation suite, during meta-training.
+
+Every `validation.every` PPO iterations, `lhopt train-policy` runs the current policy greedily
+on each member of the validation suite (conf/suite/validation.yaml: instances of the training
+family with their own seeds, never trained on) and scores it by the median, over members, of the
+median speedup over seeds against the best of the paper's 5 x 7 AdamW grid (results/speedup.py,
+the same numbers `lhopt evaluate suite=validation` reports). The test suite is refused here:
+nothing in training or selection may read it.
+
+The grids come from the stored reference grids (benchmarks/grids/<suite>/, made by
+scripts/make_reference_grids.py), read only; runs missing there (other seeds, debug sizes) are
+computed once into the run folder's own grid store.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from . import baseline_grid
+from .config import ConfigError, compose
+from .control.policy import RecurrentActorCritic
+from .control.protocol import ObservationProtocol
+from .control.rollout import run_policy
+from .evaluate import grid_config, summarize
+from .results.store import ResultsStore
+
+STORED_GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"  # a source checkout's stored grids
+
+
+@dataclass
+class _Member:
+    id: str
+    task_cfg: dict
+    grid_curves: pd.DataFrame  # the paper grid's curves of this member, every seed
+
+
+class ValidationSuite:
+    """The validation members with their AdamW grids, ready to score policies.
+
+    Args:
+        suite: a conf/suite/ name; `test` is refused (ConfigError), as is a suite without members.
+        seeds: the seeds each member runs with (the grid's seeds too).
+        protocol: the observation protocol of the policies scored (validation points, decisions).
+        grid_dir: where missing grid runs are computed (the stored grids are only read).
+        debug: the debug values of the job (`debug=smoke` sizes), or None.
+        stored: the stored grids' folder (default: benchmarks/grids/<suite> of a source checkout).
+    """
+
+    def __init__(self, suite: str, seeds: list[int], protocol: ObservationProtocol, grid_dir: Path,
+                 debug: dict | None = None, stored: Path | None = None, console: Console | None = None):
+        console = console or Console(soft_wrap=True)
+        if suite == "test":
+            raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
+        overrides = [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1"]
+        if debug is not None:
+            overrides += ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in debug.items() if v is not None)]
+        cfg = compose("evaluate", overrides)
+        if cfg.suite.name == "test" or not cfg.suite.members:
+            raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
+        self.seeds, self.protocol = list(seeds), protocol
+        self.paper_lrs = list(cfg.grid.lrs)
+        stored = Path(stored) if stored is not None else STORED_GRIDS / suite
+        stored_runs = ResultsStore(stored) if (stored / "runs.parquet").exists() else None
+        self.members: list[_Member] = []
+        for member in OmegaConf.to_container(cfg.suite.members, resolve=True):
+            gcfg = grid_config(cfg, member, grid_dir, protocol)
+            jobs = baseline_grid.plan(gcfg)
+            have = stored_runs.finished_ids() if stored_runs is not None else set()
+            missing = [job for job in jobs if job.run_id not in have]
+            if missing:
+                console.print(f"validation grid {member['id']}: {len(missing)} runs not stored, computing them once")
+                baseline_grid.run(gcfg, grid_dir, console, jobs=missing)
+            task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
+            task_json = json.dumps(task_cfg, sort_keys=True)
+            ids = {job.run_id for job in jobs}
+            frames = [s.curves for s in (stored_runs, ResultsStore(grid_dir)) if s is not None]
+            curves = pd.concat(frames, ignore_index=True)
+            curves = curves[(curves.task_params == task_json) & curves.run_id.isin(ids)].drop_duplicates(["run_id", "step"])
+            self.members.append(_Member(member["id"], task_cfg, curves))
+
+    def score(self, agent: RecurrentActorCritic) -> tuple[float, dict[str, float]]:
+        """The policy's greedy score: (median over members, {member id: median speedup over seeds}).
+
+        Runs under a forked RNG, so scoring does not change the meta-training that follows."""
+        per_member = {}
+        with torch.random.fork_rng(devices=[]):
+            numpy_state = np.random.get_state()
+            try:
+                for member in self.members:
+                    runs = run_policy(agent, member.task_cfg, self.seeds, self.protocol, greedy=True)
+                    ours = pd.DataFrame([{**point, "seed": seed, "method": "lhopt"}
+                                         for seed, run in zip(self.seeds, runs) for point in run.result.curve])
+                    rows = summarize(member.id, self.seeds, member.grid_curves, ours, self.paper_lrs)
+                    per_member[member.id] = float(np.median([r["speedup"] for r in rows if r["method"] == "lhopt"]))
+            finally:
+                np.random.set_state(numpy_state)
+        return float(np.median(list(per_member.values()))), per_member
+
+
+def validation_settings(cfg: DictConfig) -> tuple[int, str, list[int]]:
+    """(every, suite, seeds) from train-policy's `validation` group, checked (ConfigError)."""
+    v = cfg.validation
+    every = int(v.every)
+    if every < 0:
+        raise ConfigError(f"validation.every must be >= 0 (0: no validation), got {every}")
+    seeds = [int(s) for s in v.seeds]
+    if every and not seeds:
+        raise ConfigError("validation.seeds must list at least one seed")
+    return every, str(v.suite), seeds
+

@@ -1,0 +1,84 @@
+"""Checkpoint selection on the validation suite inside `lhopt train-policy` (validation.py):
+scores logged per validation pass, best.pt holding the best, stored grids read and never
+recomputed, the test suite refused."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from rich.console import Console
+
+from conftest import LHOPT, REPO, lhopt_env
+from lhopt_cli import train_policy
+from lhopt_cli.config import compose, make_run_dir
+from lhopt_cli.control.checkpoint import load_policy
+from lhopt_cli.validation import ValidationSuite
+
+SMOKE = {"max_steps": 8, "eval_points": 4, "valid_size": 128}
+
+
+def smoke_protocol():
+    return train_policy.training_protocol(compose("train_policy", ["debug=smoke"]))
+
+
+def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_resume(tmp_path):
+    overrides = ["debug=smoke", "ppo.iterations=4", "checkpoint_every=2", "validation.every=2",
+                 "validation.suite=smoke", "validation.seeds=[0,1]", f"run_dir={tmp_path}"]
+    cfg = compose("train_policy", overrides[:1] + ["ppo.iterations=2"] + overrides[2:])
+    make_run_dir(cfg)
+    train_policy.run(cfg, tmp_path, Console(quiet=True))  # iterations 1-2, then resumed to 4
+    cfg = compose("train_policy", [*overrides, "resume=true"])
+    train_policy.run(cfg, tmp_path, Console(quiet=True))
+    log = pd.read_csv(tmp_path / "meta_train.csv")
+    scored = log.dropna(subset=["validation_speedup"])
+    assert scored.iteration.tolist() == [2, 4] and (scored.validation_s > 0).all()
+    assert log.validation_speedup.isna().sum() == 2  # iterations 1 and 3 are not validated
+    agent, meta = load_policy(tmp_path / "best.pt")
+    best_row = scored.loc[scored.validation_speedup.idxmax()]  # the first of equal scores
+    assert meta["config"]["trained_iterations"] == best_row.iteration
+    assert meta["config"]["validation_speedup"] == pytest.approx(best_row.validation_speedup)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["best"] == {"iteration": int(best_row.iteration), "validation_speedup": pytest.approx(best_row.validation_speedup)}
+    # the file scores what the log says when the suite scores it again (greedy runs are deterministic)
+    suite = ValidationSuite("smoke", [0, 1], smoke_protocol(), tmp_path / "validation_grid", debug=SMOKE,
+                            stored=tmp_path / "none", console=Console(quiet=True))
+    score, per_member = suite.score(agent)
+    assert set(per_member) == {"nqm_small", "mlp_digits_small"}
+    assert score == pytest.approx(best_row.validation_speedup)
+
+
+def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path):
+    stored = tmp_path / "stored"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_reference_grids.py"), "--suites", "smoke",
+                           "--paper-only", "--seeds", "0", "--workers", "1", "--out", str(stored), "debug=smoke"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in (stored / "smoke").iterdir()}
+    own = tmp_path / "own"
+    suite = ValidationSuite("smoke", [0], smoke_protocol(), own, debug=SMOKE, stored=stored / "smoke",
+                            console=Console(quiet=True))
+    assert not own.exists()  # every run was stored: nothing computed
+    assert {p: p.stat().st_mtime_ns for p in (stored / "smoke").iterdir()} == before
+    assert [m.grid_curves.run_id.nunique() for m in suite.members] == [35, 35]
+    # one seed more than stored: only that seed's runs are computed, into the run's own grid store
+    suite = ValidationSuite("smoke", [0, 1], smoke_protocol(), own, debug=SMOKE, stored=stored / "smoke",
+                            console=Console(quiet=True))
+    runs = pd.read_parquet(own / "runs.parquet")
+    assert len(runs) == 70 and set(runs.seed) == {1}
+    assert [m.grid_curves.run_id.nunique() for m in suite.members] == [70, 70]
+    assert json.loads((stored / "smoke" / "MANIFEST.json").read_text())["calls"][0]["members"] == [
+        "nqm_small", "mlp_digits_small"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validation.suite=test"], "validation.suite=test: the test suite is only reported on"),
+    (["validation.every=-1"], "validation.every must be >= 0"),
+])
+def test_selection_never_reads_the_test_suite_and_bad_settings_are_one_line(tmp_path, args, message):
+    proc = subprocess.run([str(LHOPT), "train-policy", "debug=smoke", "validation.every=1", *args,
+                           f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "meta_train.csv").exists()
