@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 
 from conftest import LHOPT, REPO, lhopt_env
-from lhopt_cli import train_policy
+from lhopt_cli import baseline_grid, train_policy
 from lhopt_cli.config import compose, make_run_dir
 from lhopt_cli.control.checkpoint import load_policy
 from lhopt_cli.validation import ValidationSuite
@@ -49,7 +49,7 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert score == pytest.approx(best_row.validation_speedup)
 
 
-def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path):
+def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli, smoke_policy, monkeypatch):
     stored = tmp_path / "stored"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_reference_grids.py"), "--suites", "smoke",
                            "--paper-only", "--seeds", "0", "--workers", "1", "--out", str(stored), "debug=smoke"],
@@ -70,6 +70,15 @@ def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path):
     assert [m.grid_curves.run_id.nunique() for m in suite.members] == [70, 70]
     assert json.loads((stored / "smoke" / "MANIFEST.json").read_text())["calls"][0]["members"] == [
         "nqm_small", "mlp_digits_small"]
+    # `lhopt evaluate suite=...` reads the suite's stored grids the same way: only the policy runs
+    monkeypatch.setattr(baseline_grid, "STORED_GRIDS", stored)
+    result = run_cli("evaluate", "debug=smoke", "suite=smoke", f"policy={smoke_policy}", "seeds=[0]", "extended_lrs=[]",
+                     "extra_baselines=[]", f"run_dir={tmp_path / 'eval'}")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("35 of 35 grid runs read from") == 2 and not (tmp_path / "eval" / "grid").exists()
+    assert {p: p.stat().st_mtime_ns for p in (stored / "smoke").iterdir()} == before
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv")
+    assert list(summary.task.unique()) == ["nqm_small", "mlp_digits_small"] and summary.speedup.notna().all()
 
 
 @pytest.mark.parametrize("args, message", [

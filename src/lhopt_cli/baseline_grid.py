@@ -24,6 +24,9 @@ from .progress import progress_bar
 from .results.store import ResultsStore
 from .tasks import Task, build_task
 
+# The stored reference grids of the suites (scripts/make_reference_grids.py), in a source checkout
+STORED_GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
+
 
 @dataclass(frozen=True)
 class GridRun:
@@ -162,6 +165,24 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
                 bar.advance(progress, len(results))
     ids = {job.run_id for job in jobs}
     return grid_table(store.runs[store.runs.run_id.isin(ids)], cfg.grid.lrs, cfg.grid.schedules)
+
+
+def curves_reusing(cfg: DictConfig, run_dir: Path, stored: Path | None, console: Console) -> pd.DataFrame:
+    """The curves of every run of the grid `cfg`: read from the `stored` results store where it
+    holds them (never written: the reference grids stay as made), the rest run (or resumed) in
+    `run_dir`. With `stored` None this is `run` followed by reading `run_dir`."""
+    jobs = plan(cfg)
+    stored_store = ResultsStore(stored) if stored is not None and (Path(stored) / "runs.parquet").exists() else None
+    have = stored_store.finished_ids() if stored_store is not None else set()
+    missing = [job for job in jobs if job.run_id not in have]
+    if stored_store is not None:
+        console.print(f"{len(jobs) - len(missing)} of {len(jobs)} grid runs read from {stored}")
+    if missing:
+        run(cfg, run_dir, console, jobs=missing)
+    ids = {job.run_id for job in jobs}
+    stores = [s for s in (stored_store, ResultsStore(run_dir)) if s is not None]
+    curves = pd.concat([s.curves for s in stores], ignore_index=True)  # with any shards a multirun wrote
+    return curves[curves.run_id.isin(ids)].drop_duplicates(["run_id", "step"], keep="last")
 
 
 def grid_table(runs: pd.DataFrame, lrs, schedules) -> pd.DataFrame:

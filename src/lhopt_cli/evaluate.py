@@ -1,6 +1,7 @@
 """The evaluate job: a policy and extra baselines against the best of the AdamW grid.
 
-For each task: the grid (reused from `grid_dir` where it is already there), one policy run
+For each task: the grid (reused from `grid_dir` where it is already there; for a suite without
+`grid_dir`, read from its stored reference grids, benchmarks/grids/<suite>/), one policy run
 per seed (batched, from AdamW's defaults), the extra baselines; then speedups per seed
 (results/speedup.py), summary.csv, the curves in results.parquet and two figures per task.
 Rerunning with the same run_dir skips runs already stored.
@@ -120,13 +121,15 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
+    # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
+    stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
     store = ResultsStore(run_dir)
     summary, figures = [], []
     for member in suite_members(cfg, console):
         task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
         gcfg = grid_config(cfg, member, grid_dir, protocol)
         console.print(f"[bold]{task_name}[/bold]: AdamW grid ({grid_dir})")
-        baseline_grid.run(gcfg, grid_dir, console)
+        grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
         task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
         task_json = json.dumps(task_cfg, sort_keys=True)
         task = build_task(task_cfg)
@@ -149,7 +152,6 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
                 result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
                 store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
                                        task, result)])
-        grid_curves = ResultsStore(grid_dir).curves  # with any shards a multirun wrote
         grid_curves = grid_curves[grid_curves.task_params == task_json]
         ours = store.curves[store.curves.task_params == task_json]
         rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs))

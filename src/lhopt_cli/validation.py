@@ -29,9 +29,6 @@ from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .evaluate import grid_config, summarize
-from .results.store import ResultsStore
-
-STORED_GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"  # a source checkout's stored grids
 
 
 @dataclass
@@ -66,23 +63,12 @@ class ValidationSuite:
             raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
         self.seeds, self.protocol = list(seeds), protocol
         self.paper_lrs = list(cfg.grid.lrs)
-        stored = Path(stored) if stored is not None else STORED_GRIDS / suite
-        stored_runs = ResultsStore(stored) if (stored / "runs.parquet").exists() else None
+        stored = Path(stored) if stored is not None else baseline_grid.STORED_GRIDS / suite
         self.members: list[_Member] = []
         for member in OmegaConf.to_container(cfg.suite.members, resolve=True):
             gcfg = grid_config(cfg, member, grid_dir, protocol)
-            jobs = baseline_grid.plan(gcfg)
-            have = stored_runs.finished_ids() if stored_runs is not None else set()
-            missing = [job for job in jobs if job.run_id not in have]
-            if missing:
-                console.print(f"validation grid {member['id']}: {len(missing)} runs not stored, computing them once")
-                baseline_grid.run(gcfg, grid_dir, console, jobs=missing)
+            curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
-            task_json = json.dumps(task_cfg, sort_keys=True)
-            ids = {job.run_id for job in jobs}
-            frames = [s.curves for s in (stored_runs, ResultsStore(grid_dir)) if s is not None]
-            curves = pd.concat(frames, ignore_index=True)
-            curves = curves[(curves.task_params == task_json) & curves.run_id.isin(ids)].drop_duplicates(["run_id", "step"])
             self.members.append(_Member(member["id"], task_cfg, curves))
 
     def score(self, agent: RecurrentActorCritic) -> tuple[float, dict[str, float]]:
