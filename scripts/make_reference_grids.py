@@ -6,16 +6,17 @@
     python scripts/make_reference_grids.py --out /tmp/g debug=smoke    # trailing args: Hydra overrides
 
 Runs go into one results store per suite (`benchmarks/grids/<suite>/`, Parquet), validated at the
-observation protocol's points (conf/controller: eval_points), so `lhopt evaluate suite=<suite>
-grid_dir=benchmarks/grids/<suite>` only runs the methods being compared. Rerunning resumes:
-finished runs are skipped. MANIFEST.json records the command, the package versions and the wall
-time of each call.
+observation protocol's points (conf/controller: eval_points), so `lhopt evaluate suite=<suite>`
+(which reads them) only runs the methods being compared. Rerunning resumes: finished runs are
+skipped. MANIFEST.json records the command, the package versions, and the wall and CPU seconds of
+each member of each call (written after every member, so a killed call keeps its record).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import resource
 import sys
 import time
 from datetime import date
@@ -42,6 +43,12 @@ def member_grid_config(member: dict, seeds: list[int], lrs: list[float], run_dir
                                      f"executor.workers={workers}", *overrides])
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished worker processes (user + system)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["validation", "test"])
@@ -59,21 +66,29 @@ def main() -> None:
         members = [m for m in suite["members"] if not args.members or m["id"] in args.members]
         run_dir = Path(args.out) / suite_name
         run_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+        manifest_path = run_dir / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
+        call = {"command": "python scripts/make_reference_grids.py " + " ".join(sys.argv[1:]),
+                "date": date.today().isoformat(), "seeds": args.seeds, "lrs": lrs, "machine": platform.machine(),
+                "packages": {name: version(name) for name in ("lhopt-cli", "torch", "numpy", "statsmodels",
+                                                              "scikit-image", "scikit-learn")},
+                "members": [], "member_wall_s": {}, "member_cpu_s": {}}
+        manifest["calls"].append(call)
         for member in members:
             console.print(f"[bold]{suite_name}/{member['id']}[/bold]")
             cfg = member_grid_config(member, args.seeds, lrs, run_dir, args.workers, args.overrides)
+            start, cpu = time.perf_counter(), cpu_seconds()
             baseline_grid.run(cfg, run_dir, console)
-        manifest_path = run_dir / "MANIFEST.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
-        manifest["calls"].append({
-            "command": "python scripts/make_reference_grids.py " + " ".join(sys.argv[1:]),
-            "date": date.today().isoformat(), "members": [m["id"] for m in members], "seeds": args.seeds, "lrs": lrs,
-            "wall_s": round(time.perf_counter() - start, 1), "machine": platform.machine(),
-            "packages": {name: version(name) for name in ("lhopt-cli", "torch", "numpy", "statsmodels",
-                                                          "scikit-image", "scikit-learn")}})
-        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-        console.print(f"{suite_name}: {len(members)} members in {run_dir} ({manifest['calls'][-1]['wall_s']} s)")
+            call["members"].append(member["id"])
+            call["member_wall_s"][member["id"]] = round(time.perf_counter() - start, 1)
+            call["member_cpu_s"][member["id"]] = round(cpu_seconds() - cpu, 1)
+            call["wall_s"] = round(sum(call["member_wall_s"].values()), 1)
+            call["cpu_s"] = round(sum(call["member_cpu_s"].values()), 1)
+            tmp = manifest_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+            tmp.replace(manifest_path)
+        console.print(f"{suite_name}: {len(members)} members in {run_dir} ({call.get('wall_s', 0)} s, "
+                      f"{call.get('cpu_s', 0)} CPU s)")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_reference_grids_are_stored_reused_by_evaluate_and_reproducible(run_cli,
                   "--out", str(tmp_path), "debug=smoke")
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "test" / "MANIFEST.json").read_text())
-    assert manifest["calls"][0]["members"] == ["fair_tabular"] and "torch" in manifest["calls"][0]["packages"]
+    call = manifest["calls"][0]
+    assert call["members"] == ["fair_tabular"] and "torch" in call["packages"] and call["cpu_s"] > 0
     result = run_cli("evaluate", "debug=smoke", "tasks=[fair_tabular]", "seeds=[0]", f"policy={smoke_policy}",
                      "extra_baselines=[]", f"grid_dir={tmp_path / 'test'}", f"run_dir={tmp_path / 'eval'}")
     assert result.exit_code == 0, result.output
