@@ -1,62 +1,87 @@
-"""Speedup of a policy over the best of the 5 x 7 AdamW grid on the held-out benchmark tasks.
+"""Speedups on the held-out test suite: a policy, Prodigy and Schedule-Free against the best of
+the 5 x 7 AdamW grid and against the extended grid (learning rates up to 1e-1).
 
-    python scripts/bench_speedup.py                      # the bundled policy, 5 tasks x 3 seeds
-    python scripts/bench_speedup.py --policy outputs/default_policy/policy.pt --label it500
-    python scripts/bench_speedup.py --markdown           # also a table to paste into docs/results.md
+    python scripts/bench_speedup.py                      # the bundled policy, the test suite, 3 seeds
+    python scripts/bench_speedup.py --policy outputs/run/best.pt --label best [--greedy|--sampled]
+    python scripts/bench_speedup.py --suite validation   # the suite checkpoints are chosen on
+    python scripts/bench_speedup.py --out /tmp/b --suite smoke --seeds 0 debug=smoke   # trailing: Hydra overrides
 
-Runs `lhopt evaluate` (the real CLI) with one grid store shared by every policy benchmarked
-(outputs/bench-speedup/grid: the 525 baseline runs are trained once), then prints, per task, the
-median speedup over the seeds with its range, and the goals: median over tasks >= 1.5x, every
-task >= 1.0x. char_lm is the modality the default policy never saw in meta-training.
+Runs `lhopt evaluate suite=<suite>` (the real CLI): the suite's stored reference grids
+(benchmarks/grids/<suite>/) are read, so only the compared methods run. Prints per task the median
+[min, max] over seeds of each method's speedup, the median against the extended grid and whether
+the grid's best lies on its edge; then per method the median over tasks and the worst task, and the
+goals (median over tasks >= 1.5x, every task >= 1.0x). Writes speedup_<suite>.md (the table) and
+speedup_<suite>.png (speedup per task with its spread, one colour per method) into the run folder.
 """
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
+import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-TASKS = ["mlp_mnist", "cnn_mnist", "mnist1d_conv", "nqm", "char_lm"]
+from lhopt_cli.plots import speedup_plot
+
 GOAL_MEDIAN, GOAL_EVERY = 1.5, 1.0
 
 
-def evaluate(policy: str, label: str, tasks: list[str], seeds: list[int], out: Path, greedy: bool | None,
-             workers: int | None) -> pd.DataFrame:
-    run_dir = out / label
-    command = [sys.executable, "-m", "lhopt_cli", "evaluate", f"policy={policy}", f"tasks=[{','.join(tasks)}]",
-               f"seeds=[{','.join(map(str, seeds))}]", f"grid_dir={out / 'grid'}", f"run_dir={run_dir}"]
-    if greedy is not None:  # otherwise evaluate's default
-        command.append(f"greedy={str(greedy).lower()}")
-    if workers:
-        command.append(f"executor.workers={workers}")
-    print("$ lhopt " + " ".join(command[3:]), flush=True)
+def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
+    run_dir = args.out / args.label
+    command = [sys.executable, "-m", "lhopt_cli", "evaluate", f"policy={args.policy}", f"suite={args.suite}",
+               f"seeds=[{','.join(map(str, args.seeds))}]", f"run_dir={run_dir}", *args.overrides]
+    if args.greedy is not None:  # otherwise evaluate's default
+        command.append(f"greedy={str(args.greedy).lower()}")
+    if args.workers:
+        command.append(f"executor.workers={args.workers}")
+    shown = "lhopt " + " ".join(command[3:])
+    print("$ " + shown, flush=True)
     subprocess.run(command, check=True)
-    return pd.read_csv(run_dir / "summary.csv")
+    return pd.read_csv(run_dir / "summary.csv"), shown
 
 
 def per_task(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, method): speedup median, min, max over seeds; median against the
+    extended grid; whether any seed's paper-grid best lies on the grid's edge."""
     rows = []
     for (task, method), group in summary.groupby(["task", "method"], sort=False):
         s = group.speedup.to_numpy(float)
         rows.append({"task": task, "method": method, "median": float(np.median(s)), "min": float(s.min()),
-                     "max": float(s.max()), "final_loss": float(group.final_valid_loss.median())})
+                     "max": float(s.max()), "extended": float(np.median(group.speedup_extended.to_numpy(float))),
+                     "edge": bool(group.best_at_edge.any()), "final_loss": float(group.final_valid_loss.median())})
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
-    methods = [m for m in table.method.unique() if m != "best_baseline"]
-    lines = ["| task | best of 35 (seed 0) | " + " | ".join(methods) + " |",
+def overall(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the median over tasks of the per-task medians (against both grids), the worst task."""
+    rows = []
+    for method, group in table.groupby("method", sort=False):
+        worst = group.loc[group["median"].idxmin()]
+        rows.append({"method": method, "median": float(group["median"].median()),
+                     "extended": float(group["extended"].median()), "worst_task": worst.task,
+                     "worst": float(worst["median"])})
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame, summary: pd.DataFrame, totals: pd.DataFrame) -> str:
+    methods = list(totals.method)
+    lines = ["| task | best of 35 (seed 0) | " + " | ".join(f"{m} (vs extended)" for m in methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for task in table.task.unique():
         best = summary[(summary.task == task) & (summary.method == "best_baseline")].iloc[0]
+        edge = " (edge)" if table[table.task == task].edge.any() else ""
         cells = []
         for method in methods:
             r = table[(table.task == task) & (table.method == method)].iloc[0]
-            cells.append(f"{r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]")
-        lines.append(f"| {task} | lr {best.best_lr:g} {best.best_schedule} | " + " | ".join(cells) + " |")
+            cells.append(f"{r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}] ({r['extended']:.2f}x)")
+        lines.append(f"| {task} | lr {best.best_lr:g} {best.best_schedule}{edge} | " + " | ".join(cells) + " |")
+    lines.append("| **median over tasks** | | " + " | ".join(
+        f"**{r.median:.2f}x** ({r.extended:.2f}x)" for r in totals.itertuples()) + " |")
+    lines.append("| worst task | | " + " | ".join(f"{r.worst_task} {r.worst:.2f}x" for r in totals.itertuples()) + " |")
     return "\n".join(lines)
 
 
@@ -64,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="default", help="a policy.pt, or `default` (the bundled one)")
     parser.add_argument("--label", default="bundled", help="names the run folder under --out")
-    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--suite", default="test", help="test (reported on), validation (chosen on), smoke")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench-speedup"))
     actions = parser.add_mutually_exclusive_group()
@@ -72,25 +97,39 @@ def main() -> None:
                          help="argmax actions (evaluate's default)")
     actions.add_argument("--sampled", dest="greedy", action="store_const", const=False,
                          help="actions sampled from the policy (seeded)")
-    parser.add_argument("--workers", type=int, help="grid worker processes (default: the executor's)")
+    parser.add_argument("--workers", type=int, help="grid worker processes for runs not stored (default: the executor's)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for lhopt evaluate (e.g. debug=smoke)")
     args = parser.parse_args()
 
-    summary = evaluate(args.policy, args.label, args.tasks, args.seeds, args.out, args.greedy, args.workers)
+    start = time.perf_counter()
+    summary, command = evaluate(args)
+    wall = time.perf_counter() - start
     table = per_task(summary)
-    print(f"\nspeedup over the best of 35 (median over seeds {args.seeds} [min, max]); policy: {args.policy}")
-    print(f"{'task':<14}{'method':<16}{'speedup':>24}{'final loss':>12}")
-    for r in table.itertuples():
-        if r.method != "best_baseline":
-            print(f"{r.task:<14}{r.method:<16}{f'{r.median:.2f}x [{r.min:.2f}, {r.max:.2f}]':>24}{r.final_loss:>12.4f}")
-    lhopt = table[table.method == "lhopt"].set_index("task")["median"]
-    overall = float(np.median(lhopt))
-    worst = lhopt.idxmin()
-    print(f"\nlhopt: median over tasks {overall:.2f}x (goal >= {GOAL_MEDIAN}x: {'met' if overall >= GOAL_MEDIAN else 'not met'}); "
-          f"worst task {worst} {lhopt[worst]:.2f}x (goal every task >= {GOAL_EVERY}x: "
-          f"{'met' if lhopt.min() >= GOAL_EVERY else 'not met'})")
+    compared = table[table.method != "best_baseline"]
+    totals = overall(compared)
+    print(f"\nspeedup over the best of 35 (median over seeds {args.seeds} [min, max]; vs the extended grid), "
+          f"suite {args.suite}, policy {args.policy}")
+    print(f"{'task':<28}{'method':<14}{'speedup':>24}{'vs extended':>13}{'final loss':>12}")
+    for r in compared.itertuples():
+        print(f"{r.task + (' (edge)' if r.edge else ''):<28}{r.method:<14}"
+              f"{f'{r.median:.2f}x [{r.min:.2f}, {r.max:.2f}]':>24}{f'{r.extended:.2f}x':>13}{r.final_loss:>12.4f}")
+    print()
+    for r in totals.itertuples():
+        print(f"{r.method:<14} median over tasks {r.median:.2f}x (vs extended {r.extended:.2f}x); "
+              f"worst task {r.worst_task} {r.worst:.2f}x")
+    lhopt = totals.set_index("method").loc["lhopt"]
+    print(f"lhopt goals: median over tasks >= {GOAL_MEDIAN}x {'met' if lhopt['median'] >= GOAL_MEDIAN else 'NOT met'}; "
+          f"every task >= {GOAL_EVERY}x {'met' if lhopt['worst'] >= GOAL_EVERY else 'NOT met'}")
+    run_dir = args.out / args.label
+    figure = speedup_plot(compared, f"{args.suite} suite, policy {args.policy}: median [min, max] over seeds {args.seeds}",
+                          run_dir / f"speedup_{args.suite}.png")
+    table_md = markdown(table, summary, totals)
+    (run_dir / f"speedup_{args.suite}.md").write_text(
+        f"{date.today().isoformat()}, `{command}`, {wall:.0f} s\n\n{table_md}\n")
+    print(f"\nwall time {wall:.0f} s; figure {figure}; table {run_dir / f'speedup_{args.suite}.md'}")
     if args.markdown:
-        print("\n" + markdown(table, summary))
+        print("\n" + table_md)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,20 @@ def test_reference_grids_are_stored_reused_by_evaluate_and_reproducible(run_cli,
     base = HParams(lr=3e-3)  # the grid's other hyperparameters are AdamW's defaults, no clipping
     again = train_one_epoch(task, 0, ScheduleHook("cosine", base), base)
     assert [r["valid_loss"] for r in again.curve] == pytest.approx(run.valid_loss.tolist(), rel=1e-5)
+
+
+def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smoke_policy, tmp_path):
+    proc = script("bench_speedup.py", "--policy", str(smoke_policy), "--label", "smoke", "--suite", "smoke",
+                  "--seeds", "0", "1", "--out", str(tmp_path), "--markdown", "debug=smoke")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "smoke"
+    summary = pd.read_csv(run / "summary.csv")
+    assert set(summary.method) == {"best_baseline", "lhopt", "prodigy", "schedulefree"} and set(summary.seed) == {0, 1}
+    for method in ("lhopt", "prodigy", "schedulefree"):
+        s = summary[(summary.method == method) & (summary.task == "nqm_small")].speedup
+        assert f"{s.median():.2f}x [{s.min():.2f}, {s.max():.2f}]" in proc.stdout  # the table shows the seeds' spread
+        assert f"{method:<14} median over tasks" in proc.stdout
+    assert "lhopt goals: median over tasks >= 1.5x" in proc.stdout
+    table = (run / "speedup_smoke.md").read_text()
+    assert "| nqm_small |" in table and "| mlp_digits_small |" in table and "**median over tasks**" in table
+    assert (run / "speedup_smoke.png").stat().st_size > 10_000

@@ -131,3 +131,26 @@ def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
     ax.set_title("L(N, D) = E + A / N^alpha + B / D^beta")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def speedup_plot(table: pd.DataFrame, title: str, path: Path) -> Path:
+    """Speedup per task (log scale), one colour per method: the median over seeds as a dot, the
+    seeds' [min, max] as a bar; 1x (the best of the grid) as a line.
+
+    `table`: one row per (task, method) with columns task, method, median, min, max."""
+    tasks, methods = list(dict.fromkeys(table.task)), list(dict.fromkeys(table.method))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) + 2), 4.2))
+    width = 0.8 / max(len(methods), 1)
+    for k, method in enumerate(methods):
+        rows = table[table.method == method].set_index("task").reindex(tasks)
+        x = np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width
+        spread = np.vstack([rows["median"] - rows["min"], rows["max"] - rows["median"]]).clip(min=0)
+        ax.errorbar(x, rows["median"], yerr=spread, fmt="o", capsize=3, label=method, color=f"C{k}")
+    ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_ylabel("speedup over the best AdamW grid run")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    return _save(fig, path)
