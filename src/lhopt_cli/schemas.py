@@ -164,7 +164,7 @@ class DebugConfig:
 
 @dataclass
 class ValidationConfig:
-    every: int = 10
+    every: int = 25
     suite: str = "validation"
     seeds: list[int] = field(default_factory=lambda: [0])
 

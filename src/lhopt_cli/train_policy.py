@@ -190,3 +190,9 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
                             checkpoint)
 
         ppo.train(on_iteration)
+    if validation is not None:  # its cost, from the whole log (a resumed run's earlier rows too)
+        rows = _log_rows(log_path, ppo.iteration)
+        spent = sum(float(r["validation_s"] or 0) for r in rows)
+        total = spent + sum(float(r["rollout_s"]) + float(r["update_s"]) for r in rows)
+        console.print(f"validation: {spent:.0f} s of {total:.0f} s ({spent / max(total, 1e-9):.0%}); best.pt: "
+                      f"{best['validation_speedup']:.3f}x at iteration {best['iteration']}")
