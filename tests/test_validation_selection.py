@@ -12,9 +12,9 @@ from rich.console import Console
 
 from conftest import LHOPT, REPO, lhopt_env
 from lhopt_cli import baseline_grid, train_policy
-from lhopt_cli.config import compose, make_run_dir
+from lhopt_cli.config import ConfigError, compose, make_run_dir
 from lhopt_cli.control.checkpoint import load_policy
-from lhopt_cli.validation import ValidationSuite
+from lhopt_cli.validation import ValidationSuite, refuse_test_tasks
 
 SMOKE = {"max_steps": 8, "eval_points": 4, "valid_size": 128}
 
@@ -91,3 +91,10 @@ def test_selection_never_reads_the_test_suite_and_bad_settings_are_one_line(tmp_
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "meta_train.csv").exists()
+
+
+def test_a_validation_suite_holding_a_test_task_is_refused():
+    refuse_test_tasks("smoke", [{"id": "a", "task": "nqm", "params": {}}])  # family tasks pass
+    with pytest.raises(ConfigError, match=r"validation.suite=mine holds test-suite tasks \(char_lm, code_lm\)"):
+        refuse_test_tasks("mine", [{"id": "a", "task": "code_lm", "params": {}}, {"id": "b", "task": "char_lm", "params": {}},
+                                   {"id": "c", "task": "nqm", "params": {}}])

@@ -38,11 +38,21 @@ class _Member:
     grid_curves: pd.DataFrame  # the paper grid's curves of this member, every seed
 
 
+def refuse_test_tasks(suite: str, members: list[dict]) -> None:
+    """ConfigError if any member is a task of the test suite: selection never reads it."""
+    test_tasks = {m["task"] for m in OmegaConf.to_container(compose("evaluate", ["suite=test"]).suite.members)}
+    leaked = sorted({m["task"] for m in members} & test_tasks)
+    if leaked:
+        raise ConfigError(f"validation.suite={suite} holds test-suite tasks ({', '.join(leaked)}): "
+                          "selection never reads the test suite")
+
+
 class ValidationSuite:
     """The validation members with their AdamW grids, ready to score policies.
 
     Args:
-        suite: a conf/suite/ name; `test` is refused (ConfigError), as is a suite without members.
+        suite: a conf/suite/ name; `test`, a suite holding any of the test suite's tasks, and a suite
+            without members are refused (ConfigError).
         seeds: the seeds each member runs with (the grid's seeds too).
         protocol: the observation protocol of the policies scored (validation points, decisions).
         grid_dir: where missing grid runs are computed (the stored grids are only read).
@@ -61,6 +71,7 @@ class ValidationSuite:
         cfg = compose("evaluate", overrides)
         if cfg.suite.name == "test" or not cfg.suite.members:
             raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
+        refuse_test_tasks(suite, OmegaConf.to_container(cfg.suite.members, resolve=True))
         self.seeds, self.protocol = list(seeds), protocol
         self.paper_lrs = list(cfg.grid.lrs)
         stored = Path(stored) if stored is not None else baseline_grid.STORED_GRIDS / suite
