@@ -6,6 +6,7 @@ takes the composed config only, so a `hydra.main` entry point can launch it as w
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     return validate(cfg)
+
+
+def debug_overrides(debug: DictConfig | dict | None) -> list[str]:
+    """Overrides that carry a job's debug values (debug=smoke and any explicit debug.KEY) into
+    another config it composes; [] when the job has no debug values."""
+    if debug is None:
+        return []
+    values = OmegaConf.to_container(debug, resolve=True) if isinstance(debug, DictConfig) else debug
+    return ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in values.items() if v is not None)]
 
 
 def _check_group_choices(overrides: list[str]) -> None:

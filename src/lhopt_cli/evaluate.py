@@ -23,7 +23,7 @@ from rich.table import Table
 
 from . import baseline_grid
 from .api import default_policy_path
-from .config import ConfigError, compose
+from .config import ConfigError, compose, debug_overrides
 from .control.checkpoint import load_policy, policy_protocol
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
@@ -79,9 +79,7 @@ def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: Observa
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
                  f"grid.lrs={sorted(set(grid['lrs']) | set(cfg.extended_lrs))}",
                  f"grid.schedules=[{','.join(grid['schedules'])}]"]
-    if cfg.get("debug") is not None:  # the same debug values, overrides of them included
-        overrides += ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in
-                                       OmegaConf.to_container(cfg.debug, resolve=True).items() if v is not None)]
+    overrides += debug_overrides(cfg.get("debug"))  # the same debug values, overrides of them included
     overrides += list(cfg.task_overrides)
     if any(o.split("=")[0].lstrip("+~") == "task.eval_points" for o in cfg.task_overrides):
         protocol.check("task_overrides", eval_points=int(compose("baseline_grid", overrides).task.eval_points))

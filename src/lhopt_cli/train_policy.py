@@ -115,9 +115,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     every, suite_name, seeds = validation_settings(cfg)
     validation = None
     if every:
-        debug = OmegaConf.to_container(cfg.debug, resolve=True) if cfg.get("debug") is not None else None
         validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
-                                     debug=debug, console=console)
+                                     debug=cfg.get("debug"), console=console)
     ppo = build(cfg)
     try:
         _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation)

@@ -13,7 +13,6 @@ computed once into the run folder's own grid store.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from . import baseline_grid
-from .config import ConfigError, compose
+from .config import ConfigError, compose, debug_overrides
 from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
@@ -56,19 +55,17 @@ class ValidationSuite:
         seeds: the seeds each member runs with (the grid's seeds too).
         protocol: the observation protocol of the policies scored (validation points, decisions).
         grid_dir: where missing grid runs are computed (the stored grids are only read).
-        debug: the debug values of the job (`debug=smoke` sizes), or None.
+        debug: the debug values of the job (`debug=smoke` sizes; a dict or DictConfig), or None.
         stored: the stored grids' folder (default: benchmarks/grids/<suite> of a source checkout).
     """
 
     def __init__(self, suite: str, seeds: list[int], protocol: ObservationProtocol, grid_dir: Path,
-                 debug: dict | None = None, stored: Path | None = None, console: Console | None = None):
+                 debug: DictConfig | dict | None = None, stored: Path | None = None, console: Console | None = None):
         console = console or Console(soft_wrap=True)
         if suite == "test":
             raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
-        overrides = [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1"]
-        if debug is not None:
-            overrides += ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in debug.items() if v is not None)]
-        cfg = compose("evaluate", overrides)
+        cfg = compose("evaluate", [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1",
+                                   *debug_overrides(debug)])
         if cfg.suite.name == "test" or not cfg.suite.members:
             raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
         refuse_test_tasks(suite, OmegaConf.to_container(cfg.suite.members, resolve=True))
