@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
@@ -49,3 +50,42 @@ def test_a_suite_without_tasks_and_no_tasks_are_one_line(tmp_path):
                               capture_output=True, text=True, env=lhopt_env(), timeout=120)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+
+
+def reference_grid_jobs(suite_name: str, member: dict):
+    """The runs scripts/make_reference_grids.py plans for a suite member (the stored grids' recipe)."""
+    import importlib.util
+
+    from lhopt_cli import baseline_grid
+
+    spec = importlib.util.spec_from_file_location("make_reference_grids", REPO / "scripts" / "make_reference_grids.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cfg = script.member_grid_config(member, [0, 1, 2], script.EXTENDED_LRS, REPO / "unused", 1, [])
+    return baseline_grid.plan(cfg)
+
+
+@pytest.mark.parametrize("suite_name", ["validation", "test"])
+def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
+    from lhopt_cli.results.store import ResultsStore
+
+    store = ResultsStore(REPO / "benchmarks" / "grids" / suite_name)
+    done = store.finished_ids()
+    for member in suite(suite_name)["members"]:
+        jobs = reference_grid_jobs(suite_name, member)
+        assert len(jobs) == 3 * 7 * 7  # 3 seeds x (5 paper + 2 extended lrs) x 7 schedules
+        assert {job.run_id for job in jobs} <= done, f"{suite_name}/{member['id']}: stored grid incomplete"
+
+
+@pytest.mark.parametrize("suite_name, member_id", [("validation", "mlp_digits_0"), ("test", "fair_tabular")])
+def test_a_stored_reference_run_recomputes_to_the_same_curve(suite_name, member_id):
+    from lhopt_cli import baseline_grid
+    from lhopt_cli.results.store import ResultsStore
+
+    member = next(m for m in suite(suite_name)["members"] if m["id"] == member_id)
+    job = next(j for j in reference_grid_jobs(suite_name, member) if (j.lr, j.schedule, j.seed) == (3e-3, "cosine", 1))
+    curves = ResultsStore(REPO / "benchmarks" / "grids" / suite_name).curves
+    stored = curves[curves.run_id == job.run_id].sort_values("step")
+    (run, curve), = baseline_grid.execute([job])  # alone, where the grid may have batched it
+    assert run["status"] == "done" and [p["step"] for p in curve] == stored.step.tolist()
+    assert [p["valid_loss"] for p in curve] == pytest.approx(stored.valid_loss.tolist(), rel=1e-5)
