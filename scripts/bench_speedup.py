@@ -11,7 +11,8 @@ Runs `lhopt evaluate suite=<suite>` (the real CLI): the suite's stored reference
 [min, max] over seeds of each method's speedup, the median against the extended grid and whether
 the grid's best lies on its edge; then per method the median over tasks and the worst task, and the
 goals (median over tasks >= 1.5x, every task >= 1.0x). Writes speedup_<suite>.md (the table) and
-speedup_<suite>.png (speedup per task with its spread, one colour per method) into the run folder.
+speedup_<suite>.png (speedup per task with its spread, one colour per method) into the run folder
+(<out>/<label>/<suite>/).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ GOAL_MEDIAN, GOAL_EVERY = 1.5, 1.0
 
 
 def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
-    run_dir = args.out / args.label
+    run_dir = args.out / args.label / args.suite
     command = [sys.executable, "-m", "lhopt_cli", "evaluate", f"policy={args.policy}", f"suite={args.suite}",
                f"seeds=[{','.join(map(str, args.seeds))}]", f"run_dir={run_dir}", *args.overrides]
     if args.greedy is not None:  # otherwise evaluate's default
@@ -121,7 +122,7 @@ def main() -> None:
     lhopt = totals.set_index("method").loc["lhopt"]
     print(f"lhopt goals: median over tasks >= {GOAL_MEDIAN}x {'met' if lhopt['median'] >= GOAL_MEDIAN else 'NOT met'}; "
           f"every task >= {GOAL_EVERY}x {'met' if lhopt['worst'] >= GOAL_EVERY else 'NOT met'}")
-    run_dir = args.out / args.label
+    run_dir = args.out / args.label / args.suite
     figure = speedup_plot(compared, f"{args.suite} suite, policy {args.policy}: median [min, max] over seeds {args.seeds}",
                           run_dir / f"speedup_{args.suite}.png")
     table_md = markdown(table, summary, totals)

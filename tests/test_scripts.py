@@ -91,7 +91,7 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     proc = script("bench_speedup.py", "--policy", str(smoke_policy), "--label", "smoke", "--suite", "smoke",
                   "--seeds", "0", "1", "--out", str(tmp_path), "--markdown", "debug=smoke")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = tmp_path / "smoke"
+    run = tmp_path / "smoke" / "smoke"  # <out>/<label>/<suite>
     summary = pd.read_csv(run / "summary.csv")
     assert set(summary.method) == {"best_baseline", "lhopt", "prodigy", "schedulefree"} and set(summary.seed) == {0, 1}
     for method in ("lhopt", "prodigy", "schedulefree"):
