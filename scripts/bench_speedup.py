@@ -29,6 +29,8 @@ import pandas as pd
 from lhopt_cli.plots import speedup_plot
 
 GOAL_MEDIAN, GOAL_EVERY = 1.5, 1.0
+OWN_KEYS = {"policy": "--policy", "suite": "--suite", "seeds": "--seeds", "run_dir": "--out/--label",
+            "greedy": "--greedy/--sampled", "tasks": "--suite"}  # overrides this script sets itself
 
 
 def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
@@ -41,7 +43,9 @@ def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
         command.append(f"executor.workers={args.workers}")
     shown = "lhopt " + " ".join(command[3:])
     print("$ " + shown, flush=True)
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code:  # evaluate has said what went wrong, in one line
+        sys.exit(code)
     return pd.read_csv(run_dir / "summary.csv"), shown
 
 
@@ -70,10 +74,11 @@ def overall(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame, summary: pd.DataFrame, totals: pd.DataFrame) -> str:
     methods = list(totals.method)
-    lines = ["| task | best of 35 (seed 0) | " + " | ".join(f"{m} (vs extended)" for m in methods) + " |",
+    first_seed = int(summary.seed.min())
+    lines = [f"| task | best of 35 (seed {first_seed}) | " + " | ".join(f"{m} (vs extended)" for m in methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for task in table.task.unique():
-        best = summary[(summary.task == task) & (summary.method == "best_baseline")].iloc[0]
+        best = summary[(summary.task == task) & (summary.method == "best_baseline") & (summary.seed == first_seed)].iloc[0]
         edge = " (edge)" if table[table.task == task].edge.any() else ""
         cells = []
         for method in methods:
@@ -87,7 +92,7 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame, totals: pd.DataFrame) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--policy", default="default", help="a policy.pt, or `default` (the bundled one)")
     parser.add_argument("--label", default="bundled", help="names the run folder under --out")
     parser.add_argument("--suite", default="test", help="test (reported on), validation (chosen on), smoke")
@@ -102,6 +107,10 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for lhopt evaluate (e.g. debug=smoke)")
     args = parser.parse_args()
+    for override in args.overrides:
+        key = override.split("=")[0].lstrip("+~")
+        if key in OWN_KEYS:
+            sys.exit(f"error: {override}: set it with {OWN_KEYS[key]}, so the tables and folders say what ran")
 
     start = time.perf_counter()
     summary, command = evaluate(args)

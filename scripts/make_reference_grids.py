@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from lhopt_cli import baseline_grid
-from lhopt_cli.config import compose
+from lhopt_cli.config import ConfigError, compose
 from lhopt_cli.evaluate import member_overrides
 
 PAPER_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
@@ -50,7 +50,8 @@ def cpu_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", nargs="+", default=["validation", "test"])
     parser.add_argument("--members", nargs="*", help="only these member ids (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -59,10 +60,28 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "grids"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every grid (e.g. debug=smoke)")
     args = parser.parse_args()
+    try:
+        make(args)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+def make(args: argparse.Namespace) -> None:
     console = Console(soft_wrap=True)
+    if args.overrides and Path(args.out).resolve() == (REPO / "benchmarks" / "grids").resolve():
+        raise ConfigError(f"overrides ({' '.join(args.overrides)}) would change the stored reference grids; "
+                          "write such grids elsewhere with --out DIR")
     lrs = PAPER_LRS if args.paper_only else EXTENDED_LRS
-    for suite_name in args.suites:
-        suite = OmegaConf.to_container(compose("evaluate", [f"suite={suite_name}"]).suite, resolve=True)
+    suites = {name: OmegaConf.to_container(compose("evaluate", [f"suite={name}"]).suite, resolve=True)
+              for name in args.suites}
+    for name, suite in suites.items():
+        if not suite["members"]:
+            raise ConfigError(f"suite {name} lists no tasks; the stored grids are for suites that do (validation, test)")
+    known = {m["id"] for suite in suites.values() for m in suite["members"]}
+    unknown = sorted(set(args.members or []) - known)
+    if unknown:
+        raise ConfigError(f"unknown member id(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for suite_name, suite in suites.items():
         members = [m for m in suite["members"] if not args.members or m["id"] in args.members]
         run_dir = Path(args.out) / suite_name
         run_dir.mkdir(parents=True, exist_ok=True)

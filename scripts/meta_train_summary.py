@@ -3,7 +3,9 @@
     python scripts/meta_train_summary.py RUN_DIR_OR_CSV [--block 250] [--png curve.png]
 
 Per block of PPO iterations: the mean episode reward (the log speedup over the reference AdamW
-run, clipped), the policy's entropy and the value function's explained variance.
+run, clipped), the policy's entropy, the value function's explained variance and, where the run
+was validated, the last validation score in the block (median speedup over the validation
+suite's best of 35). The figure shows the validation scores on a second axis.
 """
 from __future__ import annotations
 
@@ -26,17 +28,28 @@ def main() -> None:
     path = args.source / "meta_train.csv" if args.source.is_dir() else args.source
     log = pd.read_csv(path)
     log["block"] = (log.iteration - 1) // args.block
-    print("| iterations | episodes | mean episode reward | entropy | explained variance |")
-    print("|---|---|---|---|---|")
+    validated = "validation_speedup" in log and log.validation_speedup.notna().any()
+    print("| iterations | episodes | mean episode reward | entropy | explained variance |"
+          + (" validation speedup |" if validated else ""))
+    print("|---|---|---|---|---|" + ("---|" if validated else ""))
     for _, rows in log.groupby("block"):
+        scores = rows.validation_speedup.dropna() if validated else pd.Series(dtype=float)
+        score = (f" {scores.iloc[-1]:.3f}x |" if len(scores) else " |") if validated else ""
         print(f"| {rows.iteration.min()}-{rows.iteration.max()} | {rows.episodes.max()} | "
-              f"{rows.mean_episode_reward.mean():+.3f} | {rows.entropy.mean():.2f} | {rows.explained_variance.mean():.2f} |")
+              f"{rows.mean_episode_reward.mean():+.3f} | {rows.entropy.mean():.2f} | {rows.explained_variance.mean():.2f} |"
+              + score)
     if args.png:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.plot(log.iteration, log.mean_episode_reward, lw=0.5, alpha=0.4, label="per iteration")
         ax.plot(log.iteration, log.mean_episode_reward.rolling(50, min_periods=1).mean(), lw=2, label="rolling mean (50)")
         ax.set(xlabel="PPO iteration", ylabel="mean episode reward (log speedup)", title=path.parent.name)
-        ax.legend()
+        ax.legend(loc="lower left")
+        if validated:
+            scored = log.dropna(subset=["validation_speedup"])
+            right = ax.twinx()
+            right.plot(scored.iteration, scored.validation_speedup, "o-", color="C3", label="validation speedup")
+            right.set_ylabel("validation median speedup (x)", color="C3")
+            right.legend(loc="lower right")
         fig.tight_layout()
         fig.savefig(args.png, dpi=120)
         print(f"\nfigure: {args.png}")

@@ -95,3 +95,17 @@ def test_a_run_dir_holds_the_runs_of_one_policy(run_cli, smoke_policy, policy_wi
     assert run_cli(*args, f"policy={smoke_policy}").exit_code == 0
     other = run_cli(*args, f"policy={policy_with_protocol(decisions=2)}")
     assert other.exit_code != 0 and "holds the runs of another policy" in str(other.exception)
+
+
+def test_a_run_folder_holds_one_policy_acting_one_way(tmp_path, smoke_policy):
+    from lhopt_cli.config import ConfigError
+    from lhopt_cli.evaluate import claim_run_dir
+
+    claim_run_dir(tmp_path, smoke_policy, greedy=True)
+    claim_run_dir(tmp_path, smoke_policy, greedy=True)  # the same policy, the same actions: its runs are reused
+    with pytest.raises(ConfigError, match="holds this policy's greedy runs; evaluate greedy=false in another run_dir"):
+        claim_run_dir(tmp_path, smoke_policy, greedy=False)
+    other = tmp_path / "other.pt"
+    other.write_bytes(smoke_policy.read_bytes() + b"x")
+    with pytest.raises(ConfigError, match="holds the runs of another policy"):
+        claim_run_dir(tmp_path, other, greedy=True)

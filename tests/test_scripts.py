@@ -102,3 +102,22 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     table = (run / "speedup_smoke.md").read_text()
     assert "| nqm_small |" in table and "| mlp_digits_small |" in table and "**median over tasks**" in table
     assert (run / "speedup_smoke.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("make_reference_grids.py", ["--suites", "smoke", "--members", "typo", "--out", "OUT"],
+     "error: unknown member id(s) typo; known: mlp_digits_small, nqm_small"),
+    ("make_reference_grids.py", ["--suites", "train", "--out", "OUT"], "error: suite train lists no tasks"),
+    ("make_reference_grids.py", ["--suites", "nope", "--out", "OUT"], "error: unknown suite 'nope'"),
+    ("make_reference_grids.py", ["--suites", "validation", "--seeds", "0", "--paper-only", "debug=smoke"],
+     "error: overrides (debug=smoke) would change the stored reference grids"),
+    ("bench_speedup.py", ["--suite", "smoke", "--out", "OUT", "seeds=[1]"], "error: seeds=[1]: set it with --seeds"),
+    ("bench_speedup.py", ["--suite", "nope", "--out", "OUT"], "error: unknown suite 'nope'"),
+])
+def test_script_input_errors_are_one_line_and_change_nothing(tmp_path, name, args, message):
+    before = subprocess.run(["git", "status", "--porcelain", "benchmarks"], capture_output=True, text=True, cwd=REPO).stdout
+    proc = script(name, *[str(tmp_path / "out") if a == "OUT" else a for a in args], timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]], proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr
+    assert subprocess.run(["git", "status", "--porcelain", "benchmarks"], capture_output=True, text=True,
+                          cwd=REPO).stdout == before

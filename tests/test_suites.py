@@ -45,7 +45,8 @@ def test_evaluate_runs_a_whole_suite(run_cli, smoke_policy, tmp_path):
 
 def test_a_suite_without_tasks_and_no_tasks_are_one_line(tmp_path):
     for args, message in ((["suite=train"], "suite 'train' lists no tasks (the task family 'default')"),
-                          (["tasks=[]"], "tasks=[] names no task")):
+                          (["tasks=[]"], "tasks=[] names no task"),
+                          (["suite=smoke", "tasks=[nqm]"], "give either suite=smoke or tasks=[...], not both")):
         proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", *args, f"run_dir={tmp_path / 'r'}"],
                               capture_output=True, text=True, env=lhopt_env(), timeout=120)
         lines = proc.stderr.strip().splitlines()

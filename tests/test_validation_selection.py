@@ -40,13 +40,23 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert meta["config"]["trained_iterations"] == best_row.iteration
     assert meta["config"]["validation_speedup"] == pytest.approx(best_row.validation_speedup)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["best"] == {"iteration": int(best_row.iteration), "validation_speedup": pytest.approx(best_row.validation_speedup)}
+    assert state["best"] == {"iteration": int(best_row.iteration), "validation_speedup": pytest.approx(best_row.validation_speedup),
+                             "suite": "smoke", "seeds": [0, 1]}
     # the file scores what the log says when the suite scores it again (greedy runs are deterministic)
     suite = ValidationSuite("smoke", [0, 1], smoke_protocol(), tmp_path / "validation_grid", debug=SMOKE,
                             stored=tmp_path / "none", console=Console(quiet=True))
     score, per_member = suite.score(agent)
     assert set(per_member) == {"nqm_small", "mlp_digits_small"}
     assert score == pytest.approx(best_row.validation_speedup)
+    # a resume that would score on other tasks is refused before anything runs
+    with pytest.raises(ConfigError, match="best.pt was chosen on validation.suite=smoke with validation.seeds=\\[0, 1\\]"):
+        train_policy.run(compose("train_policy", [*(o for o in overrides if not o.startswith("validation.suite")),
+                                                  "validation.suite=validation", "resume=true"]), tmp_path, Console(quiet=True))
+    # the meta-training summary shows the validation scores
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "meta_train_summary.py"), str(tmp_path), "--block", "2",
+                           "--png", str(tmp_path / "curve.png")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "validation speedup |" in proc.stdout and f"{scored.validation_speedup.iloc[-1]:.3f}x |" in proc.stdout
 
 
 def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli, smoke_policy, monkeypatch):
@@ -84,6 +94,8 @@ def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli
 @pytest.mark.parametrize("args, message", [
     (["validation.suite=test"], "validation.suite=test: the test suite is only reported on"),
     (["validation.every=-1"], "validation.every must be >= 0"),
+    (["validation.every=0", "validation.suite=test"], "validation.suite=test"),  # refused even with no pass
+    (["validation.seeds=[-1]"], "validation.seeds must list at least one seed, each >= 0"),
 ])
 def test_selection_never_reads_the_test_suite_and_bad_settings_are_one_line(tmp_path, args, message):
     proc = subprocess.run([str(LHOPT), "train-policy", "debug=smoke", "validation.every=1", *args,

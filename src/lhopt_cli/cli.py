@@ -85,7 +85,11 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family.
 
     Writes meta_train.csv (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
-    explained variance, episodes/s), checkpoint.pt and, at the end, policy.pt into run_dir.
+    explained variance, episodes/s, validation_speedup), checkpoint.pt, best.pt and, at the end,
+    policy.pt into run_dir. Checkpoints are chosen on validation: every validation.every
+    iterations (default 25, 0: never) the policy runs greedily on validation.suite (default
+    validation; the test suite is refused) with validation.seeds, its median speedup over the
+    stored grids' best of 35 is logged, and best.pt keeps the best policy so far.
     A killed run continues with `resume=true` and the same run_dir. `workers=N` rollout workers
     run in this process, in local processes (`executor.workers=N`) or as Ray actors
     (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.
@@ -109,13 +113,21 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     r"""Run a learned policy on one-epoch tasks against the best of the AdamW grid.
 
-    Writes summary.csv (task, seed, method, final_valid_loss, speedup, best_lr, best_schedule),
-    results.parquet (the curves), decisions_<task>_s<seed>.csv and, per task, curves_<task>.png
-    and hyperparameters_<task>.png into run_dir. Reuses grid runs stored in grid_dir.
+    Tasks: `tasks=[...]` (default mlp_mnist) or a whole suite: `suite=test` (8 tasks of kinds
+    the policy never trained on: report on these), `suite=validation` (12 family instances:
+    choose on these), `suite=smoke`. A suite's stored reference grids (benchmarks/grids/) are
+    read, never written, so only the compared methods run; otherwise the grid runs go into
+    grid_dir (reused and completed) or run_dir/grid.
+    Writes summary.csv (task, seed, method, final_valid_loss, speedup, best_lr, best_schedule,
+    best_at_edge, speedup_extended, best_lr_extended: the speedup over the grid extended to
+    extended_lrs, and whether the best of the paper's grid lies on its edge), results.parquet
+    (the curves), decisions_<task>_s<seed>.csv and, per task, curves_<task>.png and
+    hyperparameters_<task>.png into run_dir.
     The policy file's observation protocol sets the decisions per run, the statistics cadence and
     the validation points (of the grid too); protocol.KEY=VALUE only checks it (a contradiction is
     refused), and so is a task.eval_points in task_overrides.
-    Examples: `lhopt evaluate tasks=\[mlp_mnist,char_lm] seeds=[0,1,2]`,
+    Examples: `lhopt evaluate tasks=\[mlp_mnist,char_lm] seeds=[0,1,2]`, `lhopt evaluate suite=test`,
+    `lhopt evaluate policy=outputs/policy/best.pt suite=validation seeds=[0]`,
     `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`.
     """
     from . import evaluate as job

@@ -34,6 +34,7 @@ from .results.store import ResultsStore
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
+DEFAULT_TASKS = ["mlp_mnist"]  # without tasks or a suite
 SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
                    "best_at_edge", "speedup_extended", "best_lr_extended"]
 
@@ -55,9 +56,12 @@ def suite_members(cfg: DictConfig, console: Console) -> list[dict]:
     """The tasks to evaluate: the suite's members, or one member per name in `tasks`, each
     {"id", "task" (a conf/task/ name), "params" (task.KEY values)}."""
     if cfg.get("suite") is None:
-        if not cfg.tasks:
+        tasks = DEFAULT_TASKS if cfg.tasks is None else list(cfg.tasks)
+        if not tasks:
             raise ConfigError("tasks=[] names no task; give task names or suite=test / suite=validation")
-        return [{"id": name, "task": name, "params": {}} for name in cfg.tasks]
+        return [{"id": name, "task": name, "params": {}} for name in tasks]
+    if cfg.tasks is not None:
+        raise ConfigError(f"give either suite={cfg.suite.name} or tasks=[...], not both")
     suite = OmegaConf.to_container(cfg.suite, resolve=True)
     if not suite["members"]:
         family = f" (the task family '{suite['family']}')" if suite.get("family") else ""
@@ -86,9 +90,10 @@ def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: Observa
     return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
 
 
-def claim_run_dir(run_dir: Path, policy_path: Path) -> None:
-    """Record which policy file (by SHA-256) this run folder's policy runs belong to; refuse a
-    different one, whose runs would otherwise be mistaken for stored ones (ConfigError)."""
+def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool) -> None:
+    """Record which policy file (by SHA-256) and which actions (greedy or sampled) this run
+    folder's policy runs belong to; refuse others, whose runs would otherwise be mistaken for
+    the stored ones (ConfigError)."""
     digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
     record = run_dir / "policy.json"
     if record.exists():
@@ -96,8 +101,11 @@ def claim_run_dir(run_dir: Path, policy_path: Path) -> None:
         if held.get("sha256") != digest:
             raise ConfigError(f"{run_dir} holds the runs of another policy ({held.get('path')}); "
                               "evaluate this one in another run_dir")
+        if held.get("greedy", True) != greedy:
+            raise ConfigError(f"{run_dir} holds this policy's {'greedy' if held.get('greedy', True) else 'sampled'} "
+                              f"runs; evaluate greedy={str(greedy).lower()} in another run_dir")
         return
-    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest}) + "\n")
+    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy}) + "\n")
 
 
 def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
@@ -115,18 +123,22 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     agent, policy_meta = load_policy(policy_path)
     protocol = policy_protocol(policy_meta)
     check_protocol(cfg, protocol)
-    claim_run_dir(run_dir, policy_path)
+    claim_run_dir(run_dir, policy_path, bool(cfg.greedy))
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
     stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
+    if stored is not None and not (stored / "runs.parquet").exists():
+        console.print(f"no stored grids for suite {cfg.suite.name} ({stored}: a source checkout has them); "
+                      f"the grid runs go into {grid_dir}")
+        stored = None
     store = ResultsStore(run_dir)
     summary, figures = [], []
     for member in suite_members(cfg, console):
         task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
         gcfg = grid_config(cfg, member, grid_dir, protocol)
-        console.print(f"[bold]{task_name}[/bold]: AdamW grid ({grid_dir})")
+        console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
         grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
         task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
         task_json = json.dumps(task_cfg, sort_keys=True)
@@ -163,7 +175,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     print_summary(table, console)
     for path in figures:
         console.print(f"figure: {path}")
-    console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grid_dir})")
+    grids = ", ".join(str(d) for d in (stored, grid_dir) if d is not None and (d / "runs.parquet").exists())
+    console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grids})")
     return table
 
 

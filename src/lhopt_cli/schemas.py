@@ -306,7 +306,7 @@ class EvaluateConfig:
     suite: Optional[SuiteConfig] = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     policy: str = "default"
-    tasks: list[str] = field(default_factory=lambda: ["mlp_mnist"])
+    tasks: Optional[list[str]] = None
     task_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     grid_dir: Optional[str] = None

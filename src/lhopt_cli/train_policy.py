@@ -113,13 +113,16 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     if not cfg.resume and (log_path.exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     every, suite_name, seeds = validation_settings(cfg)
+    best = resumed_best(cfg, checkpoint)
     validation = None
     if every:
+        start = time.perf_counter()
         validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
                                      debug=cfg.get("debug"), console=console)
+        console.print(f"validation suite {suite_name} ready in {time.perf_counter() - start:.1f} s")
     ppo = build(cfg)
     try:
-        _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation)
+        _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation, best)
     finally:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
@@ -143,9 +146,25 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
         raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with {fix}")
 
 
+def resumed_best(cfg: DictConfig, checkpoint: Path) -> dict:
+    """The record of the policy best.pt holds (iteration, validation_speedup) and what it was
+    scored on: read from the checkpoint a run resumes, else empty. A resume that would score on
+    another suite or seeds is refused (ConfigError): its scores would not be comparable."""
+    _, suite_name, seeds = validation_settings(cfg)
+    best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds}
+    if not (cfg.resume and checkpoint.exists()):
+        return best
+    held = torch.load(checkpoint, map_location="cpu", weights_only=True).get("best")
+    if held is None or held["iteration"] is None:
+        return best
+    if (held.get("suite"), list(held.get("seeds", []))) != (suite_name, seeds):
+        raise ConfigError(f"{checkpoint}: best.pt was chosen on validation.suite={held.get('suite')} with "
+                          f"validation.seeds={list(held.get('seeds', []))}; resume with those")
+    return held
+
+
 def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console,
-           validation: ValidationSuite | None) -> None:
-    best = {"iteration": None, "validation_speedup": -math.inf}  # the policy best.pt holds
+           validation: ValidationSuite | None, best: dict) -> None:
     if cfg.resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if "env" in state and state["ppo"].get("worker_states") is None:  # a one-env checkpoint of v0.1
@@ -155,7 +174,6 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
                               f"workers; resume it with workers={len(state['ppo']['worker_states'])}")
         check_resumed_protocol(cfg, state, checkpoint)
         ppo.load_state_dict(state["ppo"])
-        best = state.get("best", best)
         console.print(f"Resuming from iteration {ppo.iteration} of {ppo.cfg.iterations} ({checkpoint})")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
     with log_path.open("w", newline="") as handle:
@@ -167,12 +185,13 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
         task = bar.add_task("meta-training", total=ppo.cfg.iterations, completed=ppo.iteration)
 
         def on_iteration(stats: dict) -> None:
-            final = ppo.iteration == ppo.cfg.iterations
+            final, improved = ppo.iteration == ppo.cfg.iterations, False
             if validation is not None and (ppo.iteration % int(cfg.validation.every) == 0 or final):
                 start = time.perf_counter()
                 score, _ = validation.score(ppo.agent)
                 stats = {**stats, "validation_speedup": score, "validation_s": time.perf_counter() - start}
-                if score > best["validation_speedup"]:
+                improved = score > best["validation_speedup"]
+                if improved:
                     best.update(iteration=ppo.iteration, validation_speedup=score)
                     config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
                               "validation_speedup": score}
@@ -184,7 +203,8 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
             reward = stats["mean_episode_reward"]
             bar.update(task, advance=1, description=f"meta-training (reward {reward:+.2f})"
                        if math.isfinite(reward) else "meta-training")
-            if ppo.iteration % int(cfg.checkpoint_every) == 0 or final:
+            # a new best.pt comes with a checkpoint, so a resumed run knows of it
+            if ppo.iteration % int(cfg.checkpoint_every) == 0 or final or improved:
                 atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict(), "best": best},
                             checkpoint)
 
@@ -193,5 +213,5 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
         rows = _log_rows(log_path, ppo.iteration)
         spent = sum(float(r["validation_s"] or 0) for r in rows)
         total = spent + sum(float(r["rollout_s"]) + float(r["update_s"]) for r in rows)
-        console.print(f"validation: {spent:.0f} s of {total:.0f} s ({spent / max(total, 1e-9):.0%}); best.pt: "
+        console.print(f"validation passes: {spent:.1f} s of {total:.1f} s of training ({spent / max(total, 1e-9):.1%}); best.pt: "
                       f"{best['validation_speedup']:.3f}x at iteration {best['iteration']}")

@@ -99,13 +99,14 @@ class ValidationSuite:
 
 
 def validation_settings(cfg: DictConfig) -> tuple[int, str, list[int]]:
-    """(every, suite, seeds) from train-policy's `validation` group, checked (ConfigError)."""
+    """(every, suite, seeds) from train-policy's `validation` group, checked even when no pass
+    will run (ConfigError)."""
     v = cfg.validation
-    every = int(v.every)
+    every, suite, seeds = int(v.every), str(v.suite), [int(s) for s in v.seeds]
     if every < 0:
         raise ConfigError(f"validation.every must be >= 0 (0: no validation), got {every}")
-    seeds = [int(s) for s in v.seeds]
-    if every and not seeds:
-        raise ConfigError("validation.seeds must list at least one seed")
-    return every, str(v.suite), seeds
-
+    if suite == "test":
+        raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"validation.seeds must list at least one seed, each >= 0 (got {seeds})")
+    return every, suite, seeds
