@@ -1,12 +1,14 @@
 """The Controller driving torch's AdamW in a user's own loop."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from lhopt_cli import Controller, PolicyFileError, ProtocolError
 from lhopt_cli.control.actions import HEAD_NAMES, NO_OP
+from lhopt_cli.control.protocol import decision_steps
 
 
 def user_problem(seed=0):
@@ -260,6 +262,10 @@ def test_the_policy_files_protocol_rules_the_controller(policy_with_protocol):
     assert ctrl.validation_steps == [0, 10, 20, 30, 40]
     with pytest.raises(ProtocolError, match="decisions=8 contradicts the policy's observation protocol"):
         Controller.from_checkpoint(path).attach(torch.optim.AdamW(net.parameters()), total_steps=40, decisions=8)
+    spaced = policy_with_protocol(decisions=64, min_interval=8)  # 60 steps: room for 6 decisions 8+ steps apart
+    ctrl = Controller.from_checkpoint(spaced).attach(torch.optim.AdamW(net.parameters()), total_steps=60, model=net)
+    assert ctrl.boundaries == decision_steps(60, 64, 8) and len(ctrl.boundaries) == 6
+    assert min(np.diff([0, *ctrl.boundaries, 60])) >= 8
 
 
 @pytest.mark.parametrize("parameter_count", ["all", "non_embedding"])

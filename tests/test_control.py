@@ -11,7 +11,7 @@ from lhopt_cli.control.actions import (BOUNDS, CLIP_BOUNDS, EVAL_START, HEAD_NAM
 from lhopt_cli.control.env import LhoptEnv, VecLhoptEnv
 from lhopt_cli.control.features import FEATURE_NAMES, FeatureTracker, history_cdf, to_vector
 from lhopt_cli.control.policy import RecurrentActorCritic, lhopt_agent
-from lhopt_cli.control.protocol import ObservationProtocol
+from lhopt_cli.control.protocol import ObservationProtocol, decision_steps
 from lhopt_cli.control.rollout import run_policy
 from lhopt_cli.control.reward import PowerLawFit, fit_reference, log_speedup_reward, power_law
 from lhopt_cli.inner import HParams
@@ -266,3 +266,23 @@ def test_the_decision_log_records_only_restarts_that_happened():
     (run,) = run_policy(agent, _nqm(40), [0], ObservationProtocol(decisions=12, eval_points=25), greedy=True)
     assert len(run.decisions) == 12
     assert all(row["restart"] == "none" for row in run.decisions)  # nothing was ever saved
+
+
+@pytest.mark.parametrize("total", [2, 9, 16, 60, 100, 175, 1000, 2000])
+@pytest.mark.parametrize("decisions, min_interval", [(64, 1), (64, 8), (16, 8), (128, 16), (3, 50)])
+def test_decisions_are_spaced_at_least_min_interval_apart_where_the_run_allows(total, decisions, min_interval):
+    steps = decision_steps(total, decisions, min_interval)
+    bounds = [0, *steps, total]
+    gaps = np.diff(bounds)
+    assert 1 <= len(steps) <= decisions and (gaps >= 1).all() and steps == sorted(set(steps))
+    if total >= 2 * min_interval:  # room for two intervals: every interval has min_interval steps
+        assert gaps.min() >= min_interval
+        assert len(steps) == min(decisions, total // min_interval - 1, total - 1)
+    else:
+        assert len(steps) == 1  # a run too short still gets one decision
+
+
+def test_a_protocol_without_min_interval_is_one_written_before_it_existed():
+    old = {"decisions": 64, "stats_every": 4, "eval_points": 25, "parameter_count": "all"}
+    assert ObservationProtocol.from_dict(old).min_interval == 1
+    assert decision_steps(100, 64) == decision_steps(100, 64, 1)

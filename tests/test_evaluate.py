@@ -6,6 +6,7 @@ import pytest
 
 from conftest import LHOPT, lhopt_env
 from lhopt_cli.api import default_policy_path
+from lhopt_cli.control.protocol import decision_steps
 from lhopt_cli.results.store import load
 
 
@@ -76,6 +77,11 @@ def test_evaluate_observes_runs_by_the_policys_protocol(run_cli, policy_with_pro
     grid = load(tmp_path / "grid")
     assert set(grid.groupby("run_id").step.apply(tuple)) == {(0, 4, 8, 12)}  # the grid is compared step for step
     assert len(pd.read_csv(tmp_path / "decisions_nqm_s0.csv")) == 5
+    # the engine spaces decisions by the same rule as the Controller: 12 steps, at least 4 apart: 2 decisions
+    spaced = policy_with_protocol(decisions=5, eval_points=3, min_interval=4)
+    result = run_cli(*args[:3], f"policy={spaced}", *args[4:], f"run_dir={tmp_path / 'spaced'}")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "spaced" / "decisions_nqm_s0.csv").step.tolist() == decision_steps(12, 5, 4) == [4, 8]
 
 
 def test_settings_that_contradict_the_policys_protocol_are_refused(run_cli, policy_with_protocol, tmp_path):

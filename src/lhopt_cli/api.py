@@ -79,7 +79,7 @@ class Controller:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.hparams = read_hparams(optimizer, clip=EVAL_START.clip)
         self.tracker = FeatureTracker(self.hparams, self._counted_params())
-        self.boundaries = decision_steps(total_steps, self.decisions)
+        self.boundaries = decision_steps(total_steps, self.decisions, self.protocol.min_interval)
         self._decision_at = set(self.boundaries)
         self.validation_steps = [0, *eval_steps(total_steps, self.protocol.eval_points)]
         self.clipper = RollingMaxClipper()

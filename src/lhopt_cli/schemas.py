@@ -191,6 +191,7 @@ class ControllerConfig:
     stats_every: int = 4
     eval_points: int = 25
     parameter_count: str = "all"
+    min_interval: int = 1
     noop_logit: float = 0.0
     restart_none_logit: float = 0.0
 
@@ -295,6 +296,7 @@ class ProtocolSettings:
     stats_every: Optional[int] = None
     eval_points: Optional[int] = None
     parameter_count: Optional[str] = None
+    min_interval: Optional[int] = None
 
 
 @dataclass

@@ -53,7 +53,8 @@ def training_protocol(cfg: DictConfig) -> ObservationProtocol:
     c = cfg.controller
     try:
         return ObservationProtocol(decisions=int(c.eval_decisions), stats_every=int(c.stats_every),
-                                   eval_points=int(c.eval_points), parameter_count=str(c.parameter_count))
+                                   eval_points=int(c.eval_points), parameter_count=str(c.parameter_count),
+                                   min_interval=int(c.min_interval))
     except ProtocolError as err:
         raise ConfigError(str(err)) from None
 

@@ -115,7 +115,7 @@ class VecLhoptEnv:
             seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
             self.starts = [self._start_hparams() for _ in range(self.num_envs)]
         total = self.task.total_steps
-        self.boundaries = [0, *decision_steps(total, count), total]
+        self.boundaries = [0, *decision_steps(total, count, self.protocol.min_interval), total]
         self.interval = 0
         self.recorders = [_Recorder() for _ in range(self.num_envs)]
         self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.protocol.stats_every)

@@ -14,6 +14,7 @@ import numpy as np
 
 PARAMETER_COUNTS = ("all", "non_embedding")
 LIMIT = 100_000  # most decisions, statistics spacing or validation points a run can have
+LEGACY_DEFAULTS = {"min_interval": 1}  # fields a file may lack: it was written before they existed
 
 
 class ProtocolError(ValueError):
@@ -26,15 +27,18 @@ class ObservationProtocol:
     episode; the spacing rule is the same); stats_every: optimizer statistics every k-th step,
     and always at the last step of an interval; eval_points: validations per run at evenly
     spaced steps (Task.eval_steps), besides step 0; parameter_count: the N in the
-    sqrt(N)-scaled cosine features, all trainable parameters or all but embeddings."""
+    sqrt(N)-scaled cosine features, all trainable parameters or all but embeddings;
+    min_interval: the fewest steps between two decisions, so a short run gets fewer decisions
+    (decision_steps; files written before it existed act every step they may: 1)."""
 
     decisions: int = 64
     stats_every: int = 4
     eval_points: int = 25
     parameter_count: str = "all"
+    min_interval: int = 1
 
     def __post_init__(self):
-        for name in ("decisions", "stats_every", "eval_points"):
+        for name in ("decisions", "stats_every", "eval_points", "min_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LIMIT:
                 raise ProtocolError(f"observation protocol: {name} must be an integer from 1 to {LIMIT} "
@@ -56,10 +60,10 @@ class ObservationProtocol:
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
             raise ProtocolError(f"observation protocol: unknown key '{unknown[0]}'")
-        missing = [k for k in known if k not in values]
+        missing = [k for k in known if k not in values and k not in LEGACY_DEFAULTS]
         if complete and missing:
             raise ProtocolError(f"observation protocol: missing key '{missing[0]}'")
-        return cls(**values)
+        return cls(**{**(LEGACY_DEFAULTS if complete else {}), **values})
 
     @classmethod
     def from_training_config(cls, config: dict) -> "ObservationProtocol":
@@ -90,9 +94,11 @@ class ObservationProtocol:
                                     f"({name}={getattr(self, name)}); leave it unset")
 
 
-def decision_steps(total_steps: int, decisions: int) -> list[int]:
-    """The steps at which the policy acts in a run of `total_steps`: `decisions` of them (at most
+def decision_steps(total_steps: int, decisions: int, min_interval: int = 1) -> list[int]:
+    """The steps at which the policy acts in a run of `total_steps`: `decisions` of them, fewer
+    where the run is too short for intervals of `min_interval` steps (at least one, at most
     total_steps - 1), evenly spaced strictly inside the run. Before each one the interval since
     the previous decision is summarised; the first interval starts at step 0."""
-    count = min(int(decisions), max(int(total_steps) - 1, 1))
+    fitting = int(total_steps) // max(int(min_interval), 1) - 1  # decisions + 1 intervals of min_interval
+    count = max(min(int(decisions), fitting, int(total_steps) - 1), 1)
     return [int(b) for b in np.unique(np.linspace(0, total_steps, count + 2).round())][1:-1]
