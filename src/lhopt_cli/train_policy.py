@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     if not cfg.resume and (log_path.exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     every, suite_name, seeds = validation_settings(cfg)
-    best = resumed_best(cfg, checkpoint)
+    best = resumed_best(cfg, checkpoint, suite_name, seeds)
     validation = None
     if every:
         start = time.perf_counter()
@@ -147,11 +147,11 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
         raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with {fix}")
 
 
-def resumed_best(cfg: DictConfig, checkpoint: Path) -> dict:
+def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list[int]) -> dict:
     """The record of the policy best.pt holds (iteration, validation_speedup) and what it was
-    scored on: read from the checkpoint a run resumes, else empty. A resume that would score on
-    another suite or seeds is refused (ConfigError): its scores would not be comparable."""
-    _, suite_name, seeds = validation_settings(cfg)
+    scored on (`suite_name`, `seeds`: this run's validation settings): read from the checkpoint a
+    run resumes, else empty. A resume that would score on another suite or seeds is refused
+    (ConfigError): its scores would not be comparable."""
     best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds}
     if not (cfg.resume and checkpoint.exists()):
         return best
