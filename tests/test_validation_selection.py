@@ -41,7 +41,7 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert meta["config"]["validation_speedup"] == pytest.approx(best_row.validation_speedup)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["best"] == {"iteration": int(best_row.iteration), "validation_speedup": pytest.approx(best_row.validation_speedup),
-                             "suite": "smoke", "seeds": [0, 1]}
+                             "suite": "smoke", "seeds": [0, 1], "weights": "raw"}
     # the file scores what the log says when the suite scores it again (greedy runs are deterministic)
     suite = ValidationSuite("smoke", [0, 1], smoke_protocol(), tmp_path / "validation_grid", debug=SMOKE,
                             stored=tmp_path / "none", console=Console(quiet=True))

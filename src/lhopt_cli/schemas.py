@@ -192,6 +192,7 @@ class ControllerConfig:
     eval_points: int = 25
     parameter_count: str = "all"
     min_interval: int = 1
+    privileged_critic: bool = False
     noop_logit: float = 0.0
     restart_none_logit: float = 0.0
 
@@ -213,6 +214,16 @@ class PPOSchema:
     norm_adv: bool = True
     center_returns: bool = True
     clip_vloss: bool = True
+    advantage: str = "gae"
+    entropy_reduction: str = "sum"
+    polyak: Optional[float] = None
+
+
+@dataclass
+class RewardConfig:
+    reference: str = "defaults"
+    sweep_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
+    sweep_schedules: list[str] = field(default_factory=lambda: ["constant", "cosine"])
 
 
 @dataclass
@@ -229,6 +240,7 @@ class TrainPolicyConfig:
     envs: int = 16
     workers: int = 1
     reward_extrapolation: float = 2.0
+    reward: RewardConfig = field(default_factory=RewardConfig)
     resume: bool = False
     checkpoint_every: int = 5
     validation: ValidationConfig = field(default_factory=ValidationConfig)

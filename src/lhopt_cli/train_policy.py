@@ -23,6 +23,7 @@ from .control.checkpoint import atomic_save, save_policy
 from .control.policy import lhopt_agent
 from .control.ppo import PPO, PPOConfig
 from .control.protocol import ObservationProtocol, ProtocolError
+from .control.reference import ReferenceSweep
 from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
 from .executor import resolve_workers
 from .progress import progress_bar
@@ -30,7 +31,8 @@ from .tasks.families import FamilyError, TaskFamily
 from .validation import ValidationSuite, validation_settings
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
-               "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s"]
+               "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s",
+               "reference_s", "update_epochs", "validation_speedup_polyak"]
 
 
 def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
@@ -84,20 +86,44 @@ def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
             "protocol": training_protocol(cfg).as_dict(), "reuse": int(family_cfg.get("reuse", 2)),
             "randomize_start": "start_lr_scale" not in family_cfg,
             "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
-            "reward_extrapolation": float(cfg.reward_extrapolation)}
+            "reward_extrapolation": float(cfg.reward_extrapolation), "reference_sweep": reference_sweep(cfg),
+            "eval_start_share": float(family_cfg.get("eval_start_share", 0.0))}
+
+
+def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
+    """The tuned reference the reward is measured against (reward.reference=sweep), or None for
+    AdamW at its defaults (reward.reference=defaults). Raises ConfigError on bad settings."""
+    reward = cfg.get("reward") or {"reference": "defaults"}
+    if reward.reference == "defaults":
+        return None
+    if reward.reference != "sweep":
+        raise ConfigError(f"reward.reference must be defaults or sweep (got {reward.reference!r})")
+    try:
+        return ReferenceSweep(tuple(float(lr) for lr in reward.sweep_lrs), tuple(str(s) for s in reward.sweep_schedules))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def build(cfg: DictConfig) -> PPO:
     family_cfg = family_config(cfg)
     c = cfg.controller
     env_kwargs = episode_env_kwargs(cfg, family_cfg)
-    agent_kwargs = {"hidden": int(c.hidden), "obs_clip": float(c.obs_clip)}
+    agent_kwargs = {"hidden": int(c.hidden), "obs_clip": float(c.obs_clip),
+                    "privileged_critic": bool(c.get("privileged_critic", False))}
     torch.manual_seed(int(cfg.seed))
     agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
-    ppo_cfg = PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True))
+    ppo_cfg = ppo_config(cfg)
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
     workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
     return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)
+
+
+def ppo_config(cfg: DictConfig) -> PPOConfig:
+    """PPO's settings (conf/ppo/); ConfigError on a bad value."""
+    try:
+        return PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _log_rows(path: Path, keep_through: int) -> list[dict]:
@@ -114,6 +140,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     if not cfg.resume and (log_path.exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     every, suite_name, seeds = validation_settings(cfg)
+    ppo_config(cfg), reference_sweep(cfg)  # settings checked before anything runs
     best = resumed_best(cfg, checkpoint, suite_name, seeds)
     validation = None
     if every:
@@ -148,11 +175,12 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
 
 
 def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list[int]) -> dict:
-    """The record of the policy best.pt holds (iteration, validation_speedup) and what it was
+    """The record of the policy best.pt holds (iteration, validation_speedup, weights: raw or
+    polyak) and what it was
     scored on (`suite_name`, `seeds`: this run's validation settings): read from the checkpoint a
     run resumes, else empty. A resume that would score on another suite or seeds is refused
     (ConfigError): its scores would not be comparable."""
-    best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds}
+    best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds, "weights": None}
     if not (cfg.resume and checkpoint.exists()):
         return best
     held = torch.load(checkpoint, map_location="cpu", weights_only=True).get("best")
@@ -189,15 +217,23 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
             final, improved = ppo.iteration == ppo.cfg.iterations, False
             if validation is not None and (ppo.iteration % int(cfg.validation.every) == 0 or final):
                 start = time.perf_counter()
-                score, _ = validation.score(ppo.agent)
-                stats = {**stats, "validation_speedup": score, "validation_s": time.perf_counter() - start}
+                candidates = {"raw": ppo.agent}
+                averaged = ppo.polyak_agent()
+                if averaged is not None:  # the averaged weights compete with the raw ones
+                    candidates["polyak"] = averaged
+                scores = {kind: validation.score(agent)[0] for kind, agent in candidates.items()}
+                stats = {**stats, "validation_speedup": scores["raw"], "validation_s": time.perf_counter() - start,
+                         "validation_speedup_polyak": scores.get("polyak")}
+                kind = max(scores, key=lambda k: scores[k])
+                score = scores[kind]
                 improved = score > best["validation_speedup"]
                 if improved:
-                    best.update(iteration=ppo.iteration, validation_speedup=score)
+                    best.update(iteration=ppo.iteration, validation_speedup=score, weights=kind)
                     config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
-                              "validation_speedup": score}
-                    save_policy(ppo.agent, run_dir / "best.pt", config, training_protocol(cfg))
-                console.print(f"iteration {ppo.iteration}: validation median speedup {score:.3f}x "
+                              "validation_speedup": score, "weights": kind}
+                    save_policy(candidates[kind], run_dir / "best.pt", config, training_protocol(cfg))
+                shown = ", ".join(f"{k} {v:.3f}x" for k, v in scores.items())
+                console.print(f"iteration {ppo.iteration}: validation median speedup {shown} "
                               f"(best {best['validation_speedup']:.3f}x at iteration {best['iteration']})")
             writer.writerow(stats)
             handle.flush()

@@ -37,7 +37,8 @@ def save_policy(agent: RecurrentActorCritic, path: Path, config: dict, protocol:
     atomic_save({
         "format": POLICY_FORMAT, "version": POLICY_VERSION, "state_dict": agent.state_dict(),
         "feature_names": list(FEATURE_NAMES), "action_heads": {k: list(v) for k, v in HEADS.items()},
-        "hidden": agent.hidden, "obs_clip": agent.obs_clip, "protocol": protocol.as_dict(), "config": config,
+        "hidden": agent.hidden, "obs_clip": agent.obs_clip, "privileged_critic": bool(agent.privileged_dim),
+        "protocol": protocol.as_dict(), "config": config,
     }, path)
 
 
@@ -75,7 +76,8 @@ def load_policy(path: Path) -> tuple[RecurrentActorCritic, dict]:
         policy_protocol(blob)
     except ProtocolError as err:
         raise PolicyFileError(f"{path}: {err}") from None
-    agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]))
+    agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]),
+                        privileged_critic=bool(blob.get("privileged_critic", False)))
     agent.load_state_dict(blob["state_dict"])
     agent.eval()
     return agent, blob

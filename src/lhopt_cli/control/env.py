@@ -25,8 +25,10 @@ from ..tasks import build_task
 from ..tasks.families import TaskFamily
 from .actions import EVAL_START, NVEC, apply_action, randomized_start, restart_kind
 from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
+from .privileged import privileged_vector
 from .protocol import ObservationProtocol, decision_steps
-from .reward import PowerLawFit, fit_reference, log_speedup_reward
+from .reference import ReferenceCache, ReferenceSweep, curve_on
+from .reward import PowerLawFit, envelope_log_speedup, fit_reference, log_speedup_reward
 
 REFERENCE = HParams()  # torch's AdamW defaults, no clipping
 
@@ -52,11 +54,18 @@ class VecLhoptEnv:
     def __init__(self, family: TaskFamily, num_envs: int, seed: int = 0, decisions: tuple[int, int] = (16, 128),
                  protocol: dict | None = None, reuse: int = 2, randomize_start: bool = True,
                  start_lr_scale: float = 1.0, autoreset: bool = True, fixed: dict | None = None,
-                 reward_extrapolation: float = 2.0):
+                 reward_extrapolation: float = 2.0, reference_sweep: ReferenceSweep | None = None,
+                 eval_start_share: float = 0.0):
         """`decisions`: the range a meta-training episode's decision count is drawn from;
         `protocol`: ObservationProtocol fields (defaults for the others). `fixed` = {"task": cfg,
         "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
-        start at EVAL_START, no reward (no reference run)."""
+        start at EVAL_START, no reward (no reference run).
+
+        The reward: with `reference_sweep` None, log(t_ref / T) over AdamW at its defaults
+        (power law, extrapolated up to `reward_extrapolation` x T: the paper's); with a sweep, the
+        log speedup over the sweep's envelope (control/reference.py), and then every member of an
+        instance's episodes runs with the instance's one seed, the sweep's. `eval_start_share`: the
+        share of members (randomised starts only) that start at EVAL_START, as evaluation does."""
         self.family, self.num_envs = family, num_envs
         self.protocol = ObservationProtocol.from_dict(protocol or {}, complete=False)
         self.decisions, self.reuse = decisions, reuse
@@ -67,7 +76,10 @@ class VecLhoptEnv:
         self.single_action_space = gym.spaces.MultiDiscrete(NVEC)
         self._uses_left = 0
         self._references: dict[str, PowerLawFit] = {}
+        self.sweep_cache = ReferenceCache(reference_sweep) if reference_sweep is not None else None
+        self.eval_start_share = float(eval_start_share)
         self.instance: dict | None = None
+        self.instance_seed: int | None = None  # with a sweep: the seed of every run on this instance
         self.fixed = fixed
 
     # --- state that a checkpoint keeps (episodes start fresh after it) ------------------------
@@ -75,7 +87,7 @@ class VecLhoptEnv:
         """The state now, between episodes (autoreset=False): loading it and calling reset()
         starts the episode that would come next."""
         return {"rng": json.dumps(self.rng.bit_generator.state), "uses_left": self._uses_left,
-                "instance": json.dumps(self.instance)}
+                "instance": json.dumps(self.instance), "instance_seed": self.instance_seed}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = json.loads(state["rng"])
@@ -84,6 +96,7 @@ class VecLhoptEnv:
         if instance is not None and instance != self.instance:  # the same instance keeps its built task
             self.task = build_task(instance)
         self.instance = instance
+        self.instance_seed = state.get("instance_seed")
 
     # --- episodes -----------------------------------------------------------------------
     def reference(self) -> PowerLawFit:
@@ -96,7 +109,16 @@ class VecLhoptEnv:
 
     def _start_hparams(self) -> HParams:
         base = replace(EVAL_START, lr=EVAL_START.lr * self.start_lr_scale)
-        return randomized_start(self.rng, base) if self.randomize_start else base
+        if not self.randomize_start:
+            return base
+        if self.eval_start_share > 0 and self.rng.random() < self.eval_start_share:
+            return base
+        return randomized_start(self.rng, base)
+
+    def sweep_rewards(self, results) -> np.ndarray:
+        """Each member's log speedup over the reference sweep's envelope on this instance and seed."""
+        steps, references = self.sweep_cache.get(self.instance, self.task, self.instance_seed)
+        return np.array([envelope_log_speedup(steps, curve_on(steps, r.curve), references) for r in results])
 
     def _new_episode(self) -> np.ndarray:
         if self.fixed is not None:
@@ -110,9 +132,14 @@ class VecLhoptEnv:
                 self.instance = self.family.sample(self.rng)
                 self.task = build_task(self.instance)
                 self._uses_left = self.reuse
+                if self.sweep_cache is not None:
+                    self.instance_seed = int(self.rng.integers(0, 2**31 - 1))
             self._uses_left -= 1
             count = int(self.rng.integers(self.decisions[0], self.decisions[1] + 1))
-            seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
+            if self.sweep_cache is not None:
+                seeds = [self.instance_seed] * self.num_envs
+            else:
+                seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
             self.starts = [self._start_hparams() for _ in range(self.num_envs)]
         total = self.task.total_steps
         self.boundaries = [0, *decision_steps(total, count, self.protocol.min_interval), total]
@@ -140,16 +167,20 @@ class VecLhoptEnv:
 
     def _observe(self) -> np.ndarray:
         progress = self.run.step_index / self.task.total_steps
-        rows = []
+        rows, privileged = [], []
         for ctx, rec, tracker in zip(self.run.ctx, self.recorders, self.trackers):
             if rec.train:
                 train = float(np.mean(rec.train))
             else:  # a frozen (diverged) member shows NaN; an interval without a step, nothing
                 train = math.nan if not self.run.active[ctx.index] else None
+            privileged.append(privileged_vector(self.instance["name"], self.starts[ctx.index], ctx.hparams,
+                                                self.task.total_steps, progress,
+                                                self.run.initial_valid_losses[ctx.index], rec.valid, train))
             feats = tracker.features(progress, ctx.stats, ctx.stats_count, train, rec.valid, ctx.hparams,
                                      rec.valid_is_new)
             rows.append(to_vector(feats))
             ctx.stats, ctx.stats_count, rec.train, rec.valid_is_new = {}, 0, [], False
+        self.privileged = np.stack(privileged)  # (num_envs, PRIVILEGED): the critic's extra inputs
         return np.stack(rows)
 
     def _act(self, actions: np.ndarray) -> None:
@@ -189,11 +220,14 @@ class VecLhoptEnv:
         info: dict = {}
         if done:
             finals = self.final_losses()
-            if self.fixed is None:
+            if self.fixed is None and self.sweep_cache is not None:
+                rewards[:] = self.sweep_rewards(self.run.results())
+            elif self.fixed is None:
                 fit, total = self.reference(), self.task.total_steps
                 rewards[:] = [log_speedup_reward(fit, loss, total) for loss in finals]
             info = {"episode_reward": rewards.copy(), "final_valid_loss": np.array(finals),
-                    "task": self.instance["name"], "final_lr": np.array([c.hparams.lr for c in self.run.ctx])}
+                    "task": self.instance["name"], "final_lr": np.array([c.hparams.lr for c in self.run.ctx]),
+                    "reference_s": self.sweep_cache.seconds if self.sweep_cache is not None else 0.0}
             if self.autoreset:
                 obs = self._new_episode()
         terminated = np.full(self.num_envs, done)

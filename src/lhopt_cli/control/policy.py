@@ -17,6 +17,7 @@ from torch.distributions import Categorical
 
 from .actions import NVEC
 from .features import FEATURE_NAMES, feasible_actions
+from .privileged import PRIVILEGED_NAMES
 
 
 MASKED_LOGIT = -1e9  # a ruled-out choice: probability exactly 0, entropies stay finite
@@ -48,11 +49,14 @@ class RunningMeanStd(nn.Module):
 class RecurrentActorCritic(nn.Module):
     def __init__(self, obs_dim: int, nvec: list[int], hidden: int = 64, obs_clip: float = 2.0,
                  prior_logits: list[float] | None = None,
-                 action_mask: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 action_mask: Callable[[torch.Tensor], torch.Tensor] | None = None, privileged_dim: int = 0):
         """`prior_logits` (one per choice, all heads concatenated) initialise the actor's output
         bias, so the untrained policy prefers those choices; None: uniform. `action_mask(obs)`
-        maps raw observations (B, obs_dim) to a (B, sum(nvec)) bool tensor of feasible choices."""
+        maps raw observations (B, obs_dim) to a (B, sum(nvec)) bool tensor of feasible choices.
+        `privileged_dim` > 0: the critic also reads that many privileged inputs (control/
+        privileged.py; normalised by their own running statistics), which the actor never sees."""
         super().__init__()
+        self.privileged_dim = int(privileged_dim)
         self.nvec, self.hidden, self.obs_clip = list(nvec), hidden, obs_clip
         self.action_mask = action_mask
         self.obs_rms = RunningMeanStd(obs_dim)
@@ -69,8 +73,23 @@ class RecurrentActorCritic(nn.Module):
         if prior_logits is not None:
             with torch.no_grad():
                 self.actor[-1].bias.copy_(torch.as_tensor(prior_logits, dtype=torch.float32))
-        self.critic = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        self.critic = nn.Sequential(layer_init(nn.Linear(hidden + self.privileged_dim, hidden)), nn.Tanh(),
                                     layer_init(nn.Linear(hidden, 1), std=1.0))
+        if self.privileged_dim:
+            self.privileged_rms = RunningMeanStd(self.privileged_dim)
+
+    def value(self, hidden: torch.Tensor, privileged: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1) values from the LSTM's (B, hidden) output and, for a privileged critic, the
+        (B, privileged_dim) privileged inputs (missing: their running mean)."""
+        if not self.privileged_dim:
+            return self.critic(hidden)
+        if privileged is None:
+            extra = torch.zeros(hidden.shape[0], self.privileged_dim)
+        else:
+            rms = self.privileged_rms
+            scaled = (privileged.reshape(-1, self.privileged_dim).double() - rms.mean) / torch.sqrt(rms.var + 1e-8)
+            extra = scaled.clamp(-5.0, 5.0).float()
+        return self.critic(torch.cat([hidden, extra], dim=-1))
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(1, batch, self.hidden), torch.zeros(1, batch, self.hidden)
@@ -95,9 +114,9 @@ class RecurrentActorCritic(nn.Module):
             outputs.append(out)
         return self.norm(torch.flatten(torch.cat(outputs), 0, 1)), state
 
-    def get_value(self, obs, state, done) -> torch.Tensor:
+    def get_value(self, obs, state, done, privileged: torch.Tensor | None = None) -> torch.Tensor:
         hidden, _ = self.get_states(obs, state, done)
-        return self.critic(hidden)
+        return self.value(hidden, privileged)
 
     def logits(self, hidden: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, sum(nvec)) logits of all heads, infeasible choices (action_mask(obs) & mask) ruled out."""
@@ -113,9 +132,10 @@ class RecurrentActorCritic(nn.Module):
         return [Categorical(logits=part) for part in torch.split(logits, self.nvec, dim=-1)]
 
     def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False,
-                             generator: torch.Generator | None = None):
+                             generator: torch.Generator | None = None, privileged: torch.Tensor | None = None):
         """Sampled (or given) actions with their log-probabilities, entropies and values; with
-        `generator`, sampling draws from it instead of torch's global stream."""
+        `generator`, sampling draws from it instead of torch's global stream. `privileged`: the
+        privileged critic's extra inputs (T*B, privileged_dim)."""
         hidden, state = self.get_states(obs, state, done)
         dists = self.distributions(hidden, obs)
         if action is None and generator is not None:
@@ -124,7 +144,7 @@ class RecurrentActorCritic(nn.Module):
             action = torch.stack([d.probs.argmax(-1) if greedy else d.sample() for d in dists], dim=-1)
         logprob = torch.stack([d.log_prob(a) for d, a in zip(dists, action.unbind(-1))], -1).sum(-1)
         entropy = torch.stack([d.entropy() for d in dists], -1).sum(-1)
-        return action, logprob, entropy, self.critic(hidden), state
+        return action, logprob, entropy, self.value(hidden, privileged), state
 
     @torch.no_grad()
     def act(self, obs, state, done, greedy: bool = False, generator: torch.Generator | None = None,
@@ -141,8 +161,10 @@ class RecurrentActorCritic(nn.Module):
         return torch.stack(choices, dim=-1), state
 
 
-def lhopt_agent(hidden: int = 64, obs_clip: float = 2.0, prior_logits: list[float] | None = None) -> RecurrentActorCritic:
+def lhopt_agent(hidden: int = 64, obs_clip: float = 2.0, prior_logits: list[float] | None = None,
+                privileged_critic: bool = False) -> RecurrentActorCritic:
     """The LHOPT actor-critic over FEATURE_NAMES and the action heads, loads from empty
-    registers masked."""
+    registers masked; with `privileged_critic`, the critic also reads PRIVILEGED_NAMES."""
     return RecurrentActorCritic(len(FEATURE_NAMES), list(NVEC), hidden, obs_clip, prior_logits,
-                                action_mask=feasible_actions)
+                                action_mask=feasible_actions,
+                                privileged_dim=len(PRIVILEGED_NAMES) if privileged_critic else 0)

@@ -12,6 +12,7 @@ and turn its early steps against it (METHOD.md section 6).
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -43,6 +44,37 @@ class PPOConfig:
     center_returns: bool = False  # subtract the batch's mean episode return (whole-episode columns only)
     clip_vloss: bool = True
     iterations: int = 100
+    # "gae": advantages from the critic (GAE); "loo": leave-one-out group baseline, for batches
+    # whose columns are whole episodes of one task instance (workers): A_i = R_i - mean_{j!=i} R_j
+    advantage: str = "gae"
+    entropy_reduction: str = "sum"  # the entropy bonus over the action heads: "sum" or "mean"
+    polyak: float | None = None  # decay of a Polyak (exponential) average of the weights; None: none
+
+    def __post_init__(self):
+        if self.advantage not in ("gae", "loo"):
+            raise ValueError(f"ppo.advantage must be gae or loo (got {self.advantage!r})")
+        if self.entropy_reduction not in ("sum", "mean"):
+            raise ValueError(f"ppo.entropy_reduction must be sum or mean (got {self.entropy_reduction!r})")
+        if self.polyak is not None and not 0.0 <= self.polyak < 1.0:
+            raise ValueError(f"ppo.polyak must be in [0, 1) or null (got {self.polyak})")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"ppo.target_kl must be > 0 or null (got {self.target_kl})")
+
+
+def leave_one_out(batch: dict) -> torch.Tensor:
+    """(T, n) advantages of a batch whose n columns are whole episodes of one task instance:
+    every step of episode i gets R_i - mean_{j != i} R_j (R: the episode's return), the
+    group-relative baseline of RLOO (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline
+    for free"). Raises ValueError for fewer than 2 episodes or a column that is not one episode."""
+    rewards, dones = batch["rewards"], batch["dones"]
+    steps, n = rewards.shape
+    if n < 2:
+        raise ValueError("ppo.advantage=loo needs at least 2 episodes per group (envs >= 2)")
+    if bool(dones[1:].any()) or not bool(batch["next_done"].all()):
+        raise ValueError("ppo.advantage=loo needs whole episodes per column (rollout workers)")
+    returns = rewards.sum(0)
+    baseline = (returns.sum() - returns) / (n - 1)
+    return (returns - baseline).expand(steps, n).clone()
 
 
 def episode_weights(dones: torch.Tensor) -> torch.Tensor:
@@ -77,12 +109,34 @@ class PPO:
         self.seed = seed
         self.np_rng = np.random.default_rng(seed)  # minibatch order
         self.resumed = False
+        self.polyak_state = self._copy_state() if cfg.polyak is not None else None
+
+    def _copy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.agent.state_dict().items()}
+
+    def _update_polyak(self) -> None:
+        """Weights: decay x average + (1 - decay) x current; buffers (input statistics) copied."""
+        decay = self.cfg.polyak
+        parameters = {name for name, _ in self.agent.named_parameters()}
+        for name, value in self.agent.state_dict().items():
+            if name in parameters:
+                self.polyak_state[name].mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+            else:
+                self.polyak_state[name].copy_(value)
+
+    def polyak_agent(self) -> RecurrentActorCritic | None:
+        """A copy of the agent holding the Polyak-averaged weights (None without `polyak`)."""
+        if self.polyak_state is None:
+            return None
+        agent = copy.deepcopy(self.agent)
+        agent.load_state_dict(self.polyak_state)
+        return agent
 
     def state_dict(self) -> dict:
         return {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration, "global_step": self.global_step, "episodes": self.episodes,
                 "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state),
-                "worker_states": self.worker_states}
+                "worker_states": self.worker_states, "polyak": self.polyak_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -93,6 +147,8 @@ class PPO:
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
         if state.get("worker_states") is not None:
             self.worker_states = state["worker_states"]
+        if self.polyak_state is not None:  # a checkpoint without an average starts it from its weights
+            self.polyak_state = state.get("polyak") or self._copy_state()
         self.resumed = True  # the env was restored to the start of an episode: reset without a seed
 
     # --- rollout ---------------------------------------------------------------------------
@@ -164,6 +220,8 @@ class PPO:
             batches = [{**b, "rewards": torch.cat([b["rewards"][:-1], b["rewards"][-1:] - mean_return])}
                        for b in batches]
         targets = [self._advantages(b) for b in batches]
+        if self.cfg.advantage == "loo":
+            targets = [(leave_one_out(b), returns) for b, (_, returns) in zip(batches, targets)]
         if not self.cfg.norm_adv:
             return targets
         weights = [episode_weights(b["dones"]) for b in batches]
@@ -196,19 +254,22 @@ class PPO:
             flat = {k: v.reshape(-1) for k, v in (("logprobs", b["logprobs"]), ("dones", b["dones"]),
                                                    ("advantages", advantages), ("returns", returns), ("values", b["values"]))}
             flat.update(obs=b["obs"].reshape(steps * n, -1), actions=b["actions"].reshape(steps * n, -1),
-                        index=np.arange(steps * n).reshape(steps, n), start_state=b["start_state"])
+                        index=np.arange(steps * n).reshape(steps, n), start_state=b["start_state"],
+                        privileged=b["privileged"].reshape(steps * n, -1) if "privileged" in b else None)
             flats.append(flat)
-        clipfracs, stats = [], {}
+        clipfracs, stats, epochs = [], {}, 0
         for _ in range(cfg.update_epochs):
+            epochs += 1
             for minibatch in self.minibatches(batches):
                 parts = {k: [] for k in ("newlogprob", "entropy", "newvalue", "logprobs", "advantages", "returns", "values")}
                 for k, mb_envs in minibatch:
                     flat = flats[k]
                     mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
                     start_state = flat["start_state"]
+                    privileged = flat["privileged"][mb] if flat["privileged"] is not None else None
                     _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
                         flat["obs"][mb], (start_state[0][:, mb_envs], start_state[1][:, mb_envs]),
-                        flat["dones"][mb], flat["actions"][mb])
+                        flat["dones"][mb], flat["actions"][mb], privileged=privileged)
                     for name, value in (("newlogprob", newlogprob), ("entropy", entropy), ("newvalue", newvalue.view(-1))):
                         parts[name].append(value)
                     for name in ("logprobs", "advantages", "returns", "values"):
@@ -228,8 +289,9 @@ class PPO:
                     v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
                 else:
                     v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
-                entropy_loss = mb_["entropy"].mean()
-                loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
+                entropy_loss = mb_["entropy"].mean()  # summed over heads (logged so)
+                bonus = entropy_loss / len(agent.nvec) if cfg.entropy_reduction == "mean" else entropy_loss
+                loss = pg_loss - cfg.ent_coef * bonus + v_loss * cfg.vf_coef
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
@@ -240,7 +302,7 @@ class PPO:
         y_true = torch.cat([f["returns"] for f in flats]).numpy()
         var_y = np.var(y_true)
         stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=entropy_loss.item(),
-                     approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)),
+                     approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)), update_epochs=epochs,
                      explained_variance=float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y))
         return stats
 
@@ -251,20 +313,27 @@ class PPO:
             results = self.workers.collect(self.agent.state_dict(), self.worker_states)
             batches, self.worker_states = [b for b, _ in results], [state for _, state in results]
             finished = [r for b in batches for r in b["episode_returns"]]
+            reference_s = sum(float(b.get("reference_s", 0.0)) for b in batches)
             self.global_step += sum(b["rewards"].numel() for b in batches)
         else:
             batch, finished = self._rollout()
-            batches = [batch]
+            batches, reference_s = [batch], 0.0
         rollout_s = time.perf_counter() - start
         stats = self._update(batches, self.advantages(batches))
+        if self.polyak_state is not None:
+            self._update_polyak()
         obs = torch.cat([b["obs"].reshape(-1, b["obs"].shape[-1]) for b in batches])
         self.agent.obs_rms.update(obs)  # after the update: the rollout's logprobs stay valid
+        if self.agent.privileged_dim and all("privileged" in b for b in batches):
+            self.agent.privileged_rms.update(torch.cat([b["privileged"].reshape(-1, self.agent.privileged_dim)
+                                                        for b in batches]))
         self.iteration += 1
         self.episodes += len(finished)
         wall = time.perf_counter() - start
         stats.update(iteration=self.iteration, global_step=self.global_step, episodes=self.episodes,
                      mean_episode_reward=float(np.mean(finished)) if finished else float("nan"),
-                     episodes_per_s=len(finished) / wall, rollout_s=rollout_s, update_s=wall - rollout_s)
+                     episodes_per_s=len(finished) / wall, rollout_s=rollout_s, update_s=wall - rollout_s,
+                     reference_s=reference_s)
         return stats
 
     def train(self, on_iteration: Callable[[dict], None] | None = None) -> None:

@@ -1,5 +1,9 @@
-"""The log-speedup reward (METHOD.md section 5): fit a power law to the reference AdamW run's
-validation curve, invert it at the policy run's final loss, reward = clip(log(t_ref / T), -3, 3)."""
+"""The log-speedup reward (METHOD.md section 5).
+
+Two references: AdamW at its defaults (the paper's): fit a power law to its validation curve,
+invert it at the policy run's final loss, reward = clip(log(t_ref / T), -3, 3); or a small tuned
+AdamW sweep (control/reference.py): reward = the clipped log of the speedup `lhopt evaluate`
+reports, over the sweep's envelope (`envelope_log_speedup`)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import curve_fit
+
+from ..results.speedup import padded, speedup
 
 EXTRAPOLATION = 2.0  # t_ref may reach at most 2x the reference run's length
 REWARD_CLIP = 3.0
@@ -69,3 +75,32 @@ def log_speedup_reward(fit: PowerLawFit, final_loss: float, steps: int) -> float
     if not math.isfinite(final_loss):
         return -REWARD_CLIP
     return float(np.clip(math.log(fit.steps_to(final_loss) / steps), -REWARD_CLIP, REWARD_CLIP))
+
+
+# --- the reward against a tuned reference (a small AdamW sweep) ---------------------------------
+SWEEP_REWARD_CLIP = (-3.0, 4.0)  # log speedup: a run 20x worse and one 55x faster are the ends
+
+
+def envelope_log_speedup(steps, method_curve, reference_curves,
+                         clip: tuple[float, float] = SWEEP_REWARD_CLIP) -> float:
+    """log of the method's speedup over the envelope of `reference_curves`, clipped to `clip`.
+
+    The speedup is the one `lhopt evaluate` reports (results/speedup.py: EMA, envelope, running
+    minimum; T / t where the method reaches the envelope's final loss, else t_env(L_final) / T),
+    so the reward measures the goal itself. `steps` (P,) are the validation steps, the curves
+    (P,) each; a curve shorter than `steps` stopped (diverged) there. A run whose last loss is not
+    finite gets the lowest reward, whatever it reached before (a run that blows up after touching
+    the target has not finished training). Only speedups below 25x (the first of 25 validation
+    points) can be resolved; the upper clip lies beyond, so a 10x win still earns more than 3x.
+    Raises ValueError if no reference curve has a finite value."""
+    length = len(steps)
+    method = padded(method_curve, length)
+    references = [padded(c, length) for c in reference_curves]
+    if not any(np.isfinite(r).any() for r in references):
+        raise ValueError("the reference sweep has no finite validation loss")
+    if not np.isfinite(method[-1]):
+        return clip[0]
+    value = speedup(steps, method, references)
+    if value <= 0:
+        return clip[0]
+    return float(np.clip(math.log(value), clip[0], clip[1]))

@@ -37,8 +37,10 @@ class RolloutWorker:
     def collect(self, weights: dict, state: dict) -> tuple[dict, dict]:
         """One episode group with `weights` from `state`: (batch, the state after it).
 
-        batch: obs, actions, logprobs, values, rewards, dones as (T, envs, ...) tensors, the LSTM
-        start state, the bootstrap (next_done, next_value) and the finished episodes' returns."""
+        batch: obs, actions, logprobs, values, rewards, dones (and a privileged critic's inputs,
+        privileged) as (T, envs, ...) tensors, the LSTM
+        start state, the bootstrap (next_done, next_value), the finished episodes' returns and the
+        seconds spent on reference runs (reference_s)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a worker process or actor: the same float results anywhere
         try:
@@ -51,17 +53,22 @@ class RolloutWorker:
         self.env.load_state_dict(state["env"])
         self.generator.set_state(state["generator"])
         n = self.env.num_envs
+        cache = self.env.sweep_cache
+        reference_before = cache.seconds if cache is not None else 0.0
         obs, _ = self.env.reset()
         next_obs, next_done = torch.as_tensor(obs, dtype=torch.float32), torch.ones(n)  # a fresh episode
         lstm_state = self.agent.initial_state(n)
         start_state = (lstm_state[0].clone(), lstm_state[1].clone())
-        buf: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "dones", "values")}
+        buf: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "dones", "values", "privileged")}
         while True:
+            privileged = torch.as_tensor(self.env.privileged) if self.agent.privileged_dim else None
             buf["obs"].append(next_obs)
             buf["dones"].append(next_done)
+            if privileged is not None:
+                buf["privileged"].append(privileged)
             with torch.no_grad():
                 action, logprob, _, value, lstm_state = self.agent.get_action_and_value(
-                    next_obs, lstm_state, next_done, generator=self.generator)
+                    next_obs, lstm_state, next_done, generator=self.generator, privileged=privileged)
             obs, reward, term, trunc, _ = self.env.step(action.numpy())
             buf["actions"].append(action)
             buf["logprobs"].append(logprob)
@@ -71,9 +78,10 @@ class RolloutWorker:
             next_done = torch.as_tensor(np.logical_or(term, trunc), dtype=torch.float32)
             if bool(next_done.all()):
                 break
-        batch = {k: torch.stack(v) for k, v in buf.items()}
+        batch = {k: torch.stack(v) for k, v in buf.items() if v}
         batch.update(start_state=start_state, next_done=next_done, next_value=torch.zeros(n),
-                     episode_returns=batch["rewards"].sum(0).tolist())
+                     episode_returns=batch["rewards"].sum(0).tolist(),
+                     reference_s=(cache.seconds if cache is not None else 0.0) - reference_before)
         return batch, {"env": self.env.next_episode_state(), "generator": self.generator.get_state()}
 
 

@@ -1,0 +1,43 @@
+"""What the critic may see and the actor may not (METHOD.md section 4): inputs that explain an
+episode's return but carry units or name the task, so a policy acting on them would not
+transfer. Only meta-training computes them; `Controller` and `lhopt evaluate` never need them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..inner.optim import HParams
+from ..tasks import TASKS
+
+KINDS = tuple(sorted(TASKS))  # one-hot position of the task kind
+HPARAM_LOGS = ("log_lr", "log_one_minus_beta1", "log_one_minus_beta2", "log_eps", "log_weight_decay", "clip_logit")
+PRIVILEGED_NAMES = (
+    *(f"kind_{k}" for k in KINDS),
+    *(f"start_{name}" for name in HPARAM_LOGS),
+    *(f"now_{name}" for name in HPARAM_LOGS),
+    "log_total_steps", "progress", "log_initial_valid", "log_valid", "log_train",
+)
+
+
+def _log10(value: float) -> float:
+    return math.log10(max(float(value), 1e-12)) if math.isfinite(value) else 0.0
+
+
+def _hparam_logs(hp: HParams) -> list[float]:
+    clip = min(max(hp.clip, 1e-4), 1.0 - 1e-4)
+    return [_log10(hp.lr), _log10(1.0 - hp.beta1), _log10(1.0 - hp.beta2), _log10(hp.eps),
+            _log10(hp.weight_decay), math.log(clip / (1.0 - clip))]
+
+
+def privileged_vector(kind: str, start: HParams, now: HParams, total_steps: int, progress: float,
+                      initial_valid: float, valid: float, train: float | None) -> np.ndarray:
+    """(len(PRIVILEGED_NAMES),) float32: the task kind (one-hot), the start and current
+    hyperparameters in logs (absolute units), log10 of the run's length, its progress, and log10
+    of the raw losses (validation at step 0 and latest, the last interval's training loss; 0
+    where missing or not finite)."""
+    onehot = [1.0 if k == kind else 0.0 for k in KINDS]
+    losses = [_log10(initial_valid), _log10(valid), _log10(train if train is not None else math.nan)]
+    values = [*onehot, *_hparam_logs(start), *_hparam_logs(now), math.log10(max(total_steps, 1)), progress, *losses]
+    return np.asarray(values, dtype=np.float32)
