@@ -26,6 +26,23 @@ def test_the_test_suite_holds_kinds_the_family_never_draws_and_validation_holds_
     assert len({m["id"] for m in validation}) == len(validation)
 
 
+def test_the_extended_family_draws_sequence_models_half_the_time_over_the_test_suites_run_lengths():
+    import numpy as np
+
+    from lhopt_cli.tasks import build_task
+
+    cfg = OmegaConf.to_container(compose("train_policy", ["task_family=extended"]).task_family, resolve=True)
+    family = TaskFamily({**cfg, "eval_points": 25})
+    test_kinds = {m["task"] for m in suite("test")["members"]}
+    assert not test_kinds & set(family.names) and {"markov_lm", "sequence_classification"} <= set(family.names)
+    sequences = {"markov_lm", "sequence_classification", "algorithmic"}
+    assert 0.4 <= sum(p for n, p in zip(family.names, family.probs) if n in sequences) <= 0.6
+    rng = np.random.default_rng(0)
+    drawn = [family.sample(rng) for _ in range(40)]
+    steps = [build_task(c).total_steps for c in drawn if c["name"] in ("nqm", "markov_lm", "sequence_classification", "algorithmic")]
+    assert min(steps) < 100 and max(steps) > 500  # the test suite's runs are 175 to 562 steps
+
+
 def test_the_validation_suite_is_what_its_script_samples(tmp_path):
     out = tmp_path / "validation.yaml"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--out", str(out)],

@@ -19,7 +19,7 @@ EXTRA = {
 }
 LR = {"mlp_mnist": 3e-3, "mlp_digits": 1e-2, "algorithmic": 1e-2, "cnn_mnist": 3e-3, "mnist1d_conv": 1e-2, "char_lm": 3e-3, "nqm": 0.1,
       "code_lm": 1e-2, "fair_tabular": 3e-3, "randhie_regression": 1e-3, "co2_forecast": 1e-2, "patch_autoencoder": 3e-3,
-      "resnet_mnist": 1e-2, "digits_transformer": 3e-3}
+      "resnet_mnist": 1e-2, "digits_transformer": 3e-3, "markov_lm": 1e-2, "sequence_classification": 1e-2}
 NAMES = list(TASKS)
 USER_CACHE = os.environ.get("LHOPT_CACHE")  # before the fixtures point it at a temporary folder
 
@@ -60,7 +60,7 @@ def seed0_run(small_tasks, seed0_runs, name):
 def test_all_tasks_covered():
     assert set(NAMES) == {"algorithmic", "mlp_mnist", "mlp_digits", "cnn_mnist", "mnist1d_conv", "char_lm", "nqm",
                           "code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder",
-                          "resnet_mnist", "digits_transformer"}
+                          "resnet_mnist", "digits_transformer", "markov_lm", "sequence_classification"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -89,7 +89,7 @@ def test_costs_are_positive(small_tasks, name):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert task.num_params > 0
     assert task.num_params == trainable - task.embedding_params(model)  # N leaves out lookup tables only
-    if name not in ("char_lm", "code_lm"):
+    if name not in ("char_lm", "code_lm", "markov_lm", "sequence_classification"):  # no token embeddings
         assert task.num_params == trainable
     assert task.flops_per_step > 0
     assert task.examples_per_step > 0
@@ -181,3 +181,27 @@ def test_default_config_has_at_least_20_eval_points(monkeypatch, name):
     assert len(steps) >= 20
     assert steps[-1] == task.total_steps
     assert steps == sorted(set(steps)) and steps[0] >= 1
+
+
+def test_generated_languages_are_fixed_by_their_data_seed_and_differ_between_seeds(cache_dir):
+    for name in ("markov_lm", "sequence_classification"):
+        a, b = build_task(small_cfg(name).task), build_task(small_cfg(name).task)
+        other = build_task(small_cfg(name, "task.data_seed=1").task)
+        assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_valid, b.y_valid)
+        assert not torch.equal(a.x_train, other.x_train)
+
+
+def test_the_markov_language_is_predictable_and_its_sources_distinguishable(cache_dir):
+    """Entropy well below uniform: the languages have something to learn."""
+    lm = build_task(small_cfg("markov_lm").task)
+    x, y = lm.x_train[:, 1:].reshape(-1), lm.y_train[:, 1:].reshape(-1)
+    prev = lm.x_train[:, :-1].reshape(-1)
+    vocab = int(lm.cfg.vocab)
+    counts = torch.zeros(vocab * vocab, vocab)
+    counts.index_put_((prev * vocab + x, y), torch.ones_like(y, dtype=torch.float), accumulate=True)
+    probs = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    entropy = -(counts * probs.clamp_min(1e-12).log()).sum() / counts.sum()
+    assert entropy < 0.6 * math.log(vocab)
+    clf = build_task(small_cfg("sequence_classification").task)
+    assert set(clf.y_train.tolist()) == set(range(int(clf.cfg.classes)))
+    assert clf.build_model()(clf.x_valid[:5]).shape == (5, int(clf.cfg.classes))

@@ -67,6 +67,33 @@ class AlgorithmicTask(TaskBase):
 
 
 @dataclass
+class MarkovLmTask(TaskBase):
+    vocab: int = 32
+    concentration: float = 0.1
+    data_seed: int = 0
+    context: int = 32
+    num_train: int = 4000
+    num_valid: int = 400
+    n_layer: int = 1
+    d_model: int = 32
+    n_head: int = 2
+
+
+@dataclass
+class SequenceClassificationTask(TaskBase):
+    vocab: int = 16
+    classes: int = 4
+    concentration: float = 0.3
+    data_seed: int = 0
+    length: int = 24
+    num_train: int = 4000
+    num_valid: int = 500
+    cell: str = "gru"
+    d_model: int = 16
+    hidden: int = 32
+
+
+@dataclass
 class CodeLmTask(TaskBase):
     max_chars: int = 100000
     d_model: int = 32
@@ -119,6 +146,8 @@ TASK_SCHEMAS: dict[str, type] = {
     "mnist1d_conv": Mnist1dConvTask,
     "char_lm": CharLmTask,
     "nqm": NqmTask,
+    "markov_lm": MarkovLmTask,
+    "sequence_classification": SequenceClassificationTask,
     "code_lm": CodeLmTask,
     "fair_tabular": MlpTabularTask,
     "randhie_regression": MlpTabularTask,

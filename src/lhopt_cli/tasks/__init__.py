@@ -7,6 +7,7 @@ from .base import Task
 from .forecast import Co2Forecast
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
+from .synthetic_text import MarkovLm, SequenceClassification
 from .tabular import FairTabular, RandhieRegression
 from .text_lm import CharLm, CodeLm
 from .vision import CnnMnist, DigitsTransformer, MlpDigits, MlpMnist, ResnetMnist
@@ -19,6 +20,8 @@ TASKS: dict[str, type[Task]] = {
     "mnist1d_conv": Mnist1dConv,
     "char_lm": CharLm,
     "nqm": Nqm,
+    "markov_lm": MarkovLm,
+    "sequence_classification": SequenceClassification,
     # kinds the training family never draws (the test suite)
     "code_lm": CodeLm,
     "fair_tabular": FairTabular,
