@@ -5,7 +5,8 @@
 Per block of PPO iterations: the mean episode reward (the log speedup over the reference AdamW
 run, clipped), the policy's entropy, the value function's explained variance and, where the run
 was validated, the last validation score in the block (median speedup over the validation
-suite's best of 35). The figure shows the validation scores on a second axis.
+suite's best of 35; and of the Polyak-averaged weights where the run keeps them). The figure
+shows the validation scores on a second axis.
 """
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ def main() -> None:
     log = pd.read_csv(path)
     log["block"] = (log.iteration - 1) // args.block
     validated = "validation_speedup" in log and log.validation_speedup.notna().any()
+    averaged = "validation_speedup_polyak" in log and log.validation_speedup_polyak.notna().any()
     print("| iterations | episodes | mean episode reward | entropy | explained variance |"
-          + (" validation speedup |" if validated else ""))
-    print("|---|---|---|---|---|" + ("---|" if validated else ""))
+          + (" validation speedup |" if validated else "") + (" Polyak weights |" if averaged else ""))
+    print("|---|---|---|---|---|" + ("---|" if validated else "") + ("---|" if averaged else ""))
     for _, rows in log.groupby("block"):
-        scores = rows.validation_speedup.dropna() if validated else pd.Series(dtype=float)
-        score = (f" {scores.iloc[-1]:.3f}x |" if len(scores) else " |") if validated else ""
+        score = ""
+        for column, shown in (("validation_speedup", validated), ("validation_speedup_polyak", averaged)):
+            scores = rows[column].dropna() if shown else pd.Series(dtype=float)
+            score += (f" {scores.iloc[-1]:.3f}x |" if len(scores) else " |") if shown else ""
         print(f"| {rows.iteration.min()}-{rows.iteration.max()} | {rows.episodes.max()} | "
               f"{rows.mean_episode_reward.mean():+.3f} | {rows.entropy.mean():.2f} | {rows.explained_variance.mean():.2f} |"
               + score)
@@ -48,6 +52,8 @@ def main() -> None:
             scored = log.dropna(subset=["validation_speedup"])
             right = ax.twinx()
             right.plot(scored.iteration, scored.validation_speedup, "o-", color="C3", label="validation speedup")
+            if averaged:
+                right.plot(scored.iteration, scored.validation_speedup_polyak, "s--", color="C4", label="Polyak weights")
             right.set_ylabel("validation median speedup (x)", color="C3")
             right.legend(loc="lower right")
         fig.tight_layout()
