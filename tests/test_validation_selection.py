@@ -48,6 +48,8 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     score, per_member = suite.score(agent)
     assert set(per_member) == {"nqm_small", "mlp_digits_small"}
     assert score == pytest.approx(best_row.validation_speedup)
+    # sampled actions are seeded: the same score twice
+    assert suite.score(agent, greedy=False) == suite.score(agent, greedy=False)
     # a resume that would score on other tasks is refused before anything runs
     with pytest.raises(ConfigError, match="best.pt was chosen on validation.suite=smoke with validation.seeds=\\[0, 1\\]"):
         train_policy.run(compose("train_policy", [*(o for o in overrides if not o.startswith("validation.suite")),
