@@ -85,11 +85,16 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family.
 
     Writes meta_train.csv (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
-    explained variance, episodes/s, validation_speedup), checkpoint.pt, best.pt and, at the end,
+    explained variance, episodes/s, reference_s, validation_speedup[_polyak]), checkpoint.pt, best.pt and, at the end,
     policy.pt into run_dir. Checkpoints are chosen on validation: every validation.every
     iterations (default 25, 0: never) the policy runs greedily on validation.suite (default
     validation; the test suite is refused) with validation.seeds, its median speedup over the
-    stored grids' best of 35 is logged, and best.pt keeps the best policy so far.
+    stored grids' best of 35 is logged, and best.pt keeps the best policy so far (with
+    ppo.polyak, the best of the raw and the Polyak-averaged weights).
+    The reward: reward.reference=defaults (the paper's, over AdamW at its defaults) or sweep (the
+    log speedup over a small tuned AdamW sweep on the episode's own instance and seed); the
+    advantage: ppo.advantage=gae or loo (against the other episodes on the same instance);
+    `experiment=tuned_reference` combines the newer settings (README, "Meta-training").
     A killed run continues with `resume=true` and the same run_dir. `workers=N` rollout workers
     run in this process, in local processes (`executor.workers=N`) or as Ray actors
     (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.

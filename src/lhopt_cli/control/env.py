@@ -116,8 +116,11 @@ class VecLhoptEnv:
         return randomized_start(self.rng, base)
 
     def sweep_rewards(self, results) -> np.ndarray:
-        """Each member's log speedup over the reference sweep's envelope on this instance and seed."""
+        """Each member's log speedup over the reference sweep's envelope on this instance and seed
+        (0 for every member where every sweep run diverged: nothing to measure against)."""
         steps, references = self.sweep_cache.get(self.instance, self.task, self.instance_seed)
+        if not any(np.isfinite(r).any() for r in references):
+            return np.zeros(len(results))
         return np.array([envelope_log_speedup(steps, curve_on(steps, r.curve), references) for r in results])
 
     def _new_episode(self) -> np.ndarray:

@@ -8,7 +8,10 @@ they return, so every iteration ends on an episode boundary (what makes resume e
 Advantages are normalised over the whole iteration's batch, each episode weighing the same,
 before it is cut into minibatches of whole sequences drawn across all episode groups: with a
 sparse final reward, normalising inside one episode would keep only the sign of its outcome
-and turn its early steps against it (METHOD.md section 6).
+and turn its early steps against it (METHOD.md section 6). With `advantage="loo"` the critic is not
+used for advantages: each episode's return is compared with the mean return of the other
+episodes of its group (one task instance and seed), and every decision of the episode gets that
+difference. An optional Polyak average of the weights is kept beside them (`polyak`).
 """
 from __future__ import annotations
 
@@ -320,13 +323,13 @@ class PPO:
             batches, reference_s = [batch], 0.0
         rollout_s = time.perf_counter() - start
         stats = self._update(batches, self.advantages(batches))
-        if self.polyak_state is not None:
-            self._update_polyak()
         obs = torch.cat([b["obs"].reshape(-1, b["obs"].shape[-1]) for b in batches])
         self.agent.obs_rms.update(obs)  # after the update: the rollout's logprobs stay valid
         if self.agent.privileged_dim and all("privileged" in b for b in batches):
             self.agent.privileged_rms.update(torch.cat([b["privileged"].reshape(-1, self.agent.privileged_dim)
                                                         for b in batches]))
+        if self.polyak_state is not None:  # after the input statistics, which it copies
+            self._update_polyak()
         self.iteration += 1
         self.episodes += len(finished)
         wall = time.perf_counter() - start
