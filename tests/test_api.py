@@ -314,3 +314,40 @@ def test_only_controlled_embeddings_leave_the_non_embedding_count(policy_with_pr
     assert ctrl.attach(opt, total_steps=20, model=model).tracker.num_params == 8 * 3 + 3
     with pytest.raises(ProtocolError, match="decisions must be an integer"):
         ctrl.attach(opt, total_steps=20, decisions="64")
+
+
+# --- optimizers as people configure them ------------------------------------------------------
+def test_param_groups_keep_their_ratios_and_a_zero_weight_decay_stays_zero():
+    net, x, y = user_problem()
+    weights, biases = [net[0].weight, net[2].weight], [net[0].bias, net[2].bias]
+    opt = torch.optim.AdamW([{"params": weights, "weight_decay": 0.1},
+                             {"params": biases, "weight_decay": 0.0, "lr": 3e-3}], lr=1e-3)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=64, model=net)
+    train(ctrl, net, opt, x, y, 64)
+    decay, no_decay = opt.param_groups
+    assert decay["lr"] != 1e-3  # the policy moved the learning rate over 64 decisions
+    assert no_decay["lr"] == pytest.approx(3 * decay["lr"])
+    assert decay["weight_decay"] == pytest.approx(ctrl.hparams.weight_decay) and decay["weight_decay"] > 0
+    assert no_decay["weight_decay"] == 0.0
+    assert no_decay["betas"] == pytest.approx(decay["betas"]) and no_decay["eps"] == pytest.approx(decay["eps"])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_a_weight_decay_of_zero_runs_and_stays_zero(weight_decay):
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=weight_decay)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=32)
+    losses = train(ctrl, net, opt, x, y, 32)
+    assert np.isfinite(losses).all() and len(ctrl.history) > 0
+    if weight_decay == 0.0:
+        assert all(row["weight_decay"] == 0.0 for row in ctrl.history)
+        assert opt.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_stepping_past_total_steps_is_an_error_that_says_so():
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=16)
+    train(ctrl, net, opt, x, y, 16)
+    with pytest.raises(RuntimeError, match="step\\(\\) called 17 times, but attach\\(\\) was told total_steps=16"):
+        train(ctrl, net, opt, x, y, 1)

@@ -28,7 +28,7 @@ from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
 from .inner.hooks import restore, snapshot
-from .inner.optim import RollingMaxClipper, apply_hparams, read_hparams
+from .inner.optim import RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import adamw_stats
 from .tasks.base import eval_steps
 
@@ -68,6 +68,9 @@ class Controller:
         model: the module whose weights the restart action saves and restores (without it the
         policy never restarts; under a `non_embedding` protocol it also tells which parameters are
         embeddings). decisions: only checked against the policy's protocol.
+        Param groups may differ (per-group learning rates, weight decay 0 on biases and norms):
+        every action is relative, so each group's value keeps its ratio to the others and a zero
+        stays zero.
         Raises TypeError (not AdamW-like), ValueError (total_steps), ProtocolError (decisions)."""
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
@@ -77,7 +80,9 @@ class Controller:
         self.protocol.check("Controller.attach", decisions=decisions)
         self.optimizer, self.model, self.total_steps = optimizer, model, total_steps
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.hparams = read_hparams(optimizer, clip=EVAL_START.clip)
+        # param groups keep their ratios (a group's weight decay 0 stays 0): the policy moves
+        # reference values, and every group follows relatively
+        self.hparams, self.group_scales = group_scales(optimizer, clip=EVAL_START.clip)
         self.tracker = FeatureTracker(self.hparams, self._counted_params())
         self.boundaries = decision_steps(total_steps, self.decisions, self.protocol.min_interval)
         self._decision_at = set(self.boundaries)
@@ -104,6 +109,7 @@ class Controller:
     # --- every step ----------------------------------------------------------------------------
     def step(self, loss: float, valid_loss: float | None = None) -> bool:
         """Call after loss.backward(), before optimizer.step(); returns whether to take that step.
+        Raises RuntimeError before attach() and past `total_steps` calls.
 
         valid_loss: a validation loss measured on the current weights (at `validation_steps`,
         as the policy was trained to see them; the last of them is the end of the run). At a decision point the policy acts first: it
@@ -112,6 +118,9 @@ class Controller:
         (the step still counts: a restart costs compute)."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
+        if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended
+            raise RuntimeError(f"step() called {self.step_index + 1} times, but attach() was told total_steps="
+                               f"{self.total_steps}: attach again with the run's real number of steps")
         if valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
         restored = self.step_index in self._decision_at and self._decide()
@@ -169,7 +178,7 @@ class Controller:
             self.tracker.registers[register] = Register(saved, self.tracker.last_train, progress)
         elif kind == "load":  # the mask allows a load only from a filled register
             restore(self.tracker.registers[register].state, self.model, self.optimizer, self.clipper)
-        apply_hparams(self.optimizer, self.hparams)
+        apply_hparams(self.optimizer, self.hparams, self.group_scales)
         self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register})
         return kind == "load"
 

@@ -63,6 +63,11 @@ def _clip(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
 
 
+def _scaled(value: float, factor: float, bounds: tuple[float, float]) -> float:
+    """value x factor within bounds; a zero (e.g. a user's weight decay 0) stays zero."""
+    return 0.0 if value == 0 else _clip(value * factor, bounds)
+
+
 def apply_action(hp: HParams, action) -> tuple[HParams, int]:
     """The hyperparameters after one action (one choice index per head), and the restart code."""
     pick = {name: HEADS[name][int(index)] for name, index in zip(HEAD_NAMES, action)}
@@ -71,11 +76,11 @@ def apply_action(hp: HParams, action) -> tuple[HParams, int]:
     clip = hp.clip if pick["clip_logit"] == 0.0 else sigmoid(logit(_clip(hp.clip, CLIP_BOUNDS)) + pick["clip_logit"])
     new = replace(
         hp,
-        lr=_clip(hp.lr * pick["lr"], BOUNDS["lr"]),
+        lr=_scaled(hp.lr, pick["lr"], BOUNDS["lr"]),
         beta1=1.0 - one_minus_b1,
         beta2=1.0 - one_minus_b2,
-        eps=_clip(hp.eps * pick["eps"], BOUNDS["eps"]),
-        weight_decay=_clip(hp.weight_decay * pick["weight_decay"], BOUNDS["weight_decay"]),
+        eps=_scaled(hp.eps, pick["eps"], BOUNDS["eps"]),
+        weight_decay=_scaled(hp.weight_decay, pick["weight_decay"], BOUNDS["weight_decay"]),
         clip=_clip(clip, CLIP_BOUNDS),
     )
     return new, int(pick["restart"])

@@ -43,6 +43,14 @@ def _log_ratio(a: float, b: float) -> float:
     return math.log(max(a, _TINY) / max(b, _TINY))
 
 
+def _moved(now: float, start: float) -> float:
+    """log(now / start): how far relative actions moved a hyperparameter; 0 for one that started
+    at zero (a user's weight decay 0: relative actions keep it there)."""
+    if start == 0 or now == 0:
+        return 0.0
+    return math.log(now / start)
+
+
 def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
@@ -139,11 +147,11 @@ class FeatureTracker:
     def _hparams_relative(self, hp: HParams) -> dict[str, float]:
         s = self.start
         return {
-            "log_lr_rel": math.log(hp.lr / s.lr),
-            "log_one_minus_beta1_rel": math.log((1 - hp.beta1) / (1 - s.beta1)),
-            "log_one_minus_beta2_rel": math.log((1 - hp.beta2) / (1 - s.beta2)),
-            "log_eps_rel": math.log(hp.eps / s.eps),
-            "log_wd_rel": math.log(hp.weight_decay / s.weight_decay),
+            "log_lr_rel": _moved(hp.lr, s.lr),
+            "log_one_minus_beta1_rel": _moved(1 - hp.beta1, 1 - s.beta1),
+            "log_one_minus_beta2_rel": _moved(1 - hp.beta2, 1 - s.beta2),
+            "log_eps_rel": _moved(hp.eps, s.eps),
+            "log_wd_rel": _moved(hp.weight_decay, s.weight_decay),
             "clip_logit_rel": logit(hp.clip) - logit(s.clip),
         }
 

@@ -38,13 +38,37 @@ def make_adamw(params: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim
         return torch.optim.AdamW(params, **kwargs)
 
 
-def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams) -> None:
-    """Write the hyperparameters into every param group (read by the next optimizer.step)."""
-    for group in optimizer.param_groups:
-        group["lr"] = hp.lr
-        group["betas"] = (hp.beta1, hp.beta2)
-        group["eps"] = hp.eps
-        group["weight_decay"] = hp.weight_decay
+GROUP_KEYS = ("lr", "one_minus_beta1", "one_minus_beta2", "eps", "weight_decay")
+
+
+def _group_values(group: dict) -> dict[str, float]:
+    beta1, beta2 = group["betas"]
+    return {"lr": float(group["lr"]), "one_minus_beta1": 1.0 - float(beta1), "one_minus_beta2": 1.0 - float(beta2),
+            "eps": float(group["eps"]), "weight_decay": float(group["weight_decay"])}
+
+
+def group_scales(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> tuple[HParams, list[dict[str, float]]]:
+    """The reference hyperparameters of an optimizer whose param groups may differ, and each
+    group's ratio to them: per key the reference is the first group's non-zero value, so a group
+    at 0 (weight decay off for biases and norms) has ratio 0 and stays 0 under relative changes.
+    Returns (reference HParams, one {key: ratio} per param group; keys GROUP_KEYS)."""
+    values = [_group_values(group) for group in optimizer.param_groups]
+    reference = {k: next((v[k] for v in values if v[k] != 0), 0.0) for k in GROUP_KEYS}
+    scales = [{k: (v[k] / reference[k] if reference[k] else 0.0) for k in GROUP_KEYS} for v in values]
+    hp = HParams(reference["lr"], 1.0 - reference["one_minus_beta1"], 1.0 - reference["one_minus_beta2"],
+                 reference["eps"], reference["weight_decay"], clip)
+    return hp, scales
+
+
+def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams, scales: list[dict[str, float]] | None = None) -> None:
+    """Write the hyperparameters into every param group (read by the next optimizer.step); with
+    `scales` (group_scales), group i gets each value times its ratio (betas: 1 - beta scaled)."""
+    for i, group in enumerate(optimizer.param_groups):
+        r = scales[i] if scales is not None else dict.fromkeys(GROUP_KEYS, 1.0)
+        group["lr"] = hp.lr * r["lr"]
+        group["betas"] = (1.0 - (1.0 - hp.beta1) * r["one_minus_beta1"], 1.0 - (1.0 - hp.beta2) * r["one_minus_beta2"])
+        group["eps"] = hp.eps * r["eps"]
+        group["weight_decay"] = hp.weight_decay * r["weight_decay"]
 
 
 def read_hparams(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> HParams:
