@@ -351,3 +351,61 @@ def test_stepping_past_total_steps_is_an_error_that_says_so():
     train(ctrl, net, opt, x, y, 16)
     with pytest.raises(RuntimeError, match="step\\(\\) called 17 times, but attach\\(\\) was told total_steps=16"):
         train(ctrl, net, opt, x, y, 1)
+
+
+def _resumable_run(ctrl_factory, steps, cut=None, path=None):
+    """64-step user loop; with `cut`, stop there, save model, optimizer and controller the usual
+    way, rebuild everything from the files and continue. Returns (history, final weights)."""
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = ctrl_factory().attach(opt, total_steps=steps, model=net)
+    step = 0
+
+    def run_until(end):
+        nonlocal step
+        while step < end:
+            idx = torch.arange(step * 16, step * 16 + 16) % 256
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            loss.backward()
+            valid = nn.functional.cross_entropy(net(x), y).item() if step in ctrl.validation_steps else None
+            if ctrl.step(loss=loss.item(), valid_loss=valid):
+                opt.step()
+            opt.zero_grad()
+            step += 1
+
+    if cut is not None:
+        run_until(cut)
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "controller": ctrl.state_dict()}, path)
+        saved = torch.load(path, weights_only=True)
+        net, _, _ = user_problem(seed=1)  # other initial weights: everything must come from the file
+        net.load_state_dict(saved["model"])
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        opt.load_state_dict(saved["optimizer"])
+        ctrl = ctrl_factory().attach(opt, total_steps=steps, model=net)
+        ctrl.load_state_dict(saved["controller"])
+    run_until(steps)
+    return ctrl.history, [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_a_run_resumed_from_its_checkpoint_decides_exactly_as_the_uninterrupted_one(tmp_path, greedy):
+    factory = lambda: Controller.from_pretrained(greedy=greedy, seed=3)  # noqa: E731
+    straight, weights = _resumable_run(factory, 64)
+    resumed, resumed_weights = _resumable_run(factory, 64, cut=40, path=tmp_path / "ckpt.pt")
+    assert resumed == straight  # every decision after the cut too, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(weights, resumed_weights))
+
+
+def test_a_controller_state_of_another_run_length_or_kind_is_refused(tmp_path):
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=32)
+    train(ctrl, net, opt, x, y, 8)
+    state = ctrl.state_dict()
+    other = Controller.from_pretrained().attach(opt, total_steps=64)
+    with pytest.raises(ValueError, match="total_steps=32"):
+        other.load_state_dict(state)
+    with pytest.raises(ValueError, match="not a Controller state"):
+        other.load_state_dict({"model": {}})
+    with pytest.raises(RuntimeError, match="before state_dict"):
+        Controller.from_pretrained().state_dict()

@@ -28,7 +28,7 @@ from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
 from .inner.hooks import restore, snapshot
-from .inner.optim import RollingMaxClipper, apply_hparams, group_scales
+from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import adamw_stats
 from .tasks.base import eval_steps
 
@@ -95,6 +95,59 @@ class Controller:
         self.stats, self.stats_count = {}, 0
         self.history: list[dict] = []  # one row per decision: step, hyperparameters, restart that happened
         return self
+
+    # --- checkpoint and resume ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to decide exactly as the uninterrupted one: the step,
+        the policy's recurrent state, the feature histories, the registers with their snapshots,
+        the clipper, the hyperparameters with the param groups' ratios, the action sampler.
+        Plain data and tensors (torch.save / torch.load(weights_only=True) keep it). Save it with
+        the model's and the optimizer's state dicts. Raises RuntimeError before attach()."""
+        if self.optimizer is None:
+            raise RuntimeError("call attach(optimizer, total_steps=...) before state_dict()")
+        t = self.tracker
+        registers = [None if r is None else {"state": r.state, "loss": r.loss, "progress": r.progress}
+                     for r in t.registers]
+        return {"format": "lhopt-controller", "version": 1, "total_steps": self.total_steps,
+                "step_index": self.step_index, "recurrent": [x.clone() for x in self.state],
+                "generator": self.generator.get_state(), "hparams": self.hparams.as_dict(),
+                "group_scales": [dict(g) for g in self.group_scales], "clipper": self.clipper.state_dict(),
+                "valid": self.valid, "valid_is_new": self.valid_is_new, "stats": dict(self.stats),
+                "stats_count": self.stats_count, "interval_losses": list(self.interval_losses),
+                "history": [dict(row) for row in self.history],
+                "tracker": {"start": t.start.as_dict(), "num_params": t.num_params,
+                            "history": {k: list(v) for k, v in t.history.items()}, "last_train": t.last_train,
+                            "prev_action": None if t.prev_action is None else list(t.prev_action),
+                            "registers": registers}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a run from `state_dict()`: call after attach() with the restored optimizer (and
+        model) and the same total_steps. Raises ValueError for a state that is not a Controller's
+        or belongs to a run of another length, RuntimeError before attach()."""
+        if self.optimizer is None:
+            raise RuntimeError("call attach(optimizer, total_steps=...) before load_state_dict()")
+        if not isinstance(state, dict) or state.get("format") != "lhopt-controller":
+            raise ValueError("not a Controller state (expected the dict Controller.state_dict() returns)")
+        if int(state["total_steps"]) != self.total_steps:
+            raise ValueError(f"the saved run had total_steps={state['total_steps']}, this attach() says "
+                             f"{self.total_steps}: attach with the saved run's length")
+        self.step_index = int(state["step_index"])
+        self.state = tuple(x.clone() for x in state["recurrent"])
+        self.generator.set_state(state["generator"])
+        self.hparams = HParams(**state["hparams"])
+        self.group_scales = [dict(g) for g in state["group_scales"]]
+        self.clipper.load_state_dict(state["clipper"])
+        self.valid, self.valid_is_new = float(state["valid"]), bool(state["valid_is_new"])
+        self.stats, self.stats_count = dict(state["stats"]), int(state["stats_count"])
+        self.interval_losses, self.history = list(state["interval_losses"]), [dict(r) for r in state["history"]]
+        t = state["tracker"]
+        self.tracker = FeatureTracker(HParams(**t["start"]), int(t["num_params"]),
+                                      history={k: list(v) for k, v in t["history"].items()},
+                                      last_train=float(t["last_train"]),
+                                      prev_action=None if t["prev_action"] is None else tuple(t["prev_action"]),
+                                      registers=[None if r is None else Register(r["state"], r["loss"], r["progress"])
+                                                 for r in t["registers"]])
+        apply_hparams(self.optimizer, self.hparams, self.group_scales)
 
     def _counted_params(self) -> int:
         """N of the protocol: the optimizer's parameters, less those of the model's nn.Embedding
