@@ -409,3 +409,63 @@ def test_a_controller_state_of_another_run_length_or_kind_is_refused(tmp_path):
         other.load_state_dict({"model": {}})
     with pytest.raises(RuntimeError, match="before state_dict"):
         Controller.from_pretrained().state_dict()
+
+
+def _amp_style_run(inject_at: set[int], steps: int = 48):
+    """A GradScaler loop (scale, unscale_ before ctrl.step, scaler.step, update); at the loop
+    iterations in `inject_at` one gradient is overwritten with inf, as an fp16 overflow would,
+    and the batch is fed again (the data advance only with a step taken)."""
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=steps, model=net)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if inject_at is not None else None
+    taken, iteration, skipped = 0, 0, 0
+    while ctrl.step_index < steps:
+        idx = torch.arange(taken * 16, taken * 16 + 16) % 256
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        valid = nn.functional.cross_entropy(net(x), y).item() if ctrl.step_index in ctrl.validation_steps else None
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            if iteration in inject_at:
+                net[0].weight.grad[0, 0] = float("inf")
+            scaler.unscale_(opt)
+        before = ctrl.step_index
+        if ctrl.step(loss=loss.item(), valid_loss=valid):
+            opt.step() if scaler is None else scaler.step(opt)
+        if scaler is not None:
+            scaler.update()
+        opt.zero_grad()
+        skipped += ctrl.step_index == before
+        taken = ctrl.step_index
+        iteration += 1
+    return ctrl.history, [p.detach().clone() for p in net.parameters()], skipped
+
+
+def test_a_mixed_precision_loop_with_overflows_decides_as_the_fp32_loop():
+    plain, plain_weights, _ = _amp_style_run(None)
+    amp, amp_weights, skipped = _amp_style_run({3, 17, 30})
+    assert skipped == 3  # the overflowed steps were not counted (a restore still counts)
+    assert amp == plain
+    assert all(torch.isfinite(w).all() for w in amp_weights)
+    assert all(torch.equal(a, b) for a, b in zip(plain_weights, amp_weights))  # power-of-2 scaling is exact
+
+
+def test_gradient_accumulation_counts_optimizer_steps():
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_pretrained().attach(opt, total_steps=24, model=net)
+    for step in range(24):
+        losses = []
+        for micro in range(4):  # 4 micro-batches of 4 per optimizer step
+            idx = torch.arange(step * 16 + micro * 4, step * 16 + micro * 4 + 4) % 256
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx]) / 4
+            loss.backward()
+            losses.append(loss.item())
+        valid = nn.functional.cross_entropy(net(x), y).item() if step in ctrl.validation_steps else None
+        if ctrl.step(loss=sum(losses), valid_loss=valid):
+            opt.step()
+        opt.zero_grad()
+    assert ctrl.step_index == 24 and len(ctrl.history) == len(ctrl.boundaries)
+    assert all(torch.isfinite(p).all() for p in net.parameters())

@@ -1,4 +1,4 @@
-"""The README's library example runs as written, with the bundled policy."""
+"""The README's library examples run as written, with the bundled policy."""
 import re
 import subprocess
 import sys
@@ -13,3 +13,13 @@ def test_readme_example_runs():
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"final loss \d+\.\d+, lr now \S+, 64 decisions", proc.stdout), proc.stdout
+
+
+def test_readme_param_groups_mixed_precision_and_resume_example_runs(tmp_path):
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2, "README.md lost its second python example"
+    proc = subprocess.run([sys.executable, "-c", blocks[1]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"64 decisions; weight decay \S+ and 0\.0$", proc.stdout.strip()), proc.stdout
+    assert (tmp_path / "checkpoint.pt").is_file()

@@ -168,7 +168,9 @@ class Controller:
         as the policy was trained to see them; the last of them is the end of the run). At a decision point the policy acts first: it
         sets the hyperparameters and may save or restore a checkpoint. After a restore it
         returns False: this gradient belongs to the replaced weights, so skip optimizer.step()
-        (the step still counts: a restart costs compute)."""
+        (the step still counts: a restart costs compute). A gradient that is not finite (mixed
+        precision's overflow, after `scaler.unscale_(optimizer)`) returns False too, but that
+        step does not count: the controller decides as if the call had not happened."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
         if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended
@@ -176,12 +178,17 @@ class Controller:
                                f"{self.total_steps}: attach again with the run's real number of steps")
         if valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
+        norm = self.clipper.grad_norm(self.params)
+        if norm is not None and not math.isfinite(float(norm)):
+            # inf/NaN gradients (a GradScaler's overflow): skip the step and count nothing, as
+            # the scaler skips optimizer.step(); the run goes on as if it had not been there
+            return False
         restored = self.step_index in self._decision_at and self._decide()
         self.step_index += 1
         if restored:
             return False
         self.interval_losses.append(float(loss))
-        _, clipped = self.clipper(self.params, self.hparams.clip)
+        _, clipped = self.clipper(self.params, self.hparams.clip, norm)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
             self._sample_stats(clipped)  # every interval's last step is measured
         return True

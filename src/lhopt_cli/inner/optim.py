@@ -85,11 +85,20 @@ class RollingMaxClipper:
         self.decay = decay
         self.rolling_max = 0.0
 
-    def __call__(self, params: list[torch.nn.Parameter], fraction: float) -> tuple[float, bool]:
+    @staticmethod
+    def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor | None:
+        """The global gradient norm of `params` (None: no gradients)."""
+        with_grad = [p for p in params if p.grad is not None]
+        return torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if with_grad else None
+
+    def __call__(self, params: list[torch.nn.Parameter], fraction: float,
+                 norm: torch.Tensor | None = None) -> tuple[float, bool]:
+        """Clip at fraction x the rolling max; `norm`: the gradient norm if already computed.
+        Returns (the norm before clipping, whether it clipped)."""
         with_grad = [p for p in params if p.grad is not None]
         if not with_grad:
             return 0.0, False
-        norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+        norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if norm is None else norm
         value = float(norm)
         if math.isfinite(value):
             self.rolling_max = max(self.decay * self.rolling_max, value)
