@@ -10,6 +10,7 @@ import numpy as np
 
 from ..inner.optim import HParams
 from ..tasks import TASKS
+from .actions import logit
 
 KINDS = tuple(sorted(TASKS))  # one-hot position of the task kind
 HPARAM_LOGS = ("log_lr", "log_one_minus_beta1", "log_one_minus_beta2", "log_eps", "log_weight_decay", "clip_logit")
@@ -26,9 +27,8 @@ def _log10(value: float) -> float:
 
 
 def _hparam_logs(hp: HParams) -> list[float]:
-    clip = min(max(hp.clip, 1e-4), 1.0 - 1e-4)
     return [_log10(hp.lr), _log10(1.0 - hp.beta1), _log10(1.0 - hp.beta2), _log10(hp.eps),
-            _log10(hp.weight_decay), math.log(clip / (1.0 - clip))]
+            _log10(hp.weight_decay), logit(hp.clip)]
 
 
 def privileged_vector(kind: str, start: HParams, now: HParams, total_steps: int, progress: float,
