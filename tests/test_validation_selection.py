@@ -59,6 +59,19 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
                            "--png", str(tmp_path / "curve.png")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "validation speedup |" in proc.stdout and f"{scored.validation_speedup.iloc[-1]:.3f}x |" in proc.stdout
+    # the validation-chosen policy bundles with its config, log and curve
+    bundle = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--out",
+                             str(tmp_path / "bundle")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert bundle.returncode == 0, bundle.stderr[-2000:]
+    assert (tmp_path / "bundle" / "default.pt").read_bytes() == (tmp_path / "best.pt").read_bytes()
+    assert (tmp_path / "bundle" / "default_config.yaml").read_text() == (tmp_path / "config.yaml").read_text()
+    assert (tmp_path / "bundle" / "default_meta_train.csv").read_text() == (tmp_path / "meta_train.csv").read_text()
+    assert (tmp_path / "bundle" / "default_meta_training.png").stat().st_size > 1000
+    assert f"validation {meta['config']['validation_speedup']:.3f}x" in bundle.stdout
+    (tmp_path / "best.pt").unlink()
+    refused = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--out",
+                              str(tmp_path / "bundle")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0 and "best.pt: missing" in refused.stderr
 
 
 def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli, smoke_policy, monkeypatch):

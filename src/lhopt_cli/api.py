@@ -27,6 +27,7 @@ from .control.actions import EVAL_START, apply_action, restart_kind
 from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
+from .inner.guard import guarded_hparams, healthy
 from .inner.hooks import restore, snapshot
 from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import adamw_stats
@@ -40,11 +41,14 @@ def default_policy_path() -> Path:
 
 
 class Controller:
-    def __init__(self, agent, meta: dict, greedy: bool = True, seed: int = 0):
+    def __init__(self, agent, meta: dict, greedy: bool = True, seed: int = 0, guard: bool = True):
         """greedy: argmax actions (as `lhopt evaluate` by default); False samples them, seeded.
+        guard: the divergence guard (inner/guard.py), as `lhopt evaluate` runs by default: with
+        a `model` attached, the state at each decision is kept (one copy of the weights and the
+        optimizer state) and a NaN/inf loss sends the run back there with half the learning rate.
         The observation protocol (decisions per run, statistics cadence, validation points,
         parameter count) is the policy file's (`meta`)."""
-        self.agent, self.meta, self.greedy = agent, meta, greedy
+        self.agent, self.meta, self.greedy, self.guard = agent, meta, greedy, guard
         self.protocol = policy_protocol(meta)
         self.decisions, self.stats_every = self.protocol.decisions, self.protocol.stats_every
         self.generator = torch.Generator().manual_seed(seed)
@@ -94,7 +98,27 @@ class Controller:
         self.valid, self.valid_is_new = math.nan, False
         self.stats, self.stats_count = {}, 0
         self.history: list[dict] = []  # one row per decision: step, hyperparameters, restart that happened
+        # the divergence guard's point (held: a finite loss was seen there) and the one offered at
+        # the last decision (held once the next loss is finite); the start always holds
+        self.guard_point = self._guard_state() if self._guarding else None
+        self.guard_offered, self.guard_returns = None, 0
+        self.first_loss: float | None = None  # the run's first training loss: the guard's yardstick
         return self
+
+    @property
+    def _guarding(self) -> bool:
+        return self.guard and self.model is not None  # without the model nothing can be restored
+
+    def _guard_state(self) -> dict:
+        return {"state": snapshot(self.model, self.optimizer, self.clipper), "hparams": self.hparams.as_dict()}
+
+    def _return_to_guard_point(self) -> None:
+        """Back to the guard point with half the smaller learning rate (inner/guard.py)."""
+        point, self.guard_offered = self.guard_point, None
+        restore(point["state"], self.model, self.optimizer, self.clipper)
+        self.hparams = guarded_hparams(self.hparams, HParams(**point["hparams"]))
+        apply_hparams(self.optimizer, self.hparams, self.group_scales)
+        self.guard_returns += 1
 
     # --- checkpoint and resume ---------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -118,7 +142,9 @@ class Controller:
                 "tracker": {"start": t.start.as_dict(), "num_params": t.num_params,
                             "history": {k: list(v) for k, v in t.history.items()}, "last_train": t.last_train,
                             "prev_action": None if t.prev_action is None else list(t.prev_action),
-                            "registers": registers}}
+                            "registers": registers},
+                "guard": {"point": self.guard_point, "offered": self.guard_offered, "returns": self.guard_returns,
+                          "first_loss": self.first_loss}}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue a run from `state_dict()`: call after attach() with the restored optimizer (and
@@ -147,6 +173,10 @@ class Controller:
                                       prev_action=None if t["prev_action"] is None else tuple(t["prev_action"]),
                                       registers=[None if r is None else Register(r["state"], r["loss"], r["progress"])
                                                  for r in t["registers"]])
+        guard = state.get("guard") or {}
+        if "point" in guard:
+            self.guard_point, self.guard_offered = guard["point"], guard["offered"]
+            self.guard_returns, self.first_loss = int(guard["returns"]), guard.get("first_loss")
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
 
     def _counted_params(self) -> int:
@@ -170,23 +200,39 @@ class Controller:
         returns False: this gradient belongs to the replaced weights, so skip optimizer.step()
         (the step still counts: a restart costs compute). A gradient that is not finite (mixed
         precision's overflow, after `scaler.unscale_(optimizer)`) returns False too, but that
-        step does not count: the controller decides as if the call had not happened."""
+        step does not count: the controller decides as if the call had not happened.
+        With the divergence guard, a loss that has blown up (not finite, or above 4x the run's
+        first loss: inner/guard.py) or a valid_loss that is not finite sends the run back to its
+        last guard point (model, optimizer, lr halved) and returns False; that step counts."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
         if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended
             raise RuntimeError(f"step() called {self.step_index + 1} times, but attach() was told total_steps="
                                f"{self.total_steps}: attach again with the run's real number of steps")
-        if valid_loss is not None:
+        # the engine's order (inner/batched.py): a validation of diverged weights sends the run
+        # back and spends this step; then the decision; then this step's loss is checked
+        returned = self._guarding and valid_loss is not None and not math.isfinite(float(valid_loss))
+        if returned:
+            self._return_to_guard_point()
+        elif valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
-        norm = self.clipper.grad_norm(self.params)
+        if self.first_loss is None and not returned:
+            self.first_loss = float(loss)
+        diverged = self._guarding and not healthy(float(loss), self.first_loss)
+        norm = None if returned or diverged else self.clipper.grad_norm(self.params)
         if norm is not None and not math.isfinite(float(norm)):
             # inf/NaN gradients (a GradScaler's overflow): skip the step and count nothing, as
             # the scaler skips optimizer.step(); the run goes on as if it had not been there
             return False
         restored = self.step_index in self._decision_at and self._decide()
         self.step_index += 1
-        if restored:
+        if returned or restored:
             return False
+        if diverged:
+            self._return_to_guard_point()
+            return False
+        if self.guard_offered is not None:  # a finite loss at the point offered: it holds
+            self.guard_point, self.guard_offered = self.guard_offered, None
         self.interval_losses.append(float(loss))
         _, clipped = self.clipper(self.params, self.hparams.clip, norm)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
@@ -239,7 +285,10 @@ class Controller:
         elif kind == "load":  # the mask allows a load only from a filled register
             restore(self.tracker.registers[register].state, self.model, self.optimizer, self.clipper)
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
-        self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register})
+        if self._guarding:
+            self.guard_offered = self._guard_state()
+        self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register,
+                             "guard_returns": self.guard_returns})
         return kind == "load"
 
 

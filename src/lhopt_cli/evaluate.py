@@ -90,10 +90,11 @@ def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: Observa
     return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
 
 
-def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool) -> None:
-    """Record which policy file (by SHA-256) and which actions (greedy or sampled) this run
-    folder's policy runs belong to; refuse others, whose runs would otherwise be mistaken for
-    the stored ones (ConfigError)."""
+def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = True) -> None:
+    """Record which policy file (by SHA-256), which actions (greedy or sampled) and whether the
+    divergence guard ran, for this run folder's policy runs; refuse others, whose runs would
+    otherwise be mistaken for the stored ones (ConfigError). Folders from before the guard
+    existed hold unguarded runs."""
     digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
     record = run_dir / "policy.json"
     if record.exists():
@@ -104,8 +105,11 @@ def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool) -> None:
         if held.get("greedy", True) != greedy:
             raise ConfigError(f"{run_dir} holds this policy's {'greedy' if held.get('greedy', True) else 'sampled'} "
                               f"runs; evaluate greedy={str(greedy).lower()} in another run_dir")
+        if held.get("guard", False) != guard:
+            raise ConfigError(f"{run_dir} holds this policy's runs {'with' if held.get('guard', False) else 'without'} "
+                              f"the divergence guard; evaluate guard={str(guard).lower()} in another run_dir")
         return
-    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy}) + "\n")
+    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy, "guard": guard}) + "\n")
 
 
 def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
@@ -123,7 +127,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     agent, policy_meta = load_policy(policy_path)
     protocol = policy_protocol(policy_meta)
     check_protocol(cfg, protocol)
-    claim_run_dir(run_dir, policy_path, bool(cfg.greedy))
+    claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard))
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
@@ -149,7 +153,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
         if todo:
             console.print(f"{task_name}: policy runs for seeds {todo}")
-            policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy))
+            policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
+                                     guard=bool(cfg.guard))
             store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                     "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
             for s, pr in zip(todo, policy_runs):

@@ -196,6 +196,7 @@ class ValidationConfig:
     every: int = 25
     suite: str = "validation"
     seeds: list[int] = field(default_factory=lambda: [0])
+    guard: bool = True
 
 
 @dataclass
@@ -221,6 +222,7 @@ class ControllerConfig:
     eval_points: int = 25
     parameter_count: str = "all"
     min_interval: int = 1
+    guard: bool = False
     privileged_critic: bool = False
     noop_logit: float = 0.0
     restart_none_logit: float = 0.0
@@ -356,6 +358,7 @@ class EvaluateConfig:
     extra_baselines: list[str] = field(default_factory=list)
     extended_lrs: list[float] = field(default_factory=list)
     greedy: bool = True
+    guard: bool = True
     run_dir: Optional[str] = None
 
 

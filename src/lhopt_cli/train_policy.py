@@ -87,7 +87,8 @@ def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
             "randomize_start": "start_lr_scale" not in family_cfg,
             "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
             "reward_extrapolation": float(cfg.reward_extrapolation), "reference_sweep": reference_sweep(cfg),
-            "eval_start_share": float(family_cfg.get("eval_start_share", 0.0))}
+            "eval_start_share": float(family_cfg.get("eval_start_share", 0.0)),
+            "guard": bool(c.get("guard", False))}
 
 
 def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
@@ -221,7 +222,8 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
                 averaged = ppo.polyak_agent()
                 if averaged is not None:  # the averaged weights compete with the raw ones
                     candidates["polyak"] = averaged
-                scores = {kind: validation.score(agent)[0] for kind, agent in candidates.items()}
+                guard = bool(cfg.validation.get("guard", True))
+                scores = {kind: validation.score(agent, guard=guard)[0] for kind, agent in candidates.items()}
                 stats = {**stats, "validation_speedup": scores["raw"], "validation_s": time.perf_counter() - start,
                          "validation_speedup_polyak": scores.get("polyak")}
                 kind = max(scores, key=lambda k: scores[k])

@@ -79,9 +79,11 @@ class ValidationSuite:
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             self.members.append(_Member(member["id"], task_cfg, curves))
 
-    def score(self, agent: RecurrentActorCritic, greedy: bool = True) -> tuple[float, dict[str, float]]:
+    def score(self, agent: RecurrentActorCritic, greedy: bool = True,
+              guard: bool = True) -> tuple[float, dict[str, float]]:
         """The policy's score: (median over members, {member id: median speedup over seeds}),
-        acting greedily (or sampling, seeded, with greedy=False).
+        acting greedily (or sampling, seeded, with greedy=False), with the divergence guard
+        (inner/guard.py) as `lhopt evaluate` runs by default, or without (guard=False).
 
         Runs under a forked RNG, so scoring does not change the meta-training that follows."""
         per_member = {}
@@ -89,7 +91,7 @@ class ValidationSuite:
             numpy_state = np.random.get_state()
             try:
                 for member in self.members:
-                    runs = run_policy(agent, member.task_cfg, self.seeds, self.protocol, greedy=greedy)
+                    runs = run_policy(agent, member.task_cfg, self.seeds, self.protocol, greedy=greedy, guard=guard)
                     ours = pd.DataFrame([{**point, "seed": seed, "method": "lhopt"}
                                          for seed, run in zip(self.seeds, runs) for point in run.result.curve])
                     rows = summarize(member.id, self.seeds, member.grid_curves, ours, self.paper_lrs)

@@ -55,7 +55,7 @@ class VecLhoptEnv:
                  protocol: dict | None = None, reuse: int = 2, randomize_start: bool = True,
                  start_lr_scale: float = 1.0, autoreset: bool = True, fixed: dict | None = None,
                  reward_extrapolation: float = 2.0, reference_sweep: ReferenceSweep | None = None,
-                 eval_start_share: float = 0.0):
+                 eval_start_share: float = 0.0, guard: bool = False):
         """`decisions`: the range a meta-training episode's decision count is drawn from;
         `protocol`: ObservationProtocol fields (defaults for the others). `fixed` = {"task": cfg,
         "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
@@ -65,7 +65,8 @@ class VecLhoptEnv:
         (power law, extrapolated up to `reward_extrapolation` x T: the paper's); with a sweep, the
         log speedup over the sweep's envelope (control/reference.py), and then every member of an
         instance's episodes runs with the instance's one seed, the sweep's. `eval_start_share`: the
-        share of members (randomised starts only) that start at EVAL_START, as evaluation does."""
+        share of members (randomised starts only) that start at EVAL_START, as evaluation does.
+        `guard`: the divergence guard (inner/guard.py), a guard point offered at every decision."""
         self.family, self.num_envs = family, num_envs
         self.protocol = ObservationProtocol.from_dict(protocol or {}, complete=False)
         self.decisions, self.reuse = decisions, reuse
@@ -78,6 +79,7 @@ class VecLhoptEnv:
         self._references: dict[str, PowerLawFit] = {}
         self.sweep_cache = ReferenceCache(reference_sweep) if reference_sweep is not None else None
         self.eval_start_share = float(eval_start_share)
+        self.guard = bool(guard)
         self.instance: dict | None = None
         self.instance_seed: int | None = None  # with a sweep: the seed of every run on this instance
         self.fixed = fixed
@@ -148,7 +150,8 @@ class VecLhoptEnv:
         self.boundaries = [0, *decision_steps(total, count, self.protocol.min_interval), total]
         self.interval = 0
         self.recorders = [_Recorder() for _ in range(self.num_envs)]
-        self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.protocol.stats_every)
+        self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.protocol.stats_every,
+                              guard=self.guard)
         counted = self.run.trainable_params if self.protocol.parameter_count == "all" else self.task.num_params
         self.trackers = [FeatureTracker(start, counted) for start in self.starts]
         self.restarts: list[tuple[str, int]] = [("none", -1)] * self.num_envs  # what the last decision did
@@ -203,6 +206,9 @@ class VecLhoptEnv:
                 self.run.load_member(i, tracker.registers[register].state)
                 self.run.skip_next_step(i)  # as Controller: in a user's loop this gradient is of the old weights
                 self.restarts[i] = (kind, register)
+            self.run.set_guard_point(i)
+        # what each member runs with from this decision on (a guard return may change it later)
+        self.decided = [(ctx.hparams, self.run.guard_restores[i]) for i, ctx in enumerate(self.run.ctx)]
 
     def final_losses(self) -> list[float]:
         return [r.final_valid_loss for r in self.run.results()]

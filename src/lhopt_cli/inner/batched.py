@@ -7,6 +7,11 @@ initialisation, data order, AdamW arithmetic (torch's, bias correction from the 
 betas), clipping rule and validation points. A member whose loss turns NaN/inf is frozen and
 marked diverged; the others go on. A member told to `skip_next_step` (after a restart) spends
 its next step without an update: no loss recorded, no clipping state, no moments, no statistics.
+
+With `guard`, a member whose training loss blows up or whose validation loss turns NaN/inf is
+not frozen: it goes back to its last guard point with half the smaller of the learning rates
+then and now (inner/guard.py). A point offered by `set_guard_point` (at each decision) holds
+once the next step's loss at it is healthy; the start always holds.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from .hooks import Hook
 from .loop import RunResult
 from .optim import HPARAM_NAMES, HParams
 from .stats import adamw_stats
+from .guard import guarded_hparams, healthy
 
 
 # vmap runs attention member by member (no batching rule yet); correct, and measured by the
@@ -74,8 +80,13 @@ class _Member:
 
 class BatchedRun:
     def __init__(self, task: Task, seeds: list[int], hooks: list[Hook] | None = None,
-                 hparams: list[HParams] | None = None, stats_every: int = 0):
+                 hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False):
         self.task, self.seeds, self.K = task, list(seeds), len(seeds)
+        self.guard = guard
+        self.guard_points: list[dict[str, Any] | None] = [None] * self.K  # held: a finite loss was seen there
+        self.guard_offered: list[dict[str, Any] | None] = [None] * self.K  # held once its next loss is finite
+        self.guard_restores = [0] * self.K  # how often each member went back to its guard point
+        self.first_losses: list[float | None] = [None] * self.K  # each member's first training loss
         self.hooks = hooks or [Hook() for _ in seeds]
         hparams = hparams or [HParams() for _ in seeds]
         models = [task.make_model(seed) for seed in seeds]
@@ -130,6 +141,19 @@ class BatchedRun:
         for mine, saved in zip(self.steps[i], state["steps"]):
             mine.copy_(saved)
         self.rolling_max[i] = state["rolling_max"]
+
+    def set_guard_point(self, i: int) -> None:
+        """Offer member i's state now (weights, optimizer and clipping state, hyperparameters) as
+        its guard point; it holds once the loss of its next update is finite (only with `guard`)."""
+        if self.guard:
+            self.guard_offered[i] = {"state": self.save_member(i), "hparams": self.ctx[i].hparams}
+
+    def _return_to_guard_point(self, i: int) -> None:
+        self.guard_offered[i] = None  # the weights offered gave this non-finite loss
+        point = self.guard_points[i]
+        self.load_member(i, point["state"])
+        self.ctx[i].hparams = guarded_hparams(self.ctx[i].hparams, point["hparams"])
+        self.guard_restores[i] += 1
 
     def skip_next_step(self, i: int) -> None:
         """Member i's next step consumes its batch but takes no update and records nothing."""
@@ -214,6 +238,8 @@ class BatchedRun:
         self.initial_valid_losses = list(self._initial)
         for hook, c in zip(self.hooks, self.ctx):
             hook.on_start(c)
+        if self.guard:
+            self.guard_points = [{"state": self.save_member(i), "hparams": c.hparams} for i, c in enumerate(self.ctx)]
 
     @property
     def finished(self) -> bool:
@@ -250,18 +276,28 @@ class BatchedRun:
         losses = self._train_loss(self._views(), batch)  # (K,)
         values = losses.detach().tolist()
         stepping = self.active & ~self.skip
+        guarded = torch.zeros(K, dtype=torch.bool)  # members sent back to their guard point now
         for i in live:
             if not stepping[i]:
                 continue
+            if self.first_losses[i] is None:
+                self.first_losses[i] = values[i]
+            if self.guard and not healthy(values[i], self.first_losses[i]):
+                guarded[i] = True  # sent back after the backward pass, which still reads these weights
+                continue
+            if self.guard_offered[i] is not None:
+                self.guard_points[i], self.guard_offered[i] = self.guard_offered[i], None
             self._recent[i].append(values[i])
             if not math.isfinite(values[i]):
                 self._diverge(i, step, self.valid_losses()[i])
-        stepping = self.active & ~self.skip
+        stepping = self.active & ~self.skip & ~guarded
         torch.where(stepping, losses, torch.zeros_like(losses)).sum().backward()
         grads = [p.grad for p in self.params]
         self._clip(grads, clip, stepping)
         sample = self.stats_every > 0 and (sample_stats or step % self.stats_every == 0)
         self._adamw(grads, sample, stepping)
+        for i in guarded.nonzero().flatten().tolist():
+            self._return_to_guard_point(i)
         self.step_index = step + 1
         live = [i for i in range(K) if self.active[i]]
         for i in live:
@@ -271,7 +307,15 @@ class BatchedRun:
         self.skip[:] = False
         if step + 1 in self._eval_at:
             valid = self.valid_losses()
-            for i in live:
+            bad = [i for i in live if self.guard and not math.isfinite(valid[i])]
+            for i in bad:  # the curve gets the loss at the point returned to; the hooks see no validation
+                self._return_to_guard_point(i)
+                self.skip_next_step(i)  # as Controller: in a user's loop the next gradient is of the bad weights
+            if bad:
+                again = self.valid_losses()
+                for i in bad:
+                    self._record(i, step + 1, again[i])
+            for i in (i for i in live if i not in bad):
                 self._record(i, step + 1, valid[i])
                 self.hooks[i].on_eval(self.ctx[i], valid[i])
                 if not math.isfinite(valid[i]):
@@ -290,6 +334,6 @@ class BatchedRun:
 
 
 def train_batched(task: Task, seeds: list[int], hooks: list[Hook] | None = None,
-                  hparams: list[HParams] | None = None, stats_every: int = 0) -> list[RunResult]:
+                  hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False) -> list[RunResult]:
     """One epoch of K members at once; result i has the form train_one_epoch gives."""
-    return BatchedRun(task, seeds, hooks, hparams, stats_every).run()
+    return BatchedRun(task, seeds, hooks, hparams, stats_every, guard).run()

@@ -1,0 +1,173 @@
+"""The divergence guard: a NaN/inf loss sends a run back to its last guard point, half the lr."""
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lhopt_cli import Controller
+from lhopt_cli.config import ConfigError
+from lhopt_cli.control.actions import HEAD_NAMES, HEADS, NO_OP
+from lhopt_cli.control.rollout import run_policy
+from lhopt_cli.evaluate import claim_run_dir
+from lhopt_cli.inner.batched import BatchedRun
+from lhopt_cli.inner.guard import guarded_hparams
+from lhopt_cli.inner.hooks import Hook
+from lhopt_cli.inner.optim import HParams
+from lhopt_cli.tasks import build_task
+
+from test_api import plain_loop
+
+TASK = {"name": "mlp_digits", "hidden": [32], "activation": "tanh", "norm": "none", "batch_size": 16,
+        "eval_points": 10}
+
+
+def test_guarded_hyperparameters_are_the_points_with_half_the_smaller_lr():
+    point = HParams(lr=4e-3, beta1=0.8, beta2=0.99, eps=1e-7, weight_decay=0.05, clip=0.5)
+    now = HParams(lr=1e-2, beta1=0.95, beta2=0.9, eps=1e-6, weight_decay=0.2, clip=0.9)
+    assert guarded_hparams(now, point) == replace(point, lr=2e-3)
+    assert guarded_hparams(replace(now, lr=1e-3), point).lr == 5e-4  # the smaller of the two
+    assert guarded_hparams(now, replace(point, lr=1e-8)).lr == 1e-8  # never below the actions' bound
+    assert guarded_hparams(now, replace(point, lr=0.0)).lr == 0.0  # a frozen group stays frozen
+
+
+class Blowup(Hook):
+    """Sets a learning rate that sends the weights to inf at `at`; offers guard points at `offer`;
+    keeps the member's weights at the steps in `watch`."""
+
+    def __init__(self, at: int, offer=(), watch=()):
+        self.at, self.offer, self.watch, self.seen = at, set(offer), set(watch), {}
+
+    def before_step(self, ctx):
+        if ctx.step in self.offer:
+            ctx.engine.set_guard_point(ctx.index)
+        if ctx.step in self.watch:
+            self.seen[ctx.step] = ctx.engine.member_state_dict(ctx.index)
+        if ctx.step == self.at:
+            ctx.hparams = replace(ctx.hparams, lr=1e30)
+
+
+def test_without_the_guard_a_blown_up_member_ends_diverged():
+    task = build_task(TASK)
+    run = BatchedRun(task, [0, 1], [Blowup(20), Hook()], [HParams(lr=1e-3)] * 2)
+    results = run.run()
+    assert [r.status for r in results] == ["diverged", "done"]
+    assert math.isnan(results[0].curve[-1]["valid_loss"])
+
+
+def test_the_guard_sends_a_member_back_and_leaves_the_others_alone():
+    task = build_task(TASK)
+    plain = BatchedRun(task, [0, 1], [Blowup(20), Hook()], [HParams(lr=1e-3)] * 2).run()
+    hook = Blowup(20, offer=[10, 21], watch=[10, 22])
+    run = BatchedRun(task, [0, 1], [hook, Hook()], [HParams(lr=1e-3)] * 2, guard=True)
+    results = run.run()
+    assert [r.status for r in results] == ["done", "done"]
+    assert run.guard_restores == [1, 0]
+    assert all(math.isfinite(p["valid_loss"]) for p in results[0].curve)
+    assert len(results[0].curve) == len(results[1].curve) == len(task.eval_steps()) + 1
+    # the point offered at step 21 held weights that were already inf (its loss was not finite),
+    # so the member went back to the one offered at step 10, with half the lr it had there
+    for name, tensor in hook.seen[10].items():
+        assert torch.equal(hook.seen[22][name], tensor)
+    assert run.ctx[0].hparams.lr == 5e-4
+    assert results[1].curve == [{**p, "wall_s": q["wall_s"]} for p, q in zip(plain[1].curve, results[1].curve)]
+
+
+class Doubling:
+    """A policy that doubles the learning rate at each of its first `calls` decisions (all of
+    them by default), then keeps everything as it is; it never saves or loads."""
+
+    def __init__(self, calls: int | None = None):
+        self.calls, self.made = calls, 0
+
+    def initial_state(self, batch):
+        return (torch.zeros(batch, 1),)
+
+    def act(self, obs, state, done, greedy=False, generator=None, mask=None):
+        self.made += 1
+        action = list(NO_OP)
+        if self.calls is None or self.made <= self.calls:
+            action[HEAD_NAMES.index("lr")] = HEADS["lr"].index(2.0)
+        return torch.tensor([action] * obs.shape[0]), state
+
+
+def test_a_policy_that_drives_the_lr_up_is_sent_back_with_the_guard():
+    from lhopt_cli.control.protocol import ObservationProtocol
+
+    protocol = ObservationProtocol(decisions=40, eval_points=10)
+    unguarded = run_policy(Doubling(), TASK, [0, 1], protocol, greedy=True, guard=False)
+    guarded = run_policy(Doubling(), TASK, [0, 1], protocol, greedy=True, guard=True)
+    for plain, run in zip(unguarded, guarded):
+        assert plain.decisions[-1]["lr"] == 1.0 and plain.decisions[-1]["guard_returns"] == 0  # at the bound
+        assert run.result.status == "done" and run.decisions[-1]["lr"] < 1.0
+        assert all(math.isfinite(p["valid_loss"]) for p in run.result.curve)
+        returns = [row["guard_returns"] for row in run.decisions]
+        assert returns == sorted(returns) and returns[-1] >= 3  # counted as they happen
+    # until the first return both runs make the same decisions
+    first = next(i for i, row in enumerate(guarded[0].decisions) if row["guard_returns"])
+    assert [r["lr"] for r in guarded[0].decisions[:first]] == [r["lr"] for r in unguarded[0].decisions[:first]]
+
+
+def test_the_controller_guards_a_plain_loop_as_the_engine_does():
+    task = build_task({**TASK, "max_steps": None, "valid_size": None})
+    from lhopt_cli.control.protocol import ObservationProtocol
+
+    protocol = ObservationProtocol(decisions=40, eval_points=10)
+    # up to lr 1.0 at the 11th decision, where the loss blows up; then it is left to the guard
+    (engine,) = run_policy(Doubling(12), {**TASK, "max_steps": None, "valid_size": None}, [0], protocol, greedy=True)
+    ctrl = Controller(Doubling(12), {"protocol": protocol.as_dict()})
+    valid = plain_loop(task, 0, ctrl)
+    assert len(ctrl.history) == len(engine.decisions) and ctrl.guard_returns >= 1
+    first = next(i for i, row in enumerate(engine.decisions) if row["guard_returns"])
+    # the same decisions up to the first return and right after it: lr 1.0 halved, counted
+    assert ctrl.history[: first + 1] == engine.decisions[: first + 1]
+    assert engine.decisions[first]["lr"] == 0.5 and engine.decisions[first - 1]["lr"] == 1.0
+    # (beyond it, at lr 0.5 on this net, float rounding between the vmapped engine and a plain
+    # loop grows until the two runs part: the test of equality stops there)
+    assert all(math.isfinite(v) for v in valid.values())
+
+
+def test_a_non_finite_validation_loss_sends_the_controller_back_and_spends_the_step():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    protocol = {"decisions": 4, "stats_every": 4, "eval_points": 4, "parameter_count": "all", "min_interval": 1}
+    ctrl = Controller(Doubling(), {"protocol": protocol}).attach(opt, total_steps=20, model=net)
+    assert ctrl.boundaries == [4, 8, 12, 16]
+    x = torch.randn(8, 4)
+    taken, at_point = [], None
+    for step in range(20):
+        loss = net(x).pow(2).mean()
+        loss.backward()
+        if step == 8:  # the weights the decision at step 8 offers (held: this step's loss is finite)
+            at_point = {k: v.clone() for k, v in net.state_dict().items()}
+        taken.append(ctrl.step(loss=loss.item(), valid_loss=math.nan if step == 10 else None))
+        if step == 10:  # back at step 8's weights, with half of step 8's lr (1e-2 doubled twice)
+            assert ctrl.guard_returns == 1 and ctrl.hparams.lr == pytest.approx(2e-2)
+            assert all(torch.equal(net.state_dict()[k], v) for k, v in at_point.items())
+            assert opt.param_groups[0]["lr"] == pytest.approx(2e-2)
+        if taken[-1]:
+            opt.step()
+        opt.zero_grad()
+    assert taken.count(False) == 1 and not taken[10] and ctrl.step_index == 20
+    assert ctrl.guard_returns == 1
+
+
+def test_without_a_model_or_with_guard_false_the_controller_keeps_no_copy():
+    net = torch.nn.Linear(4, 1)
+    protocol = {"decisions": 4, "stats_every": 4, "eval_points": 4, "parameter_count": "all", "min_interval": 1}
+    for kwargs, model in (({}, None), ({"guard": False}, net)):
+        ctrl = Controller(Doubling(), {"protocol": protocol}, **kwargs)
+        ctrl.attach(torch.optim.AdamW(net.parameters()), total_steps=10, model=model)
+        assert ctrl.guard_point is None
+
+
+def test_an_evaluate_folder_keeps_runs_of_one_guard_setting(tmp_path):
+    policy = tmp_path / "p.pt"
+    policy.write_bytes(b"weights")
+    claim_run_dir(tmp_path, policy, greedy=True, guard=True)
+    assert json.loads((tmp_path / "policy.json").read_text())["guard"] is True
+    claim_run_dir(tmp_path, policy, greedy=True, guard=True)
+    with pytest.raises(ConfigError, match="guard=false in another run_dir"):
+        claim_run_dir(tmp_path, policy, greedy=True, guard=False)
