@@ -32,6 +32,14 @@ def test_guarded_hyperparameters_are_the_points_with_half_the_smaller_lr():
     assert guarded_hparams(now, replace(point, lr=0.0)).lr == 0.0  # a frozen group stays frozen
 
 
+@pytest.fixture
+def loss_factor_4(monkeypatch):
+    """The guard with a loss rule: a training loss above 4x the run's first one has blown up."""
+    import lhopt_cli.inner.guard as guard
+
+    monkeypatch.setattr(guard, "GUARD_LOSS_FACTOR", 4.0)
+
+
 class Blowup(Hook):
     """Sets a learning rate that sends the weights to inf at `at`; offers guard points at `offer`;
     keeps the member's weights at the steps in `watch`."""
@@ -40,6 +48,8 @@ class Blowup(Hook):
         self.at, self.offer, self.watch, self.seen = at, set(offer), set(watch), {}
 
     def before_step(self, ctx):
+        if ctx.engine.guard_restores[ctx.index] and "returned" not in self.seen:
+            self.seen["returned"] = ctx.engine.member_state_dict(ctx.index)  # the weights returned to
         if ctx.step in self.offer:
             ctx.engine.set_guard_point(ctx.index)
         if ctx.step in self.watch:
@@ -56,7 +66,22 @@ def test_without_the_guard_a_blown_up_member_ends_diverged():
     assert math.isnan(results[0].curve[-1]["valid_loss"])
 
 
-def test_the_guard_sends_a_member_back_and_leaves_the_others_alone():
+def test_a_nan_sends_a_member_back_to_its_last_point_and_leaves_the_others_alone():
+    task = build_task(TASK)
+    plain = BatchedRun(task, [0, 1], [Blowup(20), Hook()], [HParams(lr=1e-3)] * 2).run()
+    hook = Blowup(20, offer=[10], watch=[10])
+    run = BatchedRun(task, [0, 1], [hook, Hook()], [HParams(lr=1e-3)] * 2, guard=True)
+    results = run.run()
+    assert [r.status for r in results] == ["done", "done"] and run.guard_restores == [1, 0]
+    assert all(math.isfinite(p["valid_loss"]) for p in results[0].curve)
+    assert len(results[0].curve) == len(results[1].curve) == len(task.eval_steps()) + 1
+    for name, tensor in hook.seen[10].items():
+        assert torch.equal(hook.seen["returned"][name], tensor)
+    assert run.ctx[0].hparams.lr == 5e-4  # half the smaller of 1e30 and the point's 1e-3
+    assert results[1].curve == [{**p, "wall_s": q["wall_s"]} for p, q in zip(plain[1].curve, results[1].curve)]
+
+
+def test_a_point_offered_holds_only_after_a_healthy_loss(loss_factor_4):
     task = build_task(TASK)
     plain = BatchedRun(task, [0, 1], [Blowup(20), Hook()], [HParams(lr=1e-3)] * 2).run()
     hook = Blowup(20, offer=[10, 21], watch=[10, 22])
@@ -92,7 +117,16 @@ class Doubling:
         return torch.tensor([action] * obs.shape[0]), state
 
 
-def test_a_policy_that_drives_the_lr_up_is_sent_back_with_the_guard():
+def test_the_loss_rule_only_applies_where_it_is_set(monkeypatch):
+    import lhopt_cli.inner.guard as guard
+
+    assert guard.healthy(1e30, 2.0) and not guard.healthy(math.nan, 2.0) and not guard.healthy(math.inf, None)
+    monkeypatch.setattr(guard, "GUARD_LOSS_FACTOR", 4.0)
+    assert guard.healthy(8.0, 2.0) and not guard.healthy(8.1, 2.0)
+    assert guard.healthy(100.0, None) and guard.healthy(100.0, -1.0)  # nothing to compare with
+
+
+def test_a_policy_that_drives_the_lr_up_is_sent_back_with_the_guard(loss_factor_4):
     from lhopt_cli.control.protocol import ObservationProtocol
 
     protocol = ObservationProtocol(decisions=40, eval_points=10)
@@ -109,7 +143,7 @@ def test_a_policy_that_drives_the_lr_up_is_sent_back_with_the_guard():
     assert [r["lr"] for r in guarded[0].decisions[:first]] == [r["lr"] for r in unguarded[0].decisions[:first]]
 
 
-def test_the_controller_guards_a_plain_loop_as_the_engine_does():
+def test_the_controller_guards_a_plain_loop_as_the_engine_does(loss_factor_4):
     task = build_task({**TASK, "max_steps": None, "valid_size": None})
     from lhopt_cli.control.protocol import ObservationProtocol
 

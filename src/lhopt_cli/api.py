@@ -201,9 +201,9 @@ class Controller:
         (the step still counts: a restart costs compute). A gradient that is not finite (mixed
         precision's overflow, after `scaler.unscale_(optimizer)`) returns False too, but that
         step does not count: the controller decides as if the call had not happened.
-        With the divergence guard, a loss that has blown up (not finite, or above 4x the run's
-        first loss: inner/guard.py) or a valid_loss that is not finite sends the run back to its
-        last guard point (model, optimizer, lr halved) and returns False; that step counts."""
+        With the divergence guard, a loss that has blown up (not finite: inner/guard.py) or a
+        valid_loss that is not finite sends the run back to its last guard point (model,
+        optimizer, lr halved) and returns False; that step counts."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
         if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended

@@ -8,7 +8,7 @@ betas), clipping rule and validation points. A member whose loss turns NaN/inf i
 marked diverged; the others go on. A member told to `skip_next_step` (after a restart) spends
 its next step without an update: no loss recorded, no clipping state, no moments, no statistics.
 
-With `guard`, a member whose training loss blows up or whose validation loss turns NaN/inf is
+With `guard`, a member whose training loss blows up (inner/guard.py) or whose validation loss turns NaN/inf is
 not frozen: it goes back to its last guard point with half the smaller of the learning rates
 then and now (inner/guard.py). A point offered by `set_guard_point` (at each decision) holds
 once the next step's loss at it is healthy; the start always holds.
