@@ -469,3 +469,46 @@ def test_gradient_accumulation_counts_optimizer_steps():
         opt.zero_grad()
     assert ctrl.step_index == 24 and len(ctrl.history) == len(ctrl.boundaries)
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_a_step_reads_the_device_once_and_a_decision_a_few_times(policy_with_protocol, monkeypatch):
+    """Host transfers per call of ctrl.step, counted by patching every way a tensor reaches
+    Python (item, float, int, bool, tolist): the gradient norm and the loss (given as a tensor)
+    in one read per step; at a decision also the interval's statistics (summed on the device)
+    and the CPU policy's action."""
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=8, stats_every=2)).attach(opt, total_steps=60,
+                                                                                                 model=net)
+    reads: list[str] = []
+    counting = {"on": False}
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if counting["on"]:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    per_step = {}
+    for step in range(60):
+        idx = torch.arange(step * 16, step * 16 + 16) % 256
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        loss.backward()
+        reads.clear()
+        counting["on"] = True
+        take = ctrl.step(loss=loss.detach())
+        counting["on"] = False
+        per_step[step] = list(reads)
+        if take:
+            opt.step()
+        opt.zero_grad()
+    decisions = set(ctrl.boundaries)
+    assert len(decisions) == 8 and len(ctrl.history) == 8
+    for step, seen in per_step.items():
+        if step in decisions:
+            assert len(seen) <= 4, (step, seen)  # norm+loss, statistics, action, the policy's reset check
+        else:
+            assert seen == ["tolist"], (step, seen)  # statistics sampled every 2nd step stay on the device
+    assert len(ctrl.tracker.history["grad_norm"]) == 8  # every decision saw its statistics

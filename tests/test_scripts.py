@@ -121,3 +121,11 @@ def test_script_input_errors_are_one_line_and_change_nothing(tmp_path, name, arg
     assert proc.stderr.startswith(message), proc.stderr
     assert subprocess.run(["git", "status", "--porcelain", "benchmarks"], capture_output=True, text=True,
                           cwd=REPO).stdout == before
+
+
+def test_bench_overhead_prints_the_ratio_of_both_loops():
+    proc = script("bench_overhead.py", "--tasks", "nqm", "--repeats", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("nqm:"))
+    ratio = float(line.rsplit("overhead ratio", 1)[1])
+    assert ratio > 0 and "decisions)" in line

@@ -30,7 +30,7 @@ from .control.protocol import ProtocolError, decision_steps
 from .inner.guard import guarded_hparams, healthy
 from .inner.hooks import restore, snapshot
 from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
-from .inner.stats import adamw_stats
+from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
 ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")
@@ -96,7 +96,9 @@ class Controller:
         self.mask = None if model is not None else no_restart_mask(1)  # nothing to save or restore
         self.step_index, self.interval_losses = 0, []
         self.valid, self.valid_is_new = math.nan, False
-        self.stats, self.stats_count = {}, 0
+        # the interval's statistics: summed on the parameters' device, read once per decision
+        self.stat_sums: torch.Tensor | None = None
+        self.stats_count, self.clipped_count = 0, 0
         self.history: list[dict] = []  # one row per decision: step, hyperparameters, restart that happened
         # the divergence guard's point (held: a finite loss was seen there) and the one offered at
         # the last decision (held once the next loss is finite); the start always holds
@@ -136,7 +138,7 @@ class Controller:
                 "step_index": self.step_index, "recurrent": [x.clone() for x in self.state],
                 "generator": self.generator.get_state(), "hparams": self.hparams.as_dict(),
                 "group_scales": [dict(g) for g in self.group_scales], "clipper": self.clipper.state_dict(),
-                "valid": self.valid, "valid_is_new": self.valid_is_new, "stats": dict(self.stats),
+                "valid": self.valid, "valid_is_new": self.valid_is_new, "stats": self._interval_stats(),
                 "stats_count": self.stats_count, "interval_losses": list(self.interval_losses),
                 "history": [dict(row) for row in self.history],
                 "tracker": {"start": t.start.as_dict(), "num_params": t.num_params,
@@ -164,7 +166,10 @@ class Controller:
         self.group_scales = [dict(g) for g in state["group_scales"]]
         self.clipper.load_state_dict(state["clipper"])
         self.valid, self.valid_is_new = float(state["valid"]), bool(state["valid_is_new"])
-        self.stats, self.stats_count = dict(state["stats"]), int(state["stats_count"])
+        stats = dict(state["stats"])
+        self.clipped_count = int(stats.pop("clipped", 0))
+        self.stat_sums = torch.tensor([stats[n] for n in STAT_NAMES]) if stats else None
+        self.stats_count = int(state["stats_count"])
         self.interval_losses, self.history = list(state["interval_losses"]), [dict(r) for r in state["history"]]
         t = state["tracker"]
         self.tracker = FeatureTracker(HParams(**t["start"]), int(t["num_params"]),
@@ -216,11 +221,16 @@ class Controller:
             self._return_to_guard_point()
         elif valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
+        # the step's one host transfer: the gradient norm (and the loss, when given as a tensor)
+        norm = self.clipper.grad_norm(self.params)
+        probe = [x.detach().float().reshape(()) for x in (norm, loss) if torch.is_tensor(x)]
+        values = torch.stack([x.to(probe[0].device) for x in probe]).tolist() if probe else []
+        norm_value = values.pop(0) if norm is not None else None
+        loss_value = values.pop(0) if torch.is_tensor(loss) else float(loss)
         if self.first_loss is None and not returned:
-            self.first_loss = float(loss)
-        diverged = self._guarding and not healthy(float(loss), self.first_loss)
-        norm = None if returned or diverged else self.clipper.grad_norm(self.params)
-        if norm is not None and not math.isfinite(float(norm)):
+            self.first_loss = loss_value
+        diverged = self._guarding and not healthy(loss_value, self.first_loss)
+        if not (returned or diverged) and norm_value is not None and not math.isfinite(norm_value):
             # inf/NaN gradients (a GradScaler's overflow): skip the step and count nothing, as
             # the scaler skips optimizer.step(); the run goes on as if it had not been there
             return False
@@ -231,51 +241,49 @@ class Controller:
         if diverged:
             self._return_to_guard_point()
             return False
-        if self.guard_offered is not None:  # a finite loss at the point offered: it holds
+        if self.guard_offered is not None:  # a healthy loss at the point offered: it holds
             self.guard_point, self.guard_offered = self.guard_offered, None
-        self.interval_losses.append(float(loss))
-        _, clipped = self.clipper(self.params, self.hparams.clip, norm)
+        self.interval_losses.append(loss_value)
+        _, clipped = self.clipper(self.params, self.hparams.clip, norm, norm_value)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
             self._sample_stats(clipped)  # every interval's last step is measured
         return True
 
     @torch.no_grad()
     def _sample_stats(self, clipped: bool) -> None:
-        """The engine's statistics, from the moments AdamW is about to compute at this step."""
-        hp, parts = self.hparams, {"p": [], "g": [], "m": [], "v": []}
-        bias_step = None
-        for p in self.params:
-            if p.grad is None:
-                continue
-            state = self.optimizer.state.get(p, {})
-            g = p.grad.detach().reshape(-1).float()
-            m = state["exp_avg"].reshape(-1) if "exp_avg" in state else torch.zeros_like(g)
-            v = state["exp_avg_sq"].reshape(-1) if "exp_avg_sq" in state else torch.zeros_like(g)
-            bias_step = float(state["step"]) + 1 if "step" in state else 1.0
-            parts["p"].append(p.detach().reshape(-1).float())
-            parts["g"].append(g)
-            parts["m"].append(torch.lerp(m, g, 1 - hp.beta1))
-            parts["v"].append(v * hp.beta2 + (1 - hp.beta2) * g * g)
-        if bias_step is None:
+        """The engine's statistics, from the moments AdamW is about to compute at this step,
+        summed on the parameters' device (foreach kernels, no host transfer)."""
+        hp, with_grad = self.hparams, [p for p in self.params if p.grad is not None]
+        if not with_grad:
             return
-        p, g, m, v = (torch.cat(parts[k])[None] for k in ("p", "g", "m", "v"))
-        stats = adamw_stats(p, g, m, v, hp.beta1, hp.beta2, hp.eps, bias_step)
-        for name, value in stats.items():
-            self.stats[name] = self.stats.get(name, 0.0) + float(value[0])
-        self.stats["clipped"] = self.stats.get("clipped", 0.0) + float(clipped)
+        moments = [self.optimizer.state.get(p, {}) for p in with_grad]
+        zeros = [torch.zeros_like(p.grad, dtype=torch.float32) for p in with_grad]
+        m = [s["exp_avg"] if "exp_avg" in s else z for s, z in zip(moments, zeros)]
+        v = [s["exp_avg_sq"] if "exp_avg_sq" in s else z for s, z in zip(moments, zeros)]
+        step = moments[-1]["step"] + 1 if "step" in moments[-1] else 1.0  # a tensor stays a tensor
+        sample = foreach_adamw_stats(with_grad, [p.grad for p in with_grad], m, v, hp.beta1, hp.beta2, hp.eps, step)
+        self.stat_sums = sample if self.stat_sums is None else self.stat_sums + sample.to(self.stat_sums.device)
+        self.clipped_count += int(clipped)
         self.stats_count += 1
+
+    def _interval_stats(self) -> dict[str, float]:
+        """The interval's summed statistics on the host (one transfer), with the clip count."""
+        if self.stat_sums is None:
+            return {}
+        return {**dict(zip(STAT_NAMES, self.stat_sums.tolist())), "clipped": float(self.clipped_count)}
 
     def _decide(self) -> bool:
         """One decision; returns whether it restored a checkpoint."""
         progress = self.step_index / self.total_steps
         train = float(np.mean(self.interval_losses)) if self.interval_losses else None
-        feats = self.tracker.features(progress, self.stats, self.stats_count, train, self.valid, self.hparams,
-                                      self.valid_is_new)
-        self.stats, self.stats_count, self.interval_losses, self.valid_is_new = {}, 0, [], False
+        feats = self.tracker.features(progress, self._interval_stats(), self.stats_count, train, self.valid,
+                                      self.hparams, self.valid_is_new)
+        self.stat_sums, self.stats_count, self.clipped_count = None, 0, 0
+        self.interval_losses, self.valid_is_new = [], False
         obs = torch.as_tensor(to_vector(feats))[None]
         action, self.state = self.agent.act(obs, self.state, torch.zeros(1), self.greedy, self.generator,
                                             mask=self.mask)
-        action = tuple(int(a) for a in action[0])
+        action = tuple(action[0].tolist())  # the policy runs on the CPU: no device transfer
         self.tracker.prev_action = action
         self.hparams, code = apply_action(self.hparams, action)
         kind, register = restart_kind(code)

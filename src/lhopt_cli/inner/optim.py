@@ -92,14 +92,15 @@ class RollingMaxClipper:
         return torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if with_grad else None
 
     def __call__(self, params: list[torch.nn.Parameter], fraction: float,
-                 norm: torch.Tensor | None = None) -> tuple[float, bool]:
-        """Clip at fraction x the rolling max; `norm`: the gradient norm if already computed.
+                 norm: torch.Tensor | None = None, value: float | None = None) -> tuple[float, bool]:
+        """Clip at fraction x the rolling max; `norm`: the gradient norm if already computed
+        (a tensor), `value`: that norm on the host if already read (no second transfer).
         Returns (the norm before clipping, whether it clipped)."""
         with_grad = [p for p in params if p.grad is not None]
         if not with_grad:
             return 0.0, False
         norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if norm is None else norm
-        value = float(norm)
+        value = float(norm) if value is None else value
         if math.isfinite(value):
             self.rolling_max = max(self.decay * self.rolling_max, value)
         threshold = fraction * self.rolling_max

@@ -48,3 +48,41 @@ def adamw_stats(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: tor
     direction = (m / bias1) / (v_hat_sqrt + eps)
     eps_t = eps if torch.is_tensor(eps) else torch.tensor([[eps]])
     return optimizer_stats(param, grad, m, v_hat_sqrt, direction, eps_t)
+
+
+@torch.no_grad()
+def foreach_adamw_stats(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                        exp_avg_sqs: list[torch.Tensor], beta1: float, beta2: float, eps: float,
+                        step: torch.Tensor | float) -> torch.Tensor:
+    """adamw_stats of one run whose parameters are a list of tensors (a user's model), with
+    torch's foreach kernels instead of concatenating them: the moments AdamW is about to
+    compute from `grads` and the moments before (`exp_avgs`, `exp_avg_sqs`; zeros before the
+    first step), bias-corrected at `step` (the step count after this step; a tensor stays on
+    its device). Returns a (len(STAT_NAMES),) float32 tensor on the parameters' device, in
+    STAT_NAMES order, without moving anything to the host."""
+    g = [t.detach().float() for t in grads]
+    p = [t.detach().float() for t in params]
+    m = torch._foreach_lerp([t.float() for t in exp_avgs], g, 1 - beta1)
+    v = torch._foreach_add(torch._foreach_mul([t.float() for t in exp_avg_sqs], beta2),
+                           torch._foreach_mul(torch._foreach_mul(g, g), 1 - beta2))
+    bias1 = 1 - beta1**step
+    bias2_sqrt = (1 - beta2**step) ** 0.5
+    v_hat_sqrt = torch._foreach_div(torch._foreach_sqrt(v), bias2_sqrt)
+    update = torch._foreach_div(torch._foreach_div(m, bias1), torch._foreach_add(v_hat_sqrt, eps))
+
+    def norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+    def total(tensors) -> torch.Tensor:
+        return torch.stack([t.sum() for t in tensors]).sum()
+
+    count = sum(t.numel() for t in g)
+    g_norm, p_norm, u_norm, m_norm = norm(g), norm(p), norm(update), norm(m)
+    cos = lambda a, b, a_norm, b_norm: total(torch._foreach_mul(a, b)) / (a_norm * b_norm).clamp_min(_TINY)  # noqa: E731
+    values = [
+        g_norm, p_norm, u_norm, m_norm, norm(torch._foreach_sub(m, g)),
+        cos(g, m, g_norm, m_norm), cos(g, update, g_norm, u_norm), cos(g, p, g_norm, p_norm),
+        total(t.gt(eps) for t in v_hat_sqrt).float() / count,
+        total(t.abs().clamp_min(_TINY).log() for t in update) / count,
+    ]
+    return torch.stack([x.float() for x in values])
