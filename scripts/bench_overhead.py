@@ -56,8 +56,10 @@ def main() -> None:
         a, b = statistics.median(plain), statistics.median(controlled)
         decisions = len(Controller.from_pretrained(args.policy).attach(
             torch.optim.AdamW(task.make_model(0).parameters()), total_steps=task.total_steps).boundaries)
+        added_ms = 1000 * (b - a) / task.total_steps
         print(f"{name}: plain AdamW {a:.2f} s, with Controller {b:.2f} s per epoch "
-              f"({task.total_steps} steps, {decisions} decisions): overhead ratio {b / a:.3f}")
+              f"({task.total_steps} steps, {decisions} decisions; {added_ms:.2f} ms added per step): "
+              f"overhead ratio {b / a:.3f}")
 
 
 if __name__ == "__main__":

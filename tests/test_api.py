@@ -512,3 +512,24 @@ def test_a_step_reads_the_device_once_and_a_decision_a_few_times(policy_with_pro
         else:
             assert seen == ["tolist"], (step, seen)  # statistics sampled every 2nd step stay on the device
     assert len(ctrl.tracker.history["grad_norm"]) == 8  # every decision saw its statistics
+
+
+def test_foreach_statistics_equal_the_engines_on_the_concatenated_parameters():
+    from lhopt_cli.inner.stats import STAT_NAMES, adamw_stats, foreach_adamw_stats
+
+    torch.manual_seed(0)
+    shapes = [(30, 20), (20,), (5, 30), (5,)]
+    p, g = [torch.randn(s) for s in shapes], [torch.randn(s) for s in shapes]
+    m, v = [torch.randn(s) * 0.1 for s in shapes], [torch.rand(s) * 0.01 for s in shapes]
+    before = [t.clone() for t in (*p, *g, *m, *v)]
+    ours = foreach_adamw_stats(p, g, m, v, 0.9, 0.999, 1e-8, torch.tensor(8.0))
+    assert all(torch.equal(a, b) for a, b in zip(before, (*p, *g, *m, *v)))  # nothing written in place
+
+    def flat(ts):
+        return torch.cat([t.reshape(-1) for t in ts])[None]
+
+    grad = flat(g)
+    engine = adamw_stats(flat(p), grad, torch.lerp(flat(m), grad, 0.1), flat(v) * 0.999 + 0.001 * grad * grad,
+                         0.9, 0.999, 1e-8, 8.0)
+    for i, name in enumerate(STAT_NAMES):
+        assert float(ours[i]) == pytest.approx(float(engine[name][0]), rel=2e-5, abs=1e-7), name

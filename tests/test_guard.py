@@ -205,3 +205,26 @@ def test_an_evaluate_folder_keeps_runs_of_one_guard_setting(tmp_path):
     claim_run_dir(tmp_path, policy, greedy=True, guard=True)
     with pytest.raises(ConfigError, match="guard=false in another run_dir"):
         claim_run_dir(tmp_path, policy, greedy=True, guard=False)
+
+
+def test_guard_points_reuse_two_buffers_and_the_saved_state_is_a_copy():
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    protocol = {"decisions": 10, "stats_every": 4, "eval_points": 4, "parameter_count": "all", "min_interval": 1}
+    ctrl = Controller(Doubling(3), {"protocol": protocol}).attach(opt, total_steps=40, model=net)
+    x = torch.randn(8, 4)
+    buffers, saved = set(), None
+    for step in range(40):
+        net(x).pow(2).mean().backward()
+        if ctrl.step(loss=1.0):
+            opt.step()
+        opt.zero_grad()
+        buffers.add(ctrl.guard_point["state"]["model"]["weight"].data_ptr())
+        if step == 20:
+            saved = ctrl.state_dict()
+            kept = saved["guard"]["point"]["state"]["model"]["weight"].clone()
+    assert len(buffers) == 2  # the start's copy and one more, in turn: decisions allocate nothing
+    # the state_dict taken at step 20 is not rewritten by the decisions after it
+    assert torch.equal(saved["guard"]["point"]["state"]["model"]["weight"], kept)
+    held = ctrl.guard_point["state"]["model"]["weight"]
+    assert not torch.equal(held, kept)  # later points hold later weights

@@ -23,3 +23,13 @@ def test_readme_param_groups_mixed_precision_and_resume_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"64 decisions; weight decay \S+ and 0\.0$", proc.stdout.strip()), proc.stdout
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_readme_lightning_and_hugging_face_examples_run(tmp_path):
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 4, "README.md lost its framework examples"
+    for block, expected in ((blocks[2], "lightning: 64 decisions"), (blocks[3], "hf: 64 decisions")):
+        proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert expected in proc.stdout, proc.stdout[-2000:]

@@ -28,7 +28,7 @@ from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
 from .inner.guard import guarded_hparams, healthy
-from .inner.hooks import restore, snapshot
+from .inner.hooks import clone_tree, restore, snapshot
 from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
@@ -41,6 +41,17 @@ def default_policy_path() -> Path:
 
 
 class Controller:
+    """A trained LHOPT policy driving a torch AdamW in the user's own loop (module docstring).
+
+    Attributes after attach(): `boundaries` (the decision steps), `validation_steps` (the steps
+    whose validation loss the policy expects), `hparams` (the current reference values; param
+    groups keep their ratios to them), `history` (one dict per decision: step, lr, beta1,
+    beta2, eps, weight_decay, clip, restart, register, guard_returns), `step_index` (optimizer
+    steps counted so far), `guard_returns`. The policy network runs on the CPU whatever device
+    the model is on; per step one value (the gradient norm, with the loss when given as a
+    tensor) comes to the host.
+    """
+
     def __init__(self, agent, meta: dict, greedy: bool = True, seed: int = 0, guard: bool = True):
         """greedy: argmax actions (as `lhopt evaluate` by default); False samples them, seeded.
         guard: the divergence guard (inner/guard.py), as `lhopt evaluate` runs by default: with
@@ -56,11 +67,14 @@ class Controller:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **kwargs) -> "Controller":
-        """The bundled default policy (or a policy file at `path`)."""
+        """The bundled default policy (or a policy file at `path`); kwargs as the constructor.
+        Raises PolicyFileError (one line) for a missing, damaged or foreign file."""
         return cls.from_checkpoint(path or default_policy_path(), **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Controller":
+        """The policy file at `path` (`lhopt train-policy` writes policy.pt and best.pt);
+        raises PolicyFileError as from_pretrained."""
         agent, meta = load_policy(Path(path))
         return cls(agent, meta, **kwargs)
 
@@ -104,6 +118,7 @@ class Controller:
         # the last decision (held once the next loss is finite); the start always holds
         self.guard_point = self._guard_state() if self._guarding else None
         self.guard_offered, self.guard_returns = None, 0
+        self._spare = None  # a former guard point whose tensors the next one is written into
         self.first_loss: float | None = None  # the run's first training loss: the guard's yardstick
         return self
 
@@ -111,12 +126,15 @@ class Controller:
     def _guarding(self) -> bool:
         return self.guard and self.model is not None  # without the model nothing can be restored
 
-    def _guard_state(self) -> dict:
-        return {"state": snapshot(self.model, self.optimizer, self.clipper), "hparams": self.hparams.as_dict()}
+    def _guard_state(self, reuse: dict | None = None) -> dict:
+        """The state now as a guard point, written into the tensors of `reuse` (a point no
+        longer needed) so that a decision allocates nothing."""
+        into = reuse["state"] if reuse is not None else None
+        return {"state": snapshot(self.model, self.optimizer, self.clipper, into=into), "hparams": self.hparams.as_dict()}
 
     def _return_to_guard_point(self) -> None:
         """Back to the guard point with half the smaller learning rate (inner/guard.py)."""
-        point, self.guard_offered = self.guard_point, None
+        point, self._spare, self.guard_offered = self.guard_point, self.guard_offered, None
         restore(point["state"], self.model, self.optimizer, self.clipper)
         self.hparams = guarded_hparams(self.hparams, HParams(**point["hparams"]))
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
@@ -145,7 +163,9 @@ class Controller:
                             "history": {k: list(v) for k, v in t.history.items()}, "last_train": t.last_train,
                             "prev_action": None if t.prev_action is None else list(t.prev_action),
                             "registers": registers},
-                "guard": {"point": self.guard_point, "offered": self.guard_offered, "returns": self.guard_returns,
+                # copies: the controller writes later points into these tensors in place
+                "guard": {"point": clone_tree(self.guard_point), "offered": clone_tree(self.guard_offered),
+                          "returns": self.guard_returns,
                           "first_loss": self.first_loss}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -195,8 +215,10 @@ class Controller:
         return total
 
     # --- every step ----------------------------------------------------------------------------
-    def step(self, loss: float, valid_loss: float | None = None) -> bool:
+    def step(self, loss: float | torch.Tensor, valid_loss: float | None = None) -> bool:
         """Call after loss.backward(), before optimizer.step(); returns whether to take that step.
+        loss: this step's training loss (a float, or a 0-d tensor, read with the gradient norm
+        in one transfer).
         Raises RuntimeError before attach() and past `total_steps` calls.
 
         valid_loss: a validation loss measured on the current weights (at `validation_steps`,
@@ -242,7 +264,7 @@ class Controller:
             self._return_to_guard_point()
             return False
         if self.guard_offered is not None:  # a healthy loss at the point offered: it holds
-            self.guard_point, self.guard_offered = self.guard_offered, None
+            self._spare, self.guard_point, self.guard_offered = self.guard_point, self.guard_offered, None
         self.interval_losses.append(loss_value)
         _, clipped = self.clipper(self.params, self.hparams.clip, norm, norm_value)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
@@ -293,8 +315,9 @@ class Controller:
         elif kind == "load":  # the mask allows a load only from a filled register
             restore(self.tracker.registers[register].state, self.model, self.optimizer, self.clipper)
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
-        if self._guarding:
-            self.guard_offered = self._guard_state()
+        if self._guarding:  # a point offered before and never held is rewritten in place
+            reuse, self._spare = self.guard_offered or self._spare, None
+            self.guard_offered = self._guard_state(reuse)
         self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register,
                              "guard_returns": self.guard_returns})
         return kind == "load"

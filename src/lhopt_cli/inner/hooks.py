@@ -20,10 +20,40 @@ def clone_tree(obj: Any) -> Any:
     return obj
 
 
-def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clipper: RollingMaxClipper) -> dict[str, Any]:
-    """Weights, optimizer state and clipping state, copied (for the restart action)."""
-    return {"model": clone_tree(model.state_dict()), "optimizer": clone_tree(optimizer.state_dict()),
-            "clipper": clipper.state_dict()}
+def copy_tree(obj: Any, into: Any) -> Any:
+    """clone_tree(obj), writing each tensor into the tensor at the same place of `into` (an
+    earlier copy of the same structure) where shape, dtype and device match: no allocation,
+    one foreach copy. Elsewhere a fresh clone."""
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def walk(src: Any, dst: Any) -> Any:
+        if isinstance(src, torch.Tensor):
+            if (isinstance(dst, torch.Tensor) and dst.shape == src.shape and dst.dtype == src.dtype
+                    and dst.device == src.device):
+                pairs.append((dst, src.detach()))
+                return dst
+            return src.detach().clone()
+        if isinstance(src, dict):
+            dst = dst if isinstance(dst, dict) else {}
+            return {key: walk(value, dst.get(key)) for key, value in src.items()}
+        if isinstance(src, (list, tuple)):
+            dst = dst if isinstance(dst, (list, tuple)) and len(dst) == len(src) else [None] * len(src)
+            return type(src)(walk(value, old) for value, old in zip(src, dst))
+        return src
+
+    copied = walk(obj, into)
+    if pairs:
+        torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs])
+    return copied
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clipper: RollingMaxClipper,
+             into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Weights, optimizer state and clipping state, copied (for the restart action and the
+    divergence guard); `into`: a snapshot no longer needed, whose tensors are reused."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    copied = clone_tree(state) if into is None else copy_tree(state, into)
+    return {**copied, "clipper": clipper.state_dict()}
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -59,30 +59,38 @@ def foreach_adamw_stats(params: list[torch.Tensor], grads: list[torch.Tensor], e
     compute from `grads` and the moments before (`exp_avgs`, `exp_avg_sqs`; zeros before the
     first step), bias-corrected at `step` (the step count after this step; a tensor stays on
     its device). Returns a (len(STAT_NAMES),) float32 tensor on the parameters' device, in
-    STAT_NAMES order, without moving anything to the host."""
-    g = [t.detach().float() for t in grads]
-    p = [t.detach().float() for t in params]
-    m = torch._foreach_lerp([t.float() for t in exp_avgs], g, 1 - beta1)
-    v = torch._foreach_add(torch._foreach_mul([t.float() for t in exp_avg_sqs], beta2),
-                           torch._foreach_mul(torch._foreach_mul(g, g), 1 - beta2))
+    STAT_NAMES order, without moving anything to the host. Temporaries are updated in place:
+    about 20 passes over the parameters."""
+    g = [t.detach().float().reshape(-1) for t in grads]
+    p = [t.detach().float().reshape(-1) for t in params]
+    m = torch._foreach_lerp([t.float().reshape(-1) for t in exp_avgs], g, 1 - beta1)
+    v = torch._foreach_mul([t.float().reshape(-1) for t in exp_avg_sqs], beta2)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
     bias1 = 1 - beta1**step
     bias2_sqrt = (1 - beta2**step) ** 0.5
-    v_hat_sqrt = torch._foreach_div(torch._foreach_sqrt(v), bias2_sqrt)
-    update = torch._foreach_div(torch._foreach_div(m, bias1), torch._foreach_add(v_hat_sqrt, eps))
+    v_hat_sqrt = torch._foreach_sqrt(v)
+    torch._foreach_div_(v_hat_sqrt, bias2_sqrt)
+    denominator = torch._foreach_add(v_hat_sqrt, eps)
+    torch._foreach_mul_(denominator, bias1)
+    update = torch._foreach_div(m, denominator)  # (m / bias1) / (v_hat_sqrt + eps)
 
     def norm(tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
-    def total(tensors) -> torch.Tensor:
-        return torch.stack([t.sum() for t in tensors]).sum()
+    def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([torch.dot(x, y) for x, y in zip(a, b)]).sum()
 
     count = sum(t.numel() for t in g)
     g_norm, p_norm, u_norm, m_norm = norm(g), norm(p), norm(update), norm(m)
-    cos = lambda a, b, a_norm, b_norm: total(torch._foreach_mul(a, b)) / (a_norm * b_norm).clamp_min(_TINY)  # noqa: E731
-    values = [
-        g_norm, p_norm, u_norm, m_norm, norm(torch._foreach_sub(m, g)),
-        cos(g, m, g_norm, m_norm), cos(g, update, g_norm, u_norm), cos(g, p, g_norm, p_norm),
-        total(t.gt(eps) for t in v_hat_sqrt).float() / count,
-        total(t.abs().clamp_min(_TINY).log() for t in update) / count,
-    ]
+    cos_gm = dot(g, m) / (g_norm * m_norm).clamp_min(_TINY)
+    cos_gu = dot(g, update) / (g_norm * u_norm).clamp_min(_TINY)
+    cos_gp = dot(g, p) / (g_norm * p_norm).clamp_min(_TINY)
+    above_eps = torch.stack([torch.count_nonzero(t > eps) for t in v_hat_sqrt]).sum().float() / count
+    torch._foreach_sub_(m, g)  # m is not needed any more: m - g in place
+    m_minus_g = norm(m)
+    torch._foreach_abs_(update)  # nor is the update: log |update| in place
+    torch._foreach_clamp_min_(update, _TINY)
+    torch._foreach_log_(update)
+    mean_log = torch.stack([t.sum() for t in update]).sum() / count
+    values = [g_norm, p_norm, u_norm, m_norm, m_minus_g, cos_gm, cos_gu, cos_gp, above_eps, mean_log]
     return torch.stack([x.float() for x in values])

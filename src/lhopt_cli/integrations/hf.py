@@ -1,0 +1,66 @@
+"""A Hugging Face transformers TrainerCallback that lets an lhopt policy drive the Trainer's AdamW.
+
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+    args = TrainingArguments(..., optim="adamw_torch", max_grad_norm=0.0)   # lhopt clips
+    Trainer(model=model, args=args, train_dataset=ds, callbacks=[LhoptTrainerCallback()]).train()
+
+At `on_train_begin` the callback attaches a Controller (the bundled policy, or `policy=`) to the
+AdamW inside the Trainer's optimizer, for `state.max_steps` optimizer steps, with the model
+(restarts and the divergence guard restore it). The loss of every micro-batch is read off the
+model's output (`outputs["loss"]`, what Trainer.compute_loss uses) by a forward hook; at
+`on_pre_optimizer_step` the Controller clips the gradient, decides at its decision points and
+says whether the coming update is taken. It also writes its hyperparameters into the optimizer
+before every update, so the Trainer's LR scheduler cannot override them (the `learning_rate`
+the Trainer logs is its scheduler's; the one used is in `controller.history`). An evaluation's
+`eval_loss` reaches the Controller at the next step. Install with `pip install lhopt-cli[hf]`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..api import Controller
+from .bridge import ControllerBridge
+
+
+class LhoptTrainerCallback(TrainerCallback):
+    """Args: policy: a policy file (None: the bundled default); controller_kwargs: Controller's
+    (greedy, seed, guard). Raises ValueError at on_train_begin for settings lhopt cannot share
+    (the Trainer's own clipping, fp16's gradient scaler) and TypeError for an optimizer that is
+    not AdamW-like."""
+
+    def __init__(self, policy: str | Path | None = None, **controller_kwargs):
+        self.controller = Controller.from_pretrained(policy, **controller_kwargs)
+        self.bridge = ControllerBridge(self.controller)
+        self._hook = None
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if args.max_grad_norm and args.max_grad_norm > 0:
+            raise ValueError("LhoptTrainerCallback clips the gradient itself: set TrainingArguments(max_grad_norm=0)")
+        if args.fp16:
+            raise ValueError("LhoptTrainerCallback needs unscaled gradients before the update: use bf16 or fp32")
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        self.bridge.attach(inner, int(state.max_steps), model)
+        self._hook = model.register_forward_hook(self._read_loss)
+
+    def _read_loss(self, module, inputs, outputs) -> None:
+        if not module.training:
+            return
+        loss = outputs.get("loss") if hasattr(outputs, "get") else None
+        if loss is None:
+            raise RuntimeError("LhoptTrainerCallback reads the loss from the model's outputs['loss']: "
+                               "return it (pass labels) during training")
+        self.bridge.record_loss(loss)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.bridge.before_update()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self.bridge.record_validation(metrics["eval_loss"])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+        self.bridge.detach()

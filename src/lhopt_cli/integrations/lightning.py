@@ -1,0 +1,61 @@
+"""A PyTorch Lightning callback that lets an lhopt policy drive the run's AdamW.
+
+    from lhopt_cli.integrations.lightning import LhoptCallback
+    trainer = L.Trainer(max_steps=2000, callbacks=[LhoptCallback()])   # configure_optimizers: AdamW only
+    trainer.fit(module, train_loader, val_loader)
+
+At `on_train_start` the callback attaches a Controller (the bundled policy, or `policy=`) to the
+optimizer `configure_optimizers` returned, for `trainer.estimated_stepping_batches` optimizer
+steps, with the LightningModule as the model (restarts and the divergence guard restore it).
+Every micro-batch's loss is read at `on_before_backward`; at `on_before_optimizer_step` (after
+backward and, under mixed precision, after unscaling) the Controller clips the gradient, decides
+at its decision points and says whether this update is taken. Validation: the metric named
+`monitor` (default "val_loss") is handed to the Controller at the step after each validation.
+Install with `pip install lhopt-cli[lightning]`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from ..api import Controller
+from .bridge import ControllerBridge
+
+
+class LhoptCallback(pl.Callback):
+    """Args: policy: a policy file (None: the bundled default); monitor: the logged validation
+    metric the Controller reads; controller_kwargs: Controller's (greedy, seed, guard).
+    Raises ValueError at on_train_start for a setting lhopt cannot share (several optimizers,
+    an LR scheduler, Lightning's gradient clipping, manual optimization) and TypeError for an
+    optimizer that is not AdamW-like."""
+
+    def __init__(self, policy: str | Path | None = None, monitor: str = "val_loss", **controller_kwargs):
+        self.controller = Controller.from_pretrained(policy, **controller_kwargs)
+        self.bridge = ControllerBridge(self.controller)
+        self.monitor = monitor
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not pl_module.automatic_optimization:
+            raise ValueError("LhoptCallback needs automatic optimization (call Controller.step yourself in manual loops)")
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"LhoptCallback drives one AdamW; configure_optimizers returned {len(trainer.optimizers)}")
+        if trainer.lr_scheduler_configs:
+            raise ValueError("LhoptCallback sets the learning rate: return the optimizer without an LR scheduler")
+        if trainer.gradient_clip_val:
+            raise ValueError("LhoptCallback clips the gradient itself: leave Trainer(gradient_clip_val=...) unset")
+        self.bridge.attach(trainer.optimizers[0], int(trainer.estimated_stepping_batches), pl_module)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss) -> None:
+        self.bridge.record_loss(loss)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        self.bridge.before_update()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking:
+            self.bridge.record_validation(value)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.bridge.detach()

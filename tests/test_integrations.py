@@ -1,0 +1,200 @@
+"""The Controller inside PyTorch Lightning and Hugging Face transformers' Trainer (the extras
+lhopt-cli[lightning] and lhopt-cli[hf]): the same decisions and weights as a plain loop."""
+import logging
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lhopt_cli import Controller
+from test_api import Scripted, lively_agent, user_problem
+
+STEPS = 60
+
+
+def plain_run(policy, agent=None, steps=STEPS):
+    """The README's plain loop on user_problem: batches of 16 in order, AdamW lr 1e-3."""
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_checkpoint(policy)
+    if agent is not None:
+        ctrl.agent = agent
+    ctrl.attach(opt, total_steps=steps, model=net)
+    for step in range(steps):
+        idx = torch.arange(step * 16, step * 16 + 16) % 256
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        loss.backward()
+        if ctrl.step(loss=loss.item()):
+            opt.step()
+        opt.zero_grad()
+    return ctrl, net
+
+
+# --- PyTorch Lightning -----------------------------------------------------------------------
+import lightning.pytorch as pl  # noqa: E402  (the lightning extra; make test installs it)
+
+
+class Module(pl.LightningModule):
+    def __init__(self, net, scheduler=False):
+        super().__init__()
+        self.net, self.scheduler = net, scheduler
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=1e-3)
+        if self.scheduler:
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 10)}
+        return opt
+
+
+def lightning_run(callback, steps=STEPS, scheduler=False, **trainer_kwargs):
+    from lightning.pytorch import Trainer
+
+    net, x, y = user_problem()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    trainer = Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[callback], **trainer_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(net, scheduler), loader)
+    return net
+
+
+def test_lightning_makes_the_plain_loops_decisions_and_weights(policy_with_protocol):
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    policy = policy_with_protocol(decisions=8)
+    expected, plain_net = plain_run(policy, lively_agent(3))
+    callback = LhoptCallback(policy)
+    callback.controller.agent = lively_agent(3)
+    net = lightning_run(callback)
+    ctrl = callback.controller
+    assert ctrl.step_index == STEPS and len(ctrl.history) == 8
+    assert len({row["lr"] for row in ctrl.history}) > 1  # the policy did move the learning rate
+    assert ctrl.history == expected.history
+    for ours, theirs in zip(net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_lightning_skips_the_update_after_a_restore(policy_with_protocol):
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    policy = policy_with_protocol(decisions=4)
+    expected, plain_net = plain_run(policy, Scripted(Controller.from_checkpoint(policy).agent))
+    callback = LhoptCallback(policy)
+    callback.controller.agent = Scripted(callback.controller.agent)  # save at decision 2, load at 4
+    net = lightning_run(callback)
+    assert [row["restart"] for row in callback.controller.history] == ["none", "save", "none", "load"]
+    assert callback.bridge.gate.skipped == 1
+    for ours, theirs in zip(net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"scheduler": True}, "without an LR scheduler"),
+    ({"gradient_clip_val": 1.0}, "clips the gradient itself"),
+])
+def test_lightning_settings_that_fight_the_controller_are_refused(policy_with_protocol, setting, message):
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    with pytest.raises(ValueError, match=message):
+        lightning_run(LhoptCallback(policy_with_protocol(decisions=8)), **setting)
+
+
+# --- Hugging Face transformers ---------------------------------------------------------------
+
+
+class Classifier(nn.Module):
+    """A model as the Trainer expects it: keyword inputs, a dict with the loss."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, labels):
+        return {"loss": nn.functional.cross_entropy(self.net(x), labels)}
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def hf_run(tmp_path, callback, steps=STEPS, **arg_overrides):
+    from transformers import Trainer, TrainingArguments
+
+    net, x, y = user_problem()
+    settings = {"output_dir": str(tmp_path), "max_steps": steps, "per_device_train_batch_size": 16,
+                "learning_rate": 1e-3, "weight_decay": 0.01, "lr_scheduler_type": "linear", "max_grad_norm": 0.0,
+                "report_to": [], "save_strategy": "no", "logging_strategy": "no", "use_cpu": True,
+                "dataloader_num_workers": 0, "disable_tqdm": True, "seed": 0, **arg_overrides}
+    callbacks = callback if isinstance(callback, list) else [callback]
+    trainer = Trainer(model=Classifier(net), args=TrainingArguments(**settings), train_dataset=Rows(x, y),
+                      callbacks=callbacks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    return trainer, net
+
+
+def test_the_hf_trainer_follows_the_controller_not_its_scheduler(policy_with_protocol, tmp_path):
+    from transformers import TrainerCallback
+
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    class LearningRates(TrainerCallback):
+        """The lr each update ran with (read right after optimizer.step, before the scheduler's step)."""
+
+        def __init__(self):
+            self.used = []
+
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            self.used.append(optimizer.param_groups[0]["lr"])
+
+    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8)), LearningRates()
+    callback.controller.agent = lively_agent(3)
+    hf_run(tmp_path, [callback, rates])
+    ctrl = callback.controller
+    assert ctrl.step_index == STEPS and len(ctrl.history) == 8
+    assert len({row["lr"] for row in ctrl.history}) > 1
+    # the linear schedule decays the lr toward 0; every update ran with the controller's instead
+    decided = {row["step"]: row["lr"] for row in ctrl.history}
+    expected, lr = [], 1e-3
+    for step in range(STEPS):
+        lr = decided.get(step, lr)
+        expected.append(lr)
+    assert rates.used == pytest.approx(expected)
+    assert ctrl.tracker.history["grad_norm"] and all(v > 0 for v in ctrl.tracker.history["grad_norm"])
+
+
+def test_the_hf_trainer_skips_the_update_after_a_restore(policy_with_protocol, tmp_path):
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    policy = policy_with_protocol(decisions=4)
+    callback = LhoptTrainerCallback(policy)
+    callback.controller.agent = Scripted(callback.controller.agent)  # save at decision 2, load at 4
+    hf_run(tmp_path, callback)
+    assert [row["restart"] for row in callback.controller.history] == ["none", "save", "none", "load"]
+    assert callback.bridge.gate.skipped == 1
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"max_grad_norm": 1.0}, "max_grad_norm=0"),
+    ({"gradient_accumulation_steps": 2, "max_grad_norm": 1.0}, "max_grad_norm=0"),
+])
+def test_hf_settings_that_fight_the_controller_are_refused(policy_with_protocol, tmp_path, setting, message):
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    with pytest.raises(ValueError, match=message):
+        hf_run(tmp_path, LhoptTrainerCallback(policy_with_protocol(decisions=8)), **setting)
