@@ -9,7 +9,7 @@ import typer
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from .config import ConfigError, compose, make_run_dir
+from .config import ConfigError, compose, run_folder
 
 app = typer.Typer(
     help="lhopt: learned optimizer-hyperparameter control (LHOPT). Each command takes trailing "
@@ -66,8 +66,7 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
         return
     cfg = _compose(ctx, "baseline_grid", cfg_only)
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
-    run_dir = make_run_dir(cfg)
-    with _resumable():
+    with run_folder(cfg) as run_dir, _resumable():
         table = job.run(cfg, run_dir, console, jobs)
     title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
     print_grid(table, title, console)
@@ -108,8 +107,7 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import train_policy as job
 
     cfg = _compose(ctx, "train_policy", cfg_only)
-    run_dir = make_run_dir(cfg)
-    with _resumable():
+    with run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir)) as run_dir, _resumable():
         policy = job.run(cfg, run_dir, console)
     console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
@@ -138,8 +136,7 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import evaluate as job
 
     cfg = _compose(ctx, "evaluate", cfg_only)
-    run_dir = make_run_dir(cfg)
-    with _resumable():
+    with run_folder(cfg) as run_dir, _resumable():
         job.run(cfg, run_dir, console)
 
 
@@ -155,8 +152,7 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import scaling_fit as job
 
     cfg = _compose(ctx, "scaling_fit", cfg_only)
-    run_dir = make_run_dir(cfg)
-    with _resumable():
+    with run_folder(cfg) as run_dir, _resumable():
         job.run(cfg, run_dir, console)
 
 
@@ -171,5 +167,9 @@ def main() -> None:
         app(standalone_mode=True)
     except (ConfigError, StoreError, DataUnavailable, PolicyFileError, ProtocolError) as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except OSError as err:  # the file system said no (a full or read-only disk): one line, no traceback
+        where = f": {err.filename}" if err.filename else ""
+        typer.echo(f"error: {err.strerror or err}{where}", err=True)
         sys.exit(1)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -108,13 +111,60 @@ def validate_task(task_cfg: DictConfig) -> DictConfig:
     return _merge_schema(TASK_SCHEMAS[name], task_cfg, prefix="task.")
 
 
-def make_run_dir(cfg: DictConfig) -> Path:
-    """The run folder (run_dir, or outputs/<command>/<timestamp>), with config.yaml saved in it."""
+def _run_dir_path(cfg: DictConfig) -> Path:
     if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-    else:
-        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        run_dir = Path("outputs") / cfg.command / stamp
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        return Path(cfg.run_dir)
+    return Path("outputs") / cfg.command / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _writable(action, run_dir: Path):
+    """Run a file-system action; OSError becomes one ConfigError line naming the folder."""
+    try:
+        return action()
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != str(run_dir) else ""
+        raise ConfigError(f"run_dir {run_dir}: {err.strerror or err}{where}") from None
+
+
+def make_run_dir(cfg: DictConfig) -> Path:
+    """The run folder (run_dir, or outputs/<command>/<timestamp>), with config.yaml saved in it.
+    Raises ConfigError (one line) where the file system refuses (a file in the way, a read-only
+    or full disk). For in-process use; the CLI holds the folder's lock with `run_folder`."""
+    run_dir = _run_dir_path(cfg)
+    _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
+    _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
     return run_dir
+
+
+@contextmanager
+def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
+    """The command's run folder, held for the body: created, locked against a second command
+    (results/locks.py; FolderBusy names the holder), `check(run_dir)` run (it may refuse, with
+    nothing written yet), then config.yaml saved. File-system refusals are one ConfigError line."""
+    from .results.locks import FolderBusy, folder_lock
+
+    run_dir = _run_dir_path(cfg)
+    _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
+    try:
+        lock = folder_lock(run_dir, f"lhopt {cfg.command}")
+        _writable(lock.__enter__, run_dir)
+    except FolderBusy as err:
+        raise ConfigError(str(err)) from None
+    try:
+        if check is not None:
+            check(run_dir)
+        _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
+        yield run_dir
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename; the temporary file is
+    removed when the write fails (a full disk leaves nothing behind)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

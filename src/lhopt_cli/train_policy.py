@@ -19,7 +19,7 @@ from rich.console import Console
 
 from .config import ConfigError
 from .control.actions import prior_logits
-from .control.checkpoint import atomic_save, save_policy
+from .control.checkpoint import DamagedFile, atomic_save, load_verified, save_policy
 from .control.policy import lhopt_agent
 from .control.ppo import PPO, PPOConfig
 from .control.protocol import ObservationProtocol, ProtocolError
@@ -128,18 +128,44 @@ def ppo_config(cfg: DictConfig) -> PPOConfig:
 
 
 def _log_rows(path: Path, keep_through: int) -> list[dict]:
+    """The log's rows up to the checkpoint's iteration; ConfigError (one line) for a log that is
+    not meta_train.csv (garbled, no iteration column)."""
     if not path.exists():
         return []
-    with path.open() as handle:
-        return [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_through]
+    try:
+        with path.open(newline="") as handle:
+            return [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_through]
+    except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable meta-training log ({type(err).__name__}); "
+                          "restore it or remove it to resume from the checkpoint alone") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A meta-training checkpoint, verified (control/checkpoint.load_verified). ConfigError (one
+    line naming the file) for a damaged file or one that is not a train-policy checkpoint (a
+    policy file, a foreign pickle)."""
+    try:
+        state = load_verified(path)
+    except DamagedFile as err:
+        raise ConfigError(f"{err}; resume from an intact checkpoint or start a new run_dir") from None
+    if not isinstance(state, dict) or not isinstance(state.get("ppo"), dict):
+        kind = "a policy file" if isinstance(state, dict) and state.get("format") == "lhopt-policy" else "something else"
+        raise ConfigError(f"{path}: not a train-policy checkpoint ({kind})")
+    return state
+
+
+def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
+    """ConfigError if `run_dir` holds a meta-training run and `resume` is not set (checked
+    before anything is written, so a refused command changes nothing)."""
+    if not cfg.resume and ((run_dir / "meta_train.csv").exists() or (run_dir / "checkpoint.pt").exists()):
+        raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     console = console or Console(soft_wrap=True)
     checkpoint = run_dir / "checkpoint.pt"
     log_path = run_dir / "meta_train.csv"
-    if not cfg.resume and (log_path.exists() or checkpoint.exists()):
-        raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
+    refuse_occupied(cfg, run_dir)
     every, suite_name, seeds = validation_settings(cfg)
     ppo_config(cfg), reference_sweep(cfg)  # settings checked before anything runs
     best = resumed_best(cfg, checkpoint, suite_name, seeds)
@@ -184,7 +210,7 @@ def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list
     best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds, "weights": None}
     if not (cfg.resume and checkpoint.exists()):
         return best
-    held = torch.load(checkpoint, map_location="cpu", weights_only=True).get("best")
+    held = load_checkpoint(checkpoint).get("best")
     if held is None or held["iteration"] is None:
         return best
     if (held.get("suite"), list(held.get("seeds", []))) != (suite_name, seeds):
@@ -196,7 +222,7 @@ def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list
 def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console,
            validation: ValidationSuite | None, best: dict) -> None:
     if cfg.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
         if "env" in state and state["ppo"].get("worker_states") is None:  # a one-env checkpoint of v0.1
             state["ppo"]["worker_states"] = [{**ppo.worker_states[0], "env": state["env"]}]
         if len(state["ppo"]["worker_states"]) != len(ppo.worker_states):

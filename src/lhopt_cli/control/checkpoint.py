@@ -7,6 +7,7 @@ the feature names and action heads it was trained with, its observation protocol
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,40 @@ class PolicyFileError(ValueError):
     pass
 
 
+class DamagedFile(ValueError):
+    """A torch file that is truncated, corrupted or not a torch file (one line)."""
+
+
 def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file and a rename; the temporary file is removed when the
+    write fails (a full disk leaves nothing behind, the old file stays whole)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_verified(path: Path) -> Any:
+    """torch.load(weights_only=True) of a file whose zip records all match their CRC32s (torch
+    writes them and does not check them on load). Nothing is unpickled beyond tensors and plain
+    data. Raises DamagedFile naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        raise DamagedFile(f"{path}: not a torch file, or truncated (no readable zip directory)") from None
+    except OSError as err:
+        raise DamagedFile(f"{path}: cannot be read ({err.strerror or err})") from None
+    if bad is not None:
+        raise DamagedFile(f"{path}: damaged (the CRC32 of its record {bad} does not match)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or unsafe payloads
+        raise DamagedFile(f"{path}: not loadable as tensors and plain data ({type(err).__name__})") from None
 
 
 def save_policy(agent: RecurrentActorCritic, path: Path, config: dict, protocol: ObservationProtocol) -> None:
@@ -55,9 +85,9 @@ def _load(path: Path) -> dict:
     if not path.is_file():
         raise PolicyFileError(f"{path}: no such policy file")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise PolicyFileError(f"{path}: not a readable lhopt policy file ({type(err).__name__})") from None
+        blob = load_verified(path)
+    except DamagedFile as err:
+        raise PolicyFileError(f"not a readable lhopt policy file: {err}") from None
     if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
         raise PolicyFileError(f"{path}: not an lhopt policy file (expected format '{POLICY_FORMAT}')")
     if blob.get("version") != POLICY_VERSION:

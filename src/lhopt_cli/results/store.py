@@ -32,18 +32,28 @@ class StoreError(ValueError):
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Parquet with a CRC32 on every page (checked on read), written through a temporary file
+    and a rename; a failed write (a full disk) removes the temporary file and raises StoreError,
+    and the table already there stays whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False, write_page_checksum=True)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise StoreError(f"{path}: could not be written ({err.strerror or err}); nothing recorded is lost: "
+                         "rerun the command once there is room") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=columns)
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(path, page_checksum_verification=True)
     except Exception as err:  # pyarrow raises several types for a damaged file
-        raise StoreError(f"{path}: not a readable Parquet table ({type(err).__name__})") from None
+        raise StoreError(f"{path}: damaged or not a Parquet table ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:120] if str(err) else 'unreadable'})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise StoreError(f"{path}: not an lhopt results table (missing columns: {', '.join(missing)})")

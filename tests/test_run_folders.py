@@ -1,0 +1,237 @@
+"""Run folders that nothing corrupts: concurrent commands, damaged files, a file system that says no."""
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import LHOPT, lhopt_env
+from lhopt_cli.cli import main
+from lhopt_cli.results.store import RUN_COLUMNS, ResultsStore, StoreError, _read
+
+GRID = ["baseline-grid", "debug=smoke", "task=nqm"]
+
+
+def lhopt(*args, cwd=None, timeout=600):
+    return subprocess.run([str(LHOPT), *args], capture_output=True, text=True, env=lhopt_env(), timeout=timeout, cwd=cwd)
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+def in_process_error(monkeypatch, capsys, *argv) -> str:
+    monkeypatch.setattr(sys, "argv", ["lhopt", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+# --- concurrent commands ---------------------------------------------------------------------
+HOLDER = """
+import sys, time
+from pathlib import Path
+from lhopt_cli.results.locks import folder_lock
+with folder_lock(Path(sys.argv[1]), "lhopt baseline-grid (test holder)"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_command_is_refused_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path):
+    run_dir = tmp_path / "grid"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                              env=lhopt_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = one_error_line(lhopt(*GRID, "seeds=[0]", f"run_dir={run_dir}"))
+        assert f"in use by `lhopt baseline-grid (test holder)` (pid {holder.pid}" in line
+        assert not (run_dir / "config.yaml").exists() and not (run_dir / "runs.parquet").exists()  # nothing changed
+        line = one_error_line(lhopt("train-policy", "debug=smoke", f"run_dir={run_dir}"))
+        assert "in use by" in line
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: the operating system drops its lock
+        holder.wait()
+    proc = lhopt(*GRID, "seeds=[0]", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(_read(run_dir / "runs.parquet", RUN_COLUMNS)) == 35
+
+
+def test_two_grids_started_together_lose_no_run(tmp_path):
+    run_dir = tmp_path / "grid"
+    procs = [subprocess.Popen([str(LHOPT), *GRID, seeds, f"run_dir={run_dir}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=lhopt_env()) for seeds in ("seeds=[0]", "seeds=[1,2]")]
+    outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    runs = _read(run_dir / "runs.parquet", RUN_COLUMNS)
+    for (code, err), seeds in zip(outcomes, ([0], [1, 2])):
+        if code == 0:  # every run a finished command reported is in the table
+            assert set(seeds) <= set(runs.seed.astype(int)), err
+        else:  # the other was refused in one line, while the first held the folder
+            assert code == 1 and err.strip().count("\n") == 0 and "in use by `lhopt baseline-grid`" in err
+    assert 0 in [code for code, _ in outcomes]
+    assert runs.run_id.is_unique and len(runs) == 35 * sum(len(s) for (c, _), s in zip(outcomes, ([0], [1, 2])) if c == 0)
+
+
+def test_two_meta_training_runs_on_one_folder_log_each_iteration_once(tmp_path):
+    run_dir = tmp_path / "policy"
+    args = ["train-policy", "debug=smoke", f"run_dir={run_dir}"]
+    procs = [subprocess.Popen([str(LHOPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=lhopt_env()) for _ in range(2)]
+    codes = [p.wait(timeout=600) for p in procs]
+    assert sorted(codes) == [0, 1]  # the second is refused: in use, or (if the first ended) already a run there
+    log = pd.read_csv(run_dir / "meta_train.csv")
+    assert log.iteration.is_unique and list(log.iteration) == list(range(1, len(log) + 1))
+
+
+# --- damaged files -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished debug=smoke meta-training folder (checkpoint.pt, meta_train.csv, policy.pt)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    proc = lhopt("train-policy", "debug=smoke", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+def _copy(trained, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(trained, target)
+    return target
+
+
+def _overwrite_middle(path, size):
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 - size // 2
+    data[start:start + size] = os.urandom(size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("overwrite", "damaged"),
+    ("truncate", "truncated"),
+    ("empty", "truncated"),
+    ("policy", "not a train-policy checkpoint (a policy file)"),
+    ("pickle", "not loadable as tensors and plain data"),
+    ("csv", "meta_train.csv: not a readable meta-training log"),
+])
+def test_a_damaged_checkpoint_or_log_is_refused_in_one_line(trained, tmp_path, damage, expected):
+    run_dir = _copy(trained, tmp_path)
+    checkpoint = run_dir / "checkpoint.pt"
+    if damage == "overwrite":
+        _overwrite_middle(checkpoint, 10_000 if checkpoint.stat().st_size > 30_000 else 2_000)
+    elif damage == "truncate":
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif damage == "empty":
+        checkpoint.write_bytes(b"")
+    elif damage == "policy":
+        shutil.copyfile(run_dir / "policy.pt", checkpoint)
+    elif damage == "pickle":
+        torch.save({"ppo": {}, "payload": pd.Timestamp("2026-01-01")}, checkpoint)  # a pickled object, not plain data
+    else:
+        (run_dir / "meta_train.csv").write_text("iteration,episodes\nthree,x\n\x00\x01garbage\n")
+    line = one_error_line(lhopt("train-policy", "debug=smoke", "resume=true", "ppo.iterations=4", f"run_dir={run_dir}"))
+    assert expected in line and (str(checkpoint) in line or damage == "csv")
+    assert "weights_only" not in line
+
+
+def test_a_policy_file_with_damaged_tensors_is_refused_by_evaluate(trained, tmp_path):
+    policy = tmp_path / "policy.pt"
+    shutil.copyfile(trained / "policy.pt", policy)
+    _overwrite_middle(policy, 64)
+    line = one_error_line(lhopt("evaluate", "debug=smoke", f"policy={policy}", "tasks=[nqm]", "seeds=[0]",
+                                "extra_baselines=[]", f"run_dir={tmp_path / 'eval'}"))
+    assert str(policy) in line and ("damaged" in line or "truncated" in line)
+
+
+def test_single_bit_flips_in_runs_parquet_never_load_as_other_data(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.add([({"run_id": f"r{i}", "command": "baseline-grid", "method": "adamw", "task": "nqm", "task_params": "{}",
+                 "model_params": 10, "seed": i % 3, "lr0": 1e-3 * (i + 1), "schedule": "cosine", "status": "done",
+                 "steps": 40, "total_steps": 40, "final_valid_loss": 0.5 + i / 100, "wall_s": 1.0, "error": ""},
+                [{"step": s, "valid_loss": 1.0 / (s + 1)} for s in range(5)]) for i in range(105)])
+    path = tmp_path / "runs.parquet"
+    raw, good = path.read_bytes(), _read(path, RUN_COLUMNS)
+    rng, outcomes = random.Random(0), {"detected": 0, "same": 0, "different": 0}
+    for _ in range(120):
+        data = bytearray(raw)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        try:
+            outcomes["same" if _read(path, RUN_COLUMNS).equals(good) else "different"] += 1
+        except StoreError:
+            outcomes["detected"] += 1
+    assert outcomes["different"] == 0 and outcomes["detected"] > 60, outcomes
+
+
+def test_a_refused_meta_training_command_changes_nothing(trained, tmp_path):
+    run_dir = _copy(trained, tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".lhopt")}
+    line = one_error_line(lhopt("train-policy", "debug=smoke", "seed=99", f"run_dir={run_dir}"))
+    assert "already holds a meta-training run" in line
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".lhopt")}
+    assert after == before  # config.yaml still says the first run's seed
+
+
+# --- the file system says no ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", [GRID + ["seeds=[0]"], ["scaling-fit", "inputs=[x.csv]"],
+                                     ["evaluate", "debug=smoke", "tasks=[nqm]"]])
+def test_a_run_dir_that_is_a_file_or_lies_under_one_is_one_line(tmp_path, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for run_dir, reason in ((blocker, "File exists"), (blocker / "below", "Not a directory")):
+        line = one_error_line(lhopt(*command, f"run_dir={run_dir}", cwd=tmp_path))
+        assert f"run_dir {run_dir}" in line and reason in line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
+    # root ignores permission bits, so the refusal is simulated where lhopt first writes
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    for command in (GRID + ["seeds=[0]"], ["scaling-fit", "inputs=[x.csv]"], ["evaluate", "debug=smoke"]):
+        line = in_process_error(monkeypatch, capsys, *command, f"run_dir={tmp_path / 'ro'}")
+        assert "Read-only file system" in line and str(tmp_path / "ro") in line
+
+
+def test_a_disk_that_fills_mid_grid_leaves_no_temporary_file_and_a_rerun_loses_nothing(tmp_path, monkeypatch, capsys):
+    original, calls = pd.DataFrame.to_parquet, {"n": 0}
+
+    def fills_up(self, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first record (curves, runs) fits, then the disk is full
+            with open(path, "wb") as handle:
+                handle.write(b"PAR1 half a table")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return original(self, path, *args, **kwargs)
+
+    run_dir = tmp_path / "grid"
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", fills_up)
+    line = in_process_error(monkeypatch, capsys, *GRID, "seeds=[0]", "executor.workers=1", f"run_dir={run_dir}")
+    assert "No space left on device" in line and "nothing recorded is lost" in line
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    kept = _read(run_dir / "runs.parquet", RUN_COLUMNS)
+    assert 0 < len(kept) < 35
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", original)  # space freed
+    monkeypatch.setattr(sys, "argv", ["lhopt", *GRID, "seeds=[0]", "executor.workers=1", f"run_dir={run_dir}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0
+    runs = _read(run_dir / "runs.parquet", RUN_COLUMNS)
+    assert len(runs) == 35 and set(kept.run_id) <= set(runs.run_id)
