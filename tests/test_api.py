@@ -533,3 +533,46 @@ def test_foreach_statistics_equal_the_engines_on_the_concatenated_parameters():
                          0.9, 0.999, 1e-8, 8.0)
     for i, name in enumerate(STAT_NAMES):
         assert float(ours[i]) == pytest.approx(float(engine[name][0]), rel=2e-5, abs=1e-7), name
+
+
+def test_attach_refuses_what_the_policy_cannot_drive_and_takes_numpy_step_counts(policy_with_protocol):
+    from lhopt_cli import PolicyFileError
+
+    net = nn.Linear(4, 2)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=4))
+    for optimizer in (torch.optim.Adam(net.parameters(), weight_decay=0.01), torch.optim.NAdam(net.parameters())):
+        with pytest.raises(TypeError, match="L2 term on the gradient"):
+            ctrl.attach(optimizer, total_steps=10)
+    ctrl.attach(torch.optim.Adam(net.parameters(), decoupled_weight_decay=True), total_steps=10)  # = AdamW
+    with pytest.raises(ValueError, match="total_steps"):
+        ctrl.attach(torch.optim.AdamW(net.parameters()), total_steps=True)
+    assert ctrl.attach(torch.optim.AdamW(net.parameters()), total_steps=np.int64(10)).total_steps == 10
+    with pytest.raises(ValueError, match="learning rate is 0"):
+        ctrl.attach(torch.optim.AdamW(net.parameters(), lr=0.0), total_steps=10)
+    for empty in ("", 0):
+        with pytest.raises(PolicyFileError, match="give a policy file"):
+            Controller.from_pretrained(empty)
+    with pytest.raises(PolicyFileError, match="a folder, not a policy file"):
+        Controller.from_pretrained(policy_with_protocol(decisions=4).parent)
+
+
+def test_a_diverged_run_without_the_guard_still_counts_its_steps(policy_with_protocol):
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = Controller.from_checkpoint(policy_with_protocol(decisions=4), guard=False).attach(opt, total_steps=20,
+                                                                                            model=net)
+    taken = []
+    for step in range(20):
+        loss = nn.functional.cross_entropy(net(x[:16]), y[:16])
+        if step >= 10:  # the model has diverged: NaN loss and gradients
+            loss = loss * float("nan")
+        loss.backward()
+        taken.append(ctrl.step(loss=loss.detach()))
+        if taken[-1]:
+            opt.step()
+        opt.zero_grad()
+    assert ctrl.step_index == 20 and taken == [True] * 10 + [False] * 10  # counted, no update
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    with pytest.raises(ValueError, match="one number"):
+        Controller.from_checkpoint(policy_with_protocol(decisions=4)).attach(opt, total_steps=5).step(
+            loss=torch.ones(3))

@@ -58,7 +58,8 @@ def lightning_run(callback, steps=STEPS, scheduler=False, **trainer_kwargs):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     trainer = Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[callback], **trainer_kwargs)
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=callback if isinstance(callback, list) else [callback], **trainer_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(Module(net, scheduler), loader)
@@ -198,3 +199,91 @@ def test_hf_settings_that_fight_the_controller_are_refused(policy_with_protocol,
 
     with pytest.raises(ValueError, match=message):
         hf_run(tmp_path, LhoptTrainerCallback(policy_with_protocol(decisions=8)), **setting)
+
+
+def test_the_hf_trainer_with_warmup_starts_from_the_base_lr(policy_with_protocol, tmp_path):
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    callback = LhoptTrainerCallback(policy_with_protocol(decisions=8))
+    start = [p.detach().clone() for p in user_problem()[0].parameters()]
+    _, net = hf_run(tmp_path, callback, warmup_steps=10)
+    assert all(row["lr"] > 0 for row in callback.controller.history)
+    assert callback.controller.history[0]["lr"] == pytest.approx(1e-3, rel=0.5)
+    assert any(not torch.equal(a, b) for a, b in zip(start, net.parameters()))  # it trained
+
+
+def test_the_hf_trainer_refuses_to_resume_a_run_it_cannot_continue(policy_with_protocol, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    hf_run(tmp_path, LhoptTrainerCallback(policy_with_protocol(decisions=8)), save_strategy="steps", save_steps=30)
+    net, x, y = user_problem()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=16, max_grad_norm=0.0,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=Classifier(net), args=args, train_dataset=Rows(x, y),
+                      callbacks=[LhoptTrainerCallback(policy_with_protocol(decisions=8))])
+    with pytest.raises(ValueError, match="cannot resume a Trainer run"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-30"))
+
+
+def test_lightning_with_accumulation_gives_the_controller_the_true_loss(policy_with_protocol):
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    policy = policy_with_protocol(decisions=8)
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    expected = Controller.from_checkpoint(policy)
+    expected.agent = lively_agent(3)
+    expected.attach(opt, total_steps=30, model=net)
+    for step in range(30):  # the plain loop: two micro-batches of 16 per update, their mean loss
+        losses = []
+        for micro in range(2):
+            idx = torch.arange((2 * step + micro) * 16, (2 * step + micro) * 16 + 16) % 256
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            (loss / 2).backward()
+            losses.append(loss.item())
+        if expected.step(loss=sum(losses) / 2):
+            opt.step()
+        opt.zero_grad()
+    callback = LhoptCallback(policy)
+    callback.controller.agent = lively_agent(3)
+    lightning_net = lightning_run(callback, steps=30, accumulate_grad_batches=2)
+    assert callback.controller.history == expected.history
+    for ours, theirs in zip(lightning_net.parameters(), net.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_lightning_resumed_from_its_checkpoint_decides_as_the_uninterrupted_run(policy_with_protocol, tmp_path):
+    from lightning.pytorch import Callback, Trainer
+
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    policy = policy_with_protocol(decisions=8)
+    whole = LhoptCallback(policy)
+    whole.controller.agent = lively_agent(3)
+    whole_net = lightning_run(whole, steps=64)
+
+    class CutAt32(Callback):  # the end of the 2nd epoch (16 batches each): the data order resumes exactly
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 32:
+                trainer.save_checkpoint(tmp_path / "cut.ckpt")
+                trainer.should_stop = True
+
+    first = LhoptCallback(policy)
+    first.controller.agent = lively_agent(3)
+    lightning_run([first, CutAt32()], steps=64)
+    assert first.controller.step_index == 32
+    second = LhoptCallback(policy)
+    second.controller.agent = lively_agent(3)
+    net, x, y = user_problem()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=False)
+    trainer = Trainer(max_steps=64, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[second])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(net), loader, ckpt_path=str(tmp_path / "cut.ckpt"))
+    assert second.controller.step_index == 64
+    assert second.controller.history == whole.controller.history
+    for ours, theirs in zip(net.parameters(), whole_net.parameters()):
+        torch.testing.assert_close(ours, theirs)

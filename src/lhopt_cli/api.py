@@ -17,6 +17,7 @@ the Controller in a plain loop makes the decisions `lhopt evaluate` makes on the
 from __future__ import annotations
 
 import math
+import operator
 from importlib import resources
 from pathlib import Path
 
@@ -69,12 +70,14 @@ class Controller:
     def from_pretrained(cls, path: str | Path | None = None, **kwargs) -> "Controller":
         """The bundled default policy (or a policy file at `path`); kwargs as the constructor.
         Raises PolicyFileError (one line) for a missing, damaged or foreign file."""
-        return cls.from_checkpoint(path or default_policy_path(), **kwargs)
+        return cls.from_checkpoint(default_policy_path() if path is None else path, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Controller":
         """The policy file at `path` (`lhopt train-policy` writes policy.pt and best.pt);
-        raises PolicyFileError as from_pretrained."""
+        raises PolicyFileError as from_pretrained (an empty path too)."""
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise PolicyFileError(f"policy path {path!r}: give a policy file (or None for the bundled policy)")
         agent, meta = load_policy(Path(path))
         return cls(agent, meta, **kwargs)
 
@@ -89,12 +92,27 @@ class Controller:
         Param groups may differ (per-group learning rates, weight decay 0 on biases and norms):
         every action is relative, so each group's value keeps its ratio to the others and a zero
         stays zero.
-        Raises TypeError (not AdamW-like), ValueError (total_steps), ProtocolError (decisions)."""
+        Raises TypeError (not AdamW-like: no lr, betas, eps, weight_decay in its param groups, or
+        torch's Adam, NAdam, RAdam or Adamax, whose weight decay is an L2 term on the gradient),
+        ValueError (total_steps not a positive integer; every group's lr 0, as a warmup scheduler
+        leaves it before its first step), ProtocolError (decisions)."""
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
                             "and weight_decay in its param_groups (use torch.optim.AdamW)")
-        if not isinstance(total_steps, int) or total_steps < 1:
+        coupled = (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax)
+        if (isinstance(optimizer, coupled) and not isinstance(optimizer, torch.optim.AdamW)
+                and not all(group.get("decoupled_weight_decay", False) for group in optimizer.param_groups)):
+            raise TypeError(f"{type(optimizer).__name__}'s weight decay is an L2 term on the gradient, not AdamW's "
+                            "decoupled decay the policy was trained with: use torch.optim.AdamW")
+        try:
+            total_steps = operator.index(total_steps) if not isinstance(total_steps, bool) else None
+        except TypeError:
+            total_steps = None
+        if total_steps is None or total_steps < 1:
             raise ValueError("attach(..., total_steps=T) needs the run's number of steps (a positive int)")
+        if all(float(group["lr"]) == 0.0 for group in optimizer.param_groups):
+            raise ValueError("the optimizer's learning rate is 0 (a warmup scheduler's first value?): the policy "
+                             "moves it relatively, so give AdamW its base lr and let lhopt schedule it")
         self.protocol.check("Controller.attach", decisions=decisions)
         self.optimizer, self.model, self.total_steps = optimizer, model, total_steps
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -230,7 +248,10 @@ class Controller:
         step does not count: the controller decides as if the call had not happened.
         With the divergence guard, a loss that has blown up (not finite: inner/guard.py) or a
         valid_loss that is not finite sends the run back to its last guard point (model,
-        optimizer, lr halved) and returns False; that step counts."""
+        optimizer, lr halved) and returns False; that step counts. Without it (guard=False, or no
+        model attached) a non-finite loss returns False and counts: the run has diverged.
+        A non-finite loss is a diverged model even under a GradScaler (its overflows show in the
+        gradients, not in the loss). Raises ValueError for a loss tensor of more than one value."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
         if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended
@@ -243,6 +264,9 @@ class Controller:
             self._return_to_guard_point()
         elif valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
+        if torch.is_tensor(loss) and loss.numel() != 1:
+            raise ValueError(f"step(loss=...) takes the batch's mean loss (one number), not a tensor of shape "
+                             f"{tuple(loss.shape)}")
         # the step's one host transfer: the gradient norm (and the loss, when given as a tensor)
         norm = self.clipper.grad_norm(self.params)
         probe = [x.detach().float().reshape(()) for x in (norm, loss) if torch.is_tensor(x)]
@@ -251,7 +275,9 @@ class Controller:
         loss_value = values.pop(0) if torch.is_tensor(loss) else float(loss)
         if self.first_loss is None and not returned:
             self.first_loss = loss_value
-        diverged = self._guarding and not healthy(loss_value, self.first_loss)
+        # a loss that blew up: the guard sends the run back; without it the step counts and
+        # takes no update (the run has diverged, and the loop still ends)
+        diverged = not healthy(loss_value, self.first_loss) if self._guarding else not math.isfinite(loss_value)
         if not (returned or diverged) and norm_value is not None and not math.isfinite(norm_value):
             # inf/NaN gradients (a GradScaler's overflow): skip the step and count nothing, as
             # the scaler skips optimizer.step(); the run goes on as if it had not been there
@@ -261,7 +287,8 @@ class Controller:
         if returned or restored:
             return False
         if diverged:
-            self._return_to_guard_point()
+            if self._guarding:
+                self._return_to_guard_point()
             return False
         if self.guard_offered is not None:  # a healthy loss at the point offered: it holds
             self._spare, self.guard_point, self.guard_offered = self.guard_point, self.guard_offered, None

@@ -82,6 +82,8 @@ def policy_protocol(meta: dict) -> ObservationProtocol:
 
 def _load(path: Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise PolicyFileError(f"{path}: a folder, not a policy file (a run folder holds policy.pt and best.pt)")
     if not path.is_file():
         raise PolicyFileError(f"{path}: no such policy file")
     try:

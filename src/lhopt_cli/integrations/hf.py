@@ -11,7 +11,8 @@ model's output (`outputs["loss"]`, what Trainer.compute_loss uses) by a forward 
 `on_pre_optimizer_step` the Controller clips the gradient, decides at its decision points and
 says whether the coming update is taken. It also writes its hyperparameters into the optimizer
 before every update, so the Trainer's LR scheduler cannot override them (the `learning_rate`
-the Trainer logs is its scheduler's; the one used is in `controller.history`). An evaluation's
+the Trainer logs is its scheduler's; the one used is in `controller.history`; the policy starts
+from the scheduler's base lr, warmup or not). An evaluation's
 `eval_loss` reaches the Controller at the next step. Install with `pip install lhopt-cli[hf]`.
 """
 from __future__ import annotations
@@ -40,7 +41,13 @@ class LhoptTrainerCallback(TrainerCallback):
             raise ValueError("LhoptTrainerCallback clips the gradient itself: set TrainingArguments(max_grad_norm=0)")
         if args.fp16:
             raise ValueError("LhoptTrainerCallback needs unscaled gradients before the update: use bf16 or fp32")
+        if state.global_step > 0:
+            raise ValueError("LhoptTrainerCallback cannot resume a Trainer run (resume_from_checkpoint): the "
+                             "controller's state is not in the Trainer's checkpoint; start the run anew")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        for group in inner.param_groups:  # a warmup scheduler has already set its first lr (often 0)
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
         self.bridge.attach(inner, int(state.max_steps), model)
         self._hook = model.register_forward_hook(self._read_loss)
 

@@ -11,10 +11,13 @@ Every micro-batch's loss is read at `on_before_backward`; at `on_before_optimize
 backward and, under mixed precision, after unscaling) the Controller clips the gradient, decides
 at its decision points and says whether this update is taken. Validation: the metric named
 `monitor` (default "val_loss") is handed to the Controller at the step after each validation.
+The Controller's state goes into Lightning's checkpoints, so `fit(ckpt_path=...)` with the same
+max_steps continues its decisions where they were.
 Install with `pip install lhopt-cli[lightning]`.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -34,6 +37,7 @@ class LhoptCallback(pl.Callback):
         self.controller = Controller.from_pretrained(policy, **controller_kwargs)
         self.bridge = ControllerBridge(self.controller)
         self.monitor = monitor
+        self._resumed: dict | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not pl_module.automatic_optimization:
@@ -44,10 +48,26 @@ class LhoptCallback(pl.Callback):
             raise ValueError("LhoptCallback sets the learning rate: return the optimizer without an LR scheduler")
         if trainer.gradient_clip_val:
             raise ValueError("LhoptCallback clips the gradient itself: leave Trainer(gradient_clip_val=...) unset")
-        self.bridge.attach(trainer.optimizers[0], int(trainer.estimated_stepping_batches), pl_module)
+        steps = trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError("LhoptCallback needs the run's number of optimizer steps: set Trainer(max_steps=...)")
+        self.bridge.attach(trainer.optimizers[0], int(steps), pl_module)
+        if self._resumed is not None:  # fit(ckpt_path=...): continue the controller where it was
+            self.controller.load_state_dict(self._resumed)
+            self._resumed = None
+
+    def state_dict(self) -> dict:
+        """The Controller's state (Controller.state_dict), saved in Lightning's checkpoints."""
+        return {"controller": self.controller.state_dict()} if self.controller.optimizer is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Kept until on_train_start attaches the Controller to the restored optimizer; a run
+        resumed with another max_steps is refused there (ValueError from load_state_dict)."""
+        self._resumed = state_dict.get("controller")
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss) -> None:
-        self.bridge.record_loss(loss)
+        # Lightning divides each micro-batch's loss by accumulate_grad_batches before backward
+        self.bridge.record_loss(loss * trainer.accumulate_grad_batches)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
         self.bridge.before_update()
