@@ -235,3 +235,23 @@ def test_a_disk_that_fills_mid_grid_leaves_no_temporary_file_and_a_rerun_loses_n
     assert exit_info.value.code == 0
     runs = _read(run_dir / "runs.parquet", RUN_COLUMNS)
     assert len(runs) == 35 and set(kept.run_id) <= set(runs.run_id)
+
+
+def test_a_disk_that_fills_mid_checkpoint_keeps_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    from lhopt_cli.control import checkpoint as module
+
+    path = tmp_path / "checkpoint.pt"
+    module.atomic_save({"ppo": {"iteration": 5}}, path)
+    original = torch.save
+
+    def fills_up(obj, target, *args, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"PK half a zip")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        module.atomic_save({"ppo": {"iteration": 10}}, path)
+    monkeypatch.setattr(torch, "save", original)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert module.load_verified(path) == {"ppo": {"iteration": 5}}
