@@ -67,6 +67,11 @@ def test_every_train_policy_group_option_composes(run_cli, config_group):
         ("executor=slurm", "unknown executor 'slurm'; known: local"),
         ("+task.hiden=3", "Key 'hiden' not in"),
         ("grid.lrs=[-1.0]", "positive"),
+        ("grid.lrs=[nan]", "grid.lrs must all be finite and positive (got nan)"),
+        ("grid.lrs=[inf]", "grid.lrs must all be finite and positive (got inf)"),
+        ("seeds=[99999999999999999999]", "seeds must lie in [0, 2^63)"),
+        ("seeds=[-1]", "seeds must lie in [0, 2^63)"),
+        ("executor.workers=-3", "executor.workers must be >= 0"),
     ],
 )
 def test_bad_overrides_give_one_clear_line_and_nonzero_exit(tmp_path, monkeypatch, capsys, override, expected):
@@ -96,3 +101,13 @@ def test_evaluate_and_scaling_fit_groups_compose(run_cli, command, group):
     result = run_cli(command, "--cfg", group)
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.output)["command"] == command
+
+
+def test_evaluate_with_an_empty_task_list_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lhopt", "evaluate", "tasks=[]", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == ("error: tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) "
+                                               "or give suite=...")
+    assert not (tmp_path / "run").exists()

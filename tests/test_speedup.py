@@ -48,3 +48,23 @@ def test_diverged_method_has_speedup_zero():
     method = baseline.copy()
     method[5:] = np.inf
     assert speedup(STEPS, method, [baseline], decay=0.0) == 0.0
+
+
+def test_a_run_that_diverges_after_touching_the_target_scores_zero():
+    import math
+
+    steps = [0, 2, 4, 6, 8]
+    value = speedup(steps, [70.5, 70.1, 66.1, 33.9, math.nan], [[70.5, 68.4, 66.4, 64.4, 62.5]])
+    assert value == 0.0  # it reached the envelope's final loss at step ~5, then blew up: not finished
+    assert speedup(steps, [70.5, 70.1, 66.1, 33.9, 30.0], [[70.5, 68.4, 66.4, 64.4, 62.5]]) > 1.0
+
+
+def test_a_grid_without_a_finished_run_is_refused():
+    import math
+
+    import pytest
+
+    from lhopt_cli.results.speedup import NoFinishedBaseline
+
+    with pytest.raises(NoFinishedBaseline, match="no run that finished"):
+        speedup([0, 1, 2], [3.0, 2.0, 1.0], [[3.0, 2.0, math.nan], [3.0, math.inf, math.inf]])

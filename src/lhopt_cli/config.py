@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from contextlib import contextmanager
 from importlib import resources
@@ -100,8 +101,38 @@ def validate(cfg: DictConfig) -> DictConfig:
     merged = _merge_schema(COMMAND_SCHEMAS[command], cfg)
     if "task" in cfg and cfg.task is not None:
         merged.task = validate_task(cfg.task)
+    check_values(merged)
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+SEED_LIMIT = 2**63  # seeds are stored as int64 (runs.parquet) and seed numpy and torch
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Values the schema's types let through but no run can use, refused before anything runs
+    (ConfigError, one line): learning rates that are not finite and positive, seeds outside
+    [0, 2^63), a negative worker count, an empty task list."""
+    grid = cfg.get("grid")
+    if grid is not None and grid.get("lrs") is not None:
+        bad = [lr for lr in grid.lrs if not math.isfinite(float(lr)) or float(lr) <= 0]
+        if bad:
+            raise ConfigError(f"grid.lrs must all be finite and positive (got {bad[0]})")
+    for key in ("seeds",):
+        seeds = cfg.get(key)
+        if seeds is not None:
+            bad = [s for s in seeds if not 0 <= int(s) < SEED_LIMIT]
+            if bad:
+                raise ConfigError(f"{key} must lie in [0, 2^63) (got {bad[0]})")
+    for key in ("seed",):
+        seed = cfg.get(key)
+        if isinstance(seed, int) and not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"{key} must lie in [0, 2^63) (got {seed})")
+    executor = cfg.get("executor")
+    if executor is not None and executor.get("workers") is not None and int(executor.workers) < 0:
+        raise ConfigError(f"executor.workers must be >= 0 (0: one per CPU core; got {executor.workers})")
+    if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None and len(cfg.tasks) == 0:
+        raise ConfigError("tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) or give suite=...")
 
 
 def validate_task(task_cfg: DictConfig) -> DictConfig:

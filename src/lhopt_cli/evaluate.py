@@ -29,7 +29,7 @@ from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
-from .results.speedup import ema, padded, speedup
+from .results.speedup import NoFinishedBaseline, ema, padded, speedup
 from .results.store import ResultsStore
 from .tasks import build_task
 
@@ -212,8 +212,12 @@ def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFra
         methods = [("best_baseline", best)] + [(m, g.sort_values("step")) for m, g in ours[ours.seed == seed].groupby("method")]
         for method, curve in methods:
             loss = padded(curve.valid_loss, len(steps))
+            try:
+                values = speedup(steps, loss, baselines), speedup(steps, loss, extended)
+            except NoFinishedBaseline as err:
+                raise ConfigError(f"{task_name}, seed {seed}: {err}") from None
             rows.append({**base, "method": method, "final_valid_loss": float(curve.valid_loss.iloc[-1]),
-                         "speedup": speedup(steps, loss, baselines), "speedup_extended": speedup(steps, loss, extended)})
+                         "speedup": values[0], "speedup_extended": values[1]})
     return rows
 
 

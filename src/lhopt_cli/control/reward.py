@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import curve_fit
 
-from ..results.speedup import padded, speedup
+from ..results.speedup import NoFinishedBaseline, padded, speedup
 
 EXTRAPOLATION = 2.0  # t_ref may reach at most 2x the reference run's length
 REWARD_CLIP = 3.0
@@ -92,6 +92,7 @@ def envelope_log_speedup(steps, method_curve, reference_curves,
     finite gets the lowest reward, whatever it reached before (a run that blows up after touching
     the target has not finished training). Only speedups below 25x (the first of 25 validation
     points) can be resolved; the upper clip lies beyond, so a 10x win still earns more than 3x.
+    A sweep whose every run ends diverged measures nothing: 0 (neutral).
     Raises ValueError if no reference curve has a finite value."""
     length = len(steps)
     method = padded(method_curve, length)
@@ -100,7 +101,10 @@ def envelope_log_speedup(steps, method_curve, reference_curves,
         raise ValueError("the reference sweep has no finite validation loss")
     if not np.isfinite(method[-1]):
         return clip[0]
-    value = speedup(steps, method, references)
+    try:
+        value = speedup(steps, method, references)
+    except NoFinishedBaseline:  # every reference run ended diverged: nothing to measure against
+        return 0.0
     if value <= 0:
         return clip[0]
     return float(np.clip(math.log(value), clip[0], clip[1]))

@@ -49,10 +49,24 @@ def first_step_reaching(steps, curve, level: float) -> float | None:
     return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
 
 
+class NoFinishedBaseline(ValueError):
+    """Every baseline curve ends non-finite: there is nothing to measure a speedup against."""
+
+
 def speedup(steps, method_curve, baseline_curves, decay: float = EMA_DECAY) -> float:
-    """The method's speedup over the envelope of the baselines (all on the same steps)."""
+    """The method's speedup over the envelope of the baselines (all on the same steps, (P,)).
+
+    A method whose curve ends diverged (its last value NaN/inf) scores 0 whatever it reached on
+    the way: it did not finish training. Raises NoFinishedBaseline when no baseline curve ends
+    finite (METHOD.md section 8 needs the envelope's final loss)."""
     steps = np.asarray(steps, dtype=float)
     total = float(steps[-1])
+    if not any(np.isfinite(np.asarray(c, dtype=float)[-1]) for c in baseline_curves):
+        raise NoFinishedBaseline("the baseline grid has no run that finished (every one diverged): "
+                                 "there is nothing to compare against")
+    raw = np.asarray(method_curve, dtype=float)
+    if len(raw) == 0 or not np.isfinite(raw[-1]):
+        return 0.0
     env = envelope([ema(c, decay) for c in baseline_curves])
     method = ema(method_curve, decay)
     target = env[-1]
