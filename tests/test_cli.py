@@ -111,3 +111,32 @@ def test_evaluate_with_an_empty_task_list_is_refused_before_anything_runs(tmp_pa
     assert capsys.readouterr().err.strip() == ("error: tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) "
                                                "or give suite=...")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_byte_model_reads_a_latin_1_file_as_its_bytes(tmp_path):
+    from lhopt_cli.config import compose
+    from lhopt_cli.tasks import build_task
+
+    text = b"".join([b"cr\xe8me ", b"caf\xe9 ", b"na\xefve ", b"the "][i % 4] for i in range(4000))  # not UTF-8
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(text)
+    task = build_task(compose("baseline_grid", ["task=char_lm", "debug=smoke", f"task.text_path={path}"]).task)
+    window = task.x_train.shape[1]
+    first = bytes(task.x_train[0].tolist()) + bytes([int(task.y_train[0, -1])])
+    assert first == text[: window + 1]  # byte for byte: no UTF-8 replacement characters
+    assert 0xE8 in task.x_train.flatten().tolist() and 0xEF in task.x_train.flatten().tolist()
+
+
+@pytest.mark.parametrize("content, expected", [(b"", "is empty"), (b"x" * 49, "has 49 bytes")])
+def test_a_text_file_too_short_for_one_batch_is_one_line_before_any_run_folder(tmp_path, monkeypatch, capsys,
+                                                                              content, expected):
+    path = tmp_path / "text.txt"
+    path.write_bytes(content)
+    monkeypatch.setattr(sys, "argv", ["lhopt", "baseline-grid", "task=char_lm", f"task.text_path={path}",
+                                      f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: task.text_path {path} {expected}: a byte model")
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,6 @@ import torch
 from lhopt_cli.config import compose
 from lhopt_cli.inner import HParams, ScheduleHook, train_one_epoch
 from lhopt_cli.tasks import TASKS, build_task
-from lhopt_cli.tasks.data import DataUnavailable
 
 SMALL = ["task.max_steps=30", "task.eval_points=3", "task.valid_size=256"]
 EXTRA = {
@@ -164,8 +163,10 @@ def test_char_lm_trains_on_user_text(cache_dir, tmp_path):
     assert result.status == "done" and result.steps == 30
     assert result.curve[-1]["valid_loss"] < result.curve[0]["valid_loss"]
 
-    with pytest.raises(DataUnavailable):
-        build_task(small_cfg("char_lm", f"task.text_path={tmp_path / 'missing.txt'}").task)
+    from lhopt_cli.config import ConfigError
+
+    with pytest.raises(ConfigError, match="task.text_path: no such file"):  # refused when the config is composed
+        small_cfg("char_lm", f"task.text_path={tmp_path / 'missing.txt'}")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -131,6 +131,9 @@ def check_values(cfg: DictConfig) -> None:
     executor = cfg.get("executor")
     if executor is not None and executor.get("workers") is not None and int(executor.workers) < 0:
         raise ConfigError(f"executor.workers must be >= 0 (0: one per CPU core; got {executor.workers})")
+    task = cfg.get("task")
+    if task is not None and task.get("name") == "char_lm" and task.get("text_path"):
+        _check_text_file(task)
     if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None and len(cfg.tasks) == 0:
         raise ConfigError("tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) or give suite=...")
 
@@ -199,3 +202,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _check_text_file(task: DictConfig) -> None:
+    """A char_lm text file that exists and fills a batch, checked before a run folder is made."""
+    from .tasks.data import DataUnavailable
+    from .tasks.text_lm import check_text_size
+
+    path = Path(str(task.text_path)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"task.text_path: no such file: {path}")
+    try:
+        check_text_size(min(path.stat().st_size, int(task.max_chars)), int(task.context), int(task.batch_size), str(path))
+    except DataUnavailable as err:
+        raise ConfigError(str(err)) from None

@@ -87,13 +87,17 @@ def python_source(max_chars: int) -> str:
     return "".join(parts)[:max_chars]
 
 
-def read_text(path: str | None, max_chars: int) -> str:
+def read_text_bytes(path: str | None, max_chars: int) -> bytes:
+    """The bytes a byte-level language model reads: a user's file as it is on disk (any
+    encoding; at most `max_chars` bytes), or the built-in text (python_text, `max_chars`
+    characters) as UTF-8. Raises DataUnavailable for a missing file."""
     if path is None:
-        return python_text(max_chars)
+        return python_text(max_chars).encode()
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataUnavailable(f"task.text_path: no such file: {file}")
-    return file.read_text(encoding="utf-8", errors="replace")[:max_chars]
+    with file.open("rb") as handle:
+        return handle.read(max_chars)
 
 
 

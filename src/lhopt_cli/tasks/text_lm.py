@@ -1,12 +1,14 @@
 """A causal byte-level transformer on text every Python install has (or a user's file)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .algorithmic import RecurrentNet
 from .base import ArrayClassificationTask
-from .data import python_source, read_text
+from .data import DataUnavailable, python_source, read_text_bytes
 
 
 class CausalTransformer(nn.Module):
@@ -29,24 +31,38 @@ class CausalTransformer(nn.Module):
         return self.head(self.norm(h))
 
 
+def check_text_size(size: int, context: int, batch_size: int, source: str | None = None) -> None:
+    """Raise DataUnavailable (one line) when `size` bytes of text cannot fill one training batch
+    of `batch_size` windows of `context` + 1 bytes from the first 90% and one validation window
+    from the last 10% (CharLm's split)."""
+    split = int(0.9 * size)
+    train, valid = max(split - 1, 0) // context, max(size - split - 1, 0) // context
+    if train >= batch_size and valid >= 1:
+        return
+    where = f"task.text_path {source}" if source else "the text"
+    needed = math.ceil((batch_size * context + 1) / 0.9) + context + 1
+    what = "is empty" if size == 0 else f"has {size} bytes"
+    raise DataUnavailable(f"{where} {what}: a byte model with context {context} and batch size {batch_size} "
+                          f"needs about {needed} or more")
+
+
 class CharLm(ArrayClassificationTask):
     VOCAB = 256  # bytes
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        data = torch.frombuffer(bytearray(self._text().encode()), dtype=torch.uint8)
-        data = data.long()
+        raw = self._bytes()
+        check_text_size(len(raw), int(self.cfg.context), int(self.cfg.batch_size), self.cfg.get("text_path"))
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
         window = int(self.cfg.context) + 1
         split = int(0.9 * len(data))
         train, valid = self._windows(data[:split], window), self._windows(data[split:], window)
-        if len(train) < int(self.cfg.batch_size) or len(valid) == 0:
-            raise ValueError(f"char_lm: the text is too short for context {self.cfg.context}")
         self.x_train, self.y_train = train[:, :-1], train[:, 1:]
         self.x_valid, self.y_valid = valid[:, :-1], valid[:, 1:]
         self._limit_valid()
 
-    def _text(self) -> str:
-        return read_text(self.cfg.text_path, int(self.cfg.max_chars))
+    def _bytes(self) -> bytes:
+        return read_text_bytes(self.cfg.text_path, int(self.cfg.max_chars))
 
     @staticmethod
     def _windows(tokens: torch.Tensor, window: int) -> torch.Tensor:
@@ -83,8 +99,8 @@ class CodeLm(CharLm):
     """A byte-level GRU language model on Python source code: the standard library's modules
     (a corpus and an architecture the training family never draws)."""
 
-    def _text(self) -> str:
-        return python_source(int(self.cfg.max_chars))
+    def _bytes(self) -> bytes:
+        return python_source(int(self.cfg.max_chars)).encode()
 
     def build_model(self) -> nn.Module:
         return GruLm(self.VOCAB, int(self.cfg.d_model), int(self.cfg.hidden))
