@@ -1,4 +1,7 @@
 """Scaling-law fits on synthetic data with known parameters, and bad inputs."""
+import json
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,3 +106,101 @@ def test_parametric_bootstrap_intervals_hold_the_truth():
     for k, truth in enumerate((0.34, 0.28)):
         low, high = interval(draws[:, k])
         assert low <= truth <= high
+
+
+def _iso_flop_points(tmp_path, noise: float):
+    """L = 1.69 + 406.4 / N^0.34 + 410.7 / D^0.28 on 24 IsoFLOP-style points (4 budgets x 6 sizes)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for compute in (1e18, 3e18, 1e19, 3e19):
+        for n in np.geomspace(2e7, 6e8, 6):
+            d = compute / (6 * n)
+            rows.append({"params": n, "tokens": d,
+                         "loss": (1.69 + 406.4 / n**0.34 + 410.7 / d**0.28) * np.exp(rng.normal(0, noise))})
+    path = tmp_path / f"iso_{noise}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("noise, truth_in", [(0.005, ("E", "A", "alpha", "a", "b")),
+                                             (0.001, ("E", "A", "alpha", "beta", "a", "b"))])
+def test_parametric_intervals_hold_their_estimate_and_the_truth(tmp_path, noise, truth_in):
+    import torch
+    from rich.console import Console
+
+    from lhopt_cli import scaling_fit
+    from lhopt_cli.config import compose
+    from lhopt_cli.scaling.parametric import _objective, fit_parametric
+
+    path = _iso_flop_points(tmp_path, noise)
+    cfg = compose("scaling_fit", [f"inputs=[{path}]", "bootstrap=40", f"run_dir={tmp_path}"])
+    rows = {r["parameter"]: r for r in scaling_fit.run(cfg, tmp_path, Console(quiet=True))
+            if "N^alpha" in r["fit"] or "compute-optimal" in r["fit"]}
+    truth = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28, "a": 0.28 / 0.62, "b": 0.34 / 0.62}
+    for name, row in rows.items():
+        assert row["low"] <= row["estimate"] <= row["high"], (name, row)
+        if name in truth_in:
+            assert row["low"] <= truth[name] <= row["high"], (name, row)
+    # the point fit reaches an optimum at least as good as the true parameters (not a poor one)
+    data = pd.read_csv(path)
+    logs = tuple(torch.tensor(np.log(data[c].to_numpy()), dtype=torch.float64) for c in ("params", "tokens", "loss"))
+    true_theta = torch.tensor([np.log(1.69), np.log(406.4), 0.34, np.log(410.7), 0.28], dtype=torch.float64)
+    fit = fit_parametric(data.params, data.tokens, data.loss)
+    assert fit.objective <= float(_objective(true_theta, *logs)) + 1e-12
+    assert json.loads((tmp_path / "fits.json").read_text())  # strict JSON (null where a number is missing)
+
+
+def test_scaling_tables_as_papers_write_them(tmp_path, monkeypatch, capsys):
+    from lhopt_cli.cli import main
+    from lhopt_cli.scaling.inputs import parse_number
+
+    assert [parse_number(v) for v in ("44M", "2B", "3.74", "1.4T", "500k", "2G", "1e9")] == [
+        44e6, 2e9, 3.74, 1.4e12, 5e5, 2e9, 1e9]
+    sizes = ["10M", "20M", "40M", "80M", "160M", "320M"]
+    lines = ["params,tokens,loss"] + [f"{n},{t},{3.0 + 1 / (i + j + 1):.3f}" for i, n in enumerate(sizes)
+                                      for j, t in enumerate(["1B", "2B", "4B"])]
+    good = tmp_path / "units.csv"
+    good.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(sys, "argv", ["lhopt", "scaling-fit", f"inputs=[{good}]", "bootstrap=10", "parametric=false",
+                                      f"run_dir={tmp_path / 'fit'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    cases = {"header.csv": ("params,tokens,loss\n", "no rows"),
+             "text.csv": ("\n".join(lines[:3] + ["10M,1B,high"] + lines[3:]) + "\n", "column 'loss': 'high' is not a number"),
+             "negative.csv": ("\n".join(lines[:3] + ["-5M,1B,3.1"] + lines[3:]) + "\n", "column 'params': -5e+06 is not a valid"),
+             "nan_params.csv": ("\n".join(lines[:3] + ["abc,1B,3.1"] + lines[3:]) + "\n", "column 'params': 'abc'")}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        monkeypatch.setattr(sys, "argv", ["lhopt", "scaling-fit", f"inputs=[{tmp_path / name}]", "bootstrap=10",
+                                          f"run_dir={tmp_path / ('fit_' + name)}"])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 1 and len(err) == 1 and expected in err[0], (name, err)
+
+
+def test_a_run_folder_with_diverged_runs_is_fitted_without_them(tmp_path, monkeypatch, capsys):
+    from lhopt_cli.cli import main
+    from lhopt_cli.results.store import ResultsStore
+
+    store, records = ResultsStore(tmp_path / "grid"), []
+    for i, n in enumerate((1e5, 2e5, 4e5, 8e5)):
+        for diverged in (False, True):
+            curve = [{"step": s, "tokens_or_examples": 1000.0 * s, "flops": 6 * n * 1000.0 * s,
+                      "valid_loss": (float("nan") if diverged and s >= 3 else 2.0 + 50 / (n ** 0.3) / (s + 1) ** 0.5)}
+                     for s in range(6)]
+            run = {"run_id": f"r{i}{diverged}", "command": "baseline-grid", "method": "adamw", "task": "t",
+                   "task_params": "{}", "model_params": n, "seed": 0, "lr0": 1e-3, "schedule": "constant",
+                   "status": "diverged" if diverged else "done", "steps": 6, "total_steps": 6,
+                   "final_valid_loss": curve[-1]["valid_loss"], "wall_s": 1.0, "error": ""}
+            records.append((run, curve))
+    store.add(records)
+    monkeypatch.setattr(sys, "argv", ["lhopt", "scaling-fit", f"inputs=[{tmp_path / 'grid'}]", "bootstrap=10",
+                                      "parametric=false", f"run_dir={tmp_path / 'fit'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    assert exit_info.value.code == 0, out.err
+    assert "dropped 12 points whose loss is not finite (diverged runs)" in out.out
+    assert json.loads((tmp_path / "fit" / "fits.json").read_text())

@@ -52,7 +52,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> list[
 
 
 def _run(cfg: DictConfig, run_dir: Path, console: Console) -> list[dict]:
-    data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True))
+    data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
     draws, rows, fits = int(cfg.bootstrap), [], {}
     fronts = {m: frontier(g) for m, g in data.groupby("method")}
     for method, front in fronts.items():
@@ -88,15 +88,17 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console) -> list[dict]:
             if not fit.converged:
                 raise FitError(f"method '{method}': the parametric fit did not converge")
             parametric[method] = fit
-            def refit(sample):
-                again = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=2)
-                return [getattr(again, name) for name in PARAMETRIC_NAMES]
+            def refit(sample, fit=fit):
+                # from the main optimum and the 4 best grid points, the lowest objective kept
+                again = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=4, warm=fit)
+                return [getattr(again, name) for name in PARAMETRIC_NAMES] + list(again.exponents().values())
 
             boot = bootstrap(refit, {"g": group}, max(draws // 10, 10))
             for k, name in enumerate(PARAMETRIC_NAMES):
                 rows.append(_row(method, "L=E+A/N^alpha+B/D^beta", name, getattr(fit, name), boot[:, k]))
-            for name, value in fit.exponents().items():
-                rows.append(_row(method, "compute-optimal N~C^a, D~C^b", name, value, np.array([])))
+            for k, (name, value) in enumerate(fit.exponents().items()):
+                rows.append(_row(method, "compute-optimal N~C^a, D~C^b", name, value,
+                                 boot[:, len(PARAMETRIC_NAMES) + k]))
     write_outputs(rows, run_dir, console)
     from .plots import parametric_plot, scaling_plot
 
@@ -110,7 +112,9 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console) -> list[dict]:
 def write_outputs(rows: list[dict], run_dir: Path, console: Console) -> None:
     table = pd.DataFrame(rows)
     table.to_csv(run_dir / "fits.csv", index=False)
-    (run_dir / "fits.json").write_text(json.dumps(rows, indent=2))
+    # strict JSON: a number that is missing (NaN, inf) is null
+    plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    (run_dir / "fits.json").write_text(json.dumps(plain, indent=2, allow_nan=False))
     shown = Table(title="scaling fits (95% bootstrap intervals)")
     for column in ("method", "fit", "parameter", "estimate", "95% interval"):
         shown.add_column(column, justify="right" if column in ("estimate", "95% interval") else "left")

@@ -35,12 +35,63 @@ def _read(path: Path) -> pd.DataFrame:
     raise FitError(f"{path}: expected an lhopt run folder, a .csv or a .parquet file")
 
 
-def load_points(paths: list[str], columns: dict[str, str | None]) -> pd.DataFrame:
-    """One row per (run, evaluation point): method, params, tokens, compute, loss."""
-    frames = []
+UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}  # as papers' tables write sizes: 44M, 2B
+NUMERIC = ("params", "tokens", "flops", "loss", "step")
+
+
+def parse_number(value) -> float:
+    """A number as tables write it: 3.74, 1e9, 44M, 2.5B, 1.4T (K, M, B or G, T; any case).
+    Raises ValueError for anything else."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().replace(",", "").replace("_", "")
+    scale = UNITS.get(text[-1:].upper()) if text else None
+    return float(text[:-1]) * scale if scale else float(text)
+
+
+def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The numeric columns as floats (unit suffixes read); FitError naming the column and its
+    first value that is not a number."""
+    for name in NUMERIC:
+        if name not in frame.columns or pd.api.types.is_numeric_dtype(frame[name]):
+            continue
+        values = []
+        for value in frame[name]:
+            try:
+                values.append(np.nan if value is None or (isinstance(value, float) and np.isnan(value))
+                              else parse_number(value))
+            except ValueError:
+                raise FitError(f"{path}: column '{name}': {value!r} is not a number (units K, M, B, T are "
+                               "read: 44M, 2B)") from None
+        frame[name] = np.asarray(values, dtype=float)
+    return frame
+
+
+def _check_sizes(data: pd.DataFrame) -> None:
+    """Every size column holds finite values, model sizes positive, data and compute not negative."""
+    for name, low, strict in (("params", 0.0, True), ("tokens", 0.0, False), ("flops", 0.0, False)):
+        if name not in data.columns:
+            continue
+        values = data[name].to_numpy(float)
+        bad = ~np.isfinite(values) | ((values <= low) if strict else (values < low))
+        if bad.any():
+            raise FitError(f"column '{name}': {values[bad][0]:g} is not a valid {name} count "
+                           f"({'positive' if strict else 'zero or more'}, finite)")
+
+
+def load_points(paths: list[str], columns: dict[str, str | None], console=None) -> pd.DataFrame:
+    """One row per (run, evaluation point): method, params, tokens, compute, loss.
+
+    Numbers may carry unit suffixes (K, M, B/G, T). Points of an lhopt run folder whose loss is
+    not finite (diverged runs, lhopt's normal output) are dropped and counted (printed to
+    `console`); in other tables they are refused. Raises FitError (one line) for a table without
+    rows, a value that is not a number (naming its column), a size that is not positive."""
+    frames, dropped = [], 0
     for raw in paths:
         path = Path(raw)
         frame = _read(path)
+        if frame.empty:
+            raise FitError(f"{path}: no rows")
         if not path.is_dir():
             loss = columns.get("loss") or "loss"
             if loss not in frame.columns:
@@ -48,12 +99,20 @@ def load_points(paths: list[str], columns: dict[str, str | None]) -> pd.DataFram
             # the other columns are optional: compute needs flops, or params and tokens
             mapping = {source: target for target, source in columns.items() if source and source in frame.columns}
             frame = frame.rename(columns=mapping)
+        frame = _numeric(frame, path)
+        if path.is_dir():
+            finite = np.isfinite(frame.loss.to_numpy(float))
+            dropped += int((~finite).sum())
+            frame = frame[finite]
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True)
+    if dropped and console is not None:
+        console.print(f"dropped {dropped} points whose loss is not finite (diverged runs)")
     if "loss" not in data.columns:
         raise FitError("no loss column: set columns.loss")
     if "method" not in data.columns:
         data["method"] = "all"
+    _check_sizes(data)
     has_flops = "flops" in data.columns and data.flops.notna().all() and (data.flops > 0).any()
     if not has_flops:
         if not {"params", "tokens"} <= set(data.columns):
@@ -63,6 +122,8 @@ def load_points(paths: list[str], columns: dict[str, str | None]) -> pd.DataFram
     bad = (~np.isfinite(data.loss)) | (data.loss <= 0)
     if bad.any():
         raise FitError(f"{int(bad.sum())} loss values are NaN, infinite or not positive")
+    if data.empty:
+        raise FitError("no point with compute above 0 and a finite loss")
     data = data.drop(columns=["compute"], errors="ignore").rename(columns={"flops": "compute"})
     for method, group in data.groupby("method"):
         if len(group) < 5:

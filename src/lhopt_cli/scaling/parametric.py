@@ -57,11 +57,17 @@ def _minimize(start: np.ndarray, data: tuple) -> tuple[np.ndarray, float, bool]:
         value.backward()
         return float(value.detach()), theta.grad.numpy().copy()
 
-    result = minimize(fun, start, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-10})
+    # the objective is small (a Huber loss on log L, ~1e-5 on good data): scipy's default ftol
+    # (2.2e-9, absolute below 1) stops L-BFGS far from the optimum there
+    result = minimize(fun, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": 5000, "maxfun": 20000, "gtol": 1e-12, "ftol": 1e-15})
     return result.x, float(result.fun), bool(result.success)
 
 
-def fit_parametric(params, tokens, loss, starts: int = 8) -> ParametricFit:
+def fit_parametric(params, tokens, loss, starts: int = 8, warm: ParametricFit | None = None) -> ParametricFit:
+    """The fit from the `starts` best points of a coarse grid (and from `warm`, a fit to start
+    from too, as bootstrap refits start from the main fit); the lowest objective wins, whatever
+    the optimiser's own success flag says. Raises FitError for fewer than 2 sizes of N or D."""
     n, d, l = (np.asarray(v, float) for v in (params, tokens, loss))
     if len(np.unique(n)) < 2 or len(np.unique(d)) < 2:
         raise FitError("the parametric fit needs at least 2 model sizes and 2 data sizes")
@@ -73,8 +79,11 @@ def fit_parametric(params, tokens, loss, starts: int = 8) -> ParametricFit:
         scores = torch.nn.functional.huber_loss(pred, data[2].expand_as(pred), delta=HUBER_DELTA,
                                                 reduction="none").sum(1)
     best = None
-    for index in torch.argsort(scores)[:starts]:  # fine: L-BFGS from the best few
-        x, value, ok = _minimize(grid[index].numpy(), data)
+    begin = [grid[index].numpy() for index in torch.argsort(scores)[:starts]]  # fine: L-BFGS from the best few
+    if warm is not None:
+        begin.append(np.array([np.log(warm.E), np.log(warm.A), warm.alpha, np.log(warm.B), warm.beta]))
+    for start in begin:
+        x, value, ok = _minimize(start, data)
         if best is None or value < best[1]:
             best = (x, value, ok)
     x, value, ok = best
