@@ -140,3 +140,29 @@ def test_a_text_file_too_short_for_one_batch_is_one_line_before_any_run_folder(t
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: task.text_path {path} {expected}: a byte model")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["hydra.run.dir=/tmp/x"], "error: hydra.run.dir is not read here: lhopt writes a command's files into run_dir; "
+                               "use run_dir=/tmp/x"),
+    (["-cd", "/tmp"], "error: -cd: lhopt's configs are built in"),
+    (["--config-dir=/tmp"], "error: --config-dir: lhopt's configs are built in"),
+    (["hydra.job.chdir=true"], "error: hydra.job.chdir: hydra.* settings apply to `lhopt baseline-grid -m` sweeps only"),
+    (["--cfg", "hydra"], "error: --cfg hydra: lhopt has no Hydra runtime config"),
+])
+def test_hydra_habits_are_answered_in_one_line(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lhopt", "baseline-grid", "debug=smoke", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "x").exists()
+
+
+def test_cfg_job_prints_the_config_as_cfg_does(run_cli):
+    plain, hydra_style = run_cli("baseline-grid", "--cfg", "debug=smoke"), run_cli("baseline-grid", "--cfg", "job",
+                                                                                   "debug=smoke")
+    assert plain.exit_code == hydra_style.exit_code == 0
+    assert hydra_style.output == plain.output and "command: baseline-grid" in plain.output

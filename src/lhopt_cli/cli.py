@@ -34,8 +34,33 @@ def _resumable():
         raise typer.Exit(130) from None
 
 
+HYDRA_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
+
+
+def hydra_habits(args: list[str], show: bool) -> list[str]:
+    """Hydra's command-line habits, taken where they mean something here and refused in one
+    line (ConfigError) where they do not: `--cfg job` (and `--cfg all`) is `--cfg`; a config
+    folder or name flag, `--cfg hydra` and `hydra.*` overrides outside a -m sweep are refused
+    with what to use instead. Returns the overrides left."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in HYDRA_CONFIG_FLAGS:
+            raise ConfigError(f"{flag}: lhopt's configs are built in (conf/, listed by --help); give values as "
+                              "overrides (key=value) or a group option (experiment=..., task=...)")
+        if arg.startswith("hydra.run.dir") or arg.startswith("+hydra.run.dir"):
+            value = arg.split("=", 1)[1] if "=" in arg else "PATH"
+            raise ConfigError(f"hydra.run.dir is not read here: lhopt writes a command's files into run_dir; "
+                              f"use run_dir={value}")
+        if arg.lstrip("+~").startswith("hydra."):
+            raise ConfigError(f"{arg.split('=', 1)[0]}: hydra.* settings apply to `lhopt baseline-grid -m` sweeps only")
+    if show and "hydra" in args:
+        raise ConfigError("--cfg hydra: lhopt has no Hydra runtime config outside -m sweeps; --cfg (or --cfg job) "
+                          "prints the command's config")
+    return [a for a in args if not (show and a in ("job", "all"))]
+
+
 def _compose(ctx: typer.Context, config_name: str, show: bool):
-    cfg = compose(config_name, list(ctx.args))
+    cfg = compose(config_name, hydra_habits(list(ctx.args), show))
     if show:
         typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
         raise typer.Exit(0)
