@@ -255,3 +255,77 @@ def test_a_disk_that_fills_mid_checkpoint_keeps_the_old_checkpoint_and_no_tempor
     monkeypatch.setattr(torch, "save", original)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert module.load_verified(path) == {"ppo": {"iteration": 5}}
+
+
+def test_a_refused_resume_changes_nothing_either(trained, tmp_path):
+    run_dir = _copy(trained, tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".lhopt")}
+    line = one_error_line(lhopt("train-policy", "debug=smoke", "resume=true", "controller.stats_every=8",
+                                f"run_dir={run_dir}"))
+    assert "another observation protocol" in line
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".lhopt")}
+    assert after == before
+
+
+def test_checkpoints_and_policies_with_the_wrong_fields_are_one_line(trained, tmp_path):
+    from lhopt_cli.config import ConfigError
+    from lhopt_cli.control.checkpoint import PolicyFileError, atomic_save, load_policy
+    from lhopt_cli.train_policy import load_checkpoint
+
+    state = torch.load(trained / "checkpoint.pt", weights_only=True)
+    atomic_save({**state, "ppo": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="not a complete train-policy checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    blob = torch.load(trained / "policy.pt", weights_only=True)
+    for broken in ({"format": "lhopt-policy", "version": 1}, {**blob, "state_dict": {}}, {**blob, "hidden": "abc"},
+                   {**blob, "protocol": None, "config": 5}):
+        atomic_save(broken, tmp_path / "policy.pt")
+        with pytest.raises(PolicyFileError, match="not a valid lhopt policy file|observation protocol"):
+            load_policy(tmp_path / "policy.pt")
+
+
+def test_a_table_whose_footer_changed_a_column_type_is_refused(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.add([({"run_id": "r", "command": "baseline-grid", "method": "adamw", "task": "nqm", "task_params": "{}",
+                 "model_params": 10, "seed": 1, "lr0": 1e-3, "schedule": "cosine", "status": "done", "steps": 4,
+                 "total_steps": 4, "final_valid_loss": 0.5, "wall_s": 1.0, "error": ""}, [{"step": 0, "valid_loss": 1.0}])])
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    runs["seed"] = pd.to_timedelta(runs.seed, unit="s")  # what a flipped bit in the Arrow schema metadata reads as
+    runs.to_parquet(tmp_path / "runs.parquet", index=False)
+    with pytest.raises(StoreError, match="column seed reads as timedelta"):
+        ResultsStore(tmp_path)
+
+
+def test_outputs_replace_planted_symlinks_and_a_full_disk_in_torch_is_one_oserror(tmp_path, monkeypatch):
+    from lhopt_cli.control.checkpoint import atomic_save
+    from lhopt_cli.report import write_grid_csv
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "grid_table.csv").symlink_to(victim)
+    write_grid_csv(pd.DataFrame({"cosine": [1.0]}, index=[1e-3]), tmp_path / "grid_table.csv")
+    assert victim.read_text() == "precious" and not (tmp_path / "grid_table.csv").is_symlink()
+
+    def torch_full(obj, target, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 321472 vs 321360")
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    with pytest.raises(OSError, match="is the disk full"):
+        atomic_save({"a": 1}, tmp_path / "checkpoint.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_table.csv", "victim.txt"]
+
+
+def test_an_evaluate_whose_grid_dir_is_held_is_refused(trained, tmp_path):
+    grid_dir = tmp_path / "grid"
+    grid_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(grid_dir)], stdout=subprocess.PIPE, text=True,
+                              env=lhopt_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = one_error_line(lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]",
+                                    "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
+                                    f"run_dir={tmp_path / 'eval'}"))
+        assert line.startswith(f"error: grid_dir: {grid_dir} is in use by") and not (grid_dir / "runs.parquet").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
 from .results.speedup import NoFinishedBaseline, ema, padded, speedup
+from .results.locks import FolderBusy, folder_lock
 from .results.store import ResultsStore
 from .tasks import build_task
 
@@ -131,58 +133,66 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-    # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
-    stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
-    if stored is not None and not (stored / "runs.parquet").exists():
-        console.print(f"no stored grids for suite {cfg.suite.name} ({stored}: a source checkout has them); "
-                      f"the grid runs go into {grid_dir}")
-        stored = None
-    store = ResultsStore(run_dir)
-    summary, figures = [], []
-    for member in suite_members(cfg, console):
-        task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
-        gcfg = grid_config(cfg, member, grid_dir, protocol)
-        console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
-        grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
-        task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
-        task_json = json.dumps(task_cfg, sort_keys=True)
-        task = build_task(task_cfg)
-        key = baseline_grid.task_key(task_cfg)
-        meta = {"command": "evaluate", "task": task_name, "task_params": task_json, "lr0": np.nan}
-        done = store.finished_ids()
-        todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
-        if todo:
-            console.print(f"{task_name}: policy runs for seeds {todo}")
-            policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
-                                     guard=bool(cfg.guard))
-            store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
-                                    "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
-            for s, pr in zip(todo, policy_runs):
-                pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
-        for name in cfg.extra_baselines:
-            for s in cfg.seeds:
-                run_id = f"{task_name}-{key}-s{s}-{name}"
-                if run_id in store.finished_ids():
-                    continue
-                result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
-                store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
-                                       task, result)])
-        grid_curves = grid_curves[grid_curves.task_params == task_json]
-        ours = store.curves[store.curves.task_params == task_json]
-        rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs))
-        summary += rows
-        figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
-        decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
-        if decisions_files:
-            figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png"))
-    table = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
-    table.to_csv(run_dir / "summary.csv", index=False)
-    print_summary(table, console)
-    for path in figures:
-        console.print(f"figure: {path}")
-    grids = ", ".join(str(d) for d in (stored, grid_dir) if d is not None and (d / "runs.parquet").exists())
-    console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grids})")
-    return table
+    held = ExitStack()
+    if cfg.grid_dir and grid_dir.resolve() != run_dir.resolve():  # another command writing it would lose runs
+        try:
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(folder_lock(grid_dir, "lhopt evaluate (its grid_dir)"))
+        except FolderBusy as err:
+            raise ConfigError(f"grid_dir: {err}") from None
+    with held:
+        # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
+        stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
+        if stored is not None and not (stored / "runs.parquet").exists():
+            console.print(f"no stored grids for suite {cfg.suite.name} ({stored}: a source checkout has them); "
+                          f"the grid runs go into {grid_dir}")
+            stored = None
+        store = ResultsStore(run_dir)
+        summary, figures = [], []
+        for member in suite_members(cfg, console):
+            task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
+            gcfg = grid_config(cfg, member, grid_dir, protocol)
+            console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
+            grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
+            task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
+            task_json = json.dumps(task_cfg, sort_keys=True)
+            task = build_task(task_cfg)
+            key = baseline_grid.task_key(task_cfg)
+            meta = {"command": "evaluate", "task": task_name, "task_params": task_json, "lr0": np.nan}
+            done = store.finished_ids()
+            todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
+            if todo:
+                console.print(f"{task_name}: policy runs for seeds {todo}")
+                policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
+                                         guard=bool(cfg.guard))
+                store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
+                                        "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
+                for s, pr in zip(todo, policy_runs):
+                    pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
+            for name in cfg.extra_baselines:
+                for s in cfg.seeds:
+                    run_id = f"{task_name}-{key}-s{s}-{name}"
+                    if run_id in store.finished_ids():
+                        continue
+                    result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
+                    store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
+                                           task, result)])
+            grid_curves = grid_curves[grid_curves.task_params == task_json]
+            ours = store.curves[store.curves.task_params == task_json]
+            rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs))
+            summary += rows
+            figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
+            decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
+            if decisions_files:
+                figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png"))
+        table = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
+        table.to_csv(run_dir / "summary.csv", index=False)
+        print_summary(table, console)
+        for path in figures:
+            console.print(f"figure: {path}")
+        grids = ", ".join(str(d) for d in (stored, grid_dir) if d is not None and (d / "runs.parquet").exists())
+        console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grids})")
+        return table
 
 
 def _best(curves: dict[str, pd.DataFrame], steps) -> pd.DataFrame:

@@ -40,7 +40,9 @@ def print_grid(table: pd.DataFrame, title: str, console: Console) -> None:
 
 
 def write_grid_csv(table: pd.DataFrame, path: Path) -> Path:
+    from .config import atomic_write_text
+
     out = table.copy()
     out.index.name = "lr"
-    out.to_csv(path)
+    atomic_write_text(Path(path), out.to_csv())  # a rename: a planted symlink is replaced, not written through
     return path

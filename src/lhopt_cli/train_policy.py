@@ -151,14 +151,33 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or not isinstance(state.get("ppo"), dict):
         kind = "a policy file" if isinstance(state, dict) and state.get("format") == "lhopt-policy" else "something else"
         raise ConfigError(f"{path}: not a train-policy checkpoint ({kind})")
+    ppo = state["ppo"]
+    missing = [k for k in ("agent", "iteration", "worker_states") if k not in ppo]
+    if missing or not isinstance(ppo.get("worker_states"), list) or not isinstance(ppo.get("iteration"), int):
+        raise ConfigError(f"{path}: not a complete train-policy checkpoint (its ppo state lacks "
+                          f"{', '.join(missing) or 'a valid iteration or worker list'})")
     return state
 
 
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
-    """ConfigError if `run_dir` holds a meta-training run and `resume` is not set (checked
-    before anything is written, so a refused command changes nothing)."""
-    if not cfg.resume and ((run_dir / "meta_train.csv").exists() or (run_dir / "checkpoint.pt").exists()):
+    """ConfigError if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
+    would be refused (a damaged checkpoint, another protocol or worker count, another validation
+    suite): checked before anything is written, so a refused command changes nothing."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if not cfg.resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
+    if cfg.resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        workers = len(state["ppo"]["worker_states"])
+        if workers != int(cfg.workers):
+            raise ConfigError(f"{checkpoint} was written with {workers} rollout workers; resume it with workers={workers}")
+        try:
+            check_resumed_protocol(cfg, state, checkpoint)
+        except ProtocolError as err:
+            raise ConfigError(f"{checkpoint}: {err}") from None
+        _, suite_name, seeds = validation_settings(cfg)
+        resumed_best(cfg, checkpoint, suite_name, seeds)
+        _log_rows(run_dir / "meta_train.csv", int(state["ppo"]["iteration"]))
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
@@ -229,7 +248,11 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
             raise ConfigError(f"{checkpoint} was written with {len(state['ppo']['worker_states'])} rollout "
                               f"workers; resume it with workers={len(state['ppo']['worker_states'])}")
         check_resumed_protocol(cfg, state, checkpoint)
-        ppo.load_state_dict(state["ppo"])
+        try:
+            ppo.load_state_dict(state["ppo"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or fields of another kind
+            raise ConfigError(f"{checkpoint}: its ppo state does not fit this run ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:100]})") from None
         console.print(f"Resuming from iteration {ppo.iteration} of {ppo.cfg.iterations} ({checkpoint})")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
     with log_path.open("w", newline="") as handle:

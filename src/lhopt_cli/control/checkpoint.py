@@ -6,6 +6,7 @@ the feature names and action heads it was trained with, its observation protocol
 """
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 from pathlib import Path
@@ -38,6 +39,9 @@ def atomic_save(obj: Any, path: Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+        raise OSError(errno.EIO, f"could not be written ({str(err).splitlines()[0][:80]}; is the disk full?)",
+                      str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -98,8 +102,21 @@ def _load(path: Path) -> dict:
 
 
 def load_policy(path: Path) -> tuple[RecurrentActorCritic, dict]:
-    """The agent and the file's metadata; refuses files trained on other features or actions."""
+    """The agent and the file's metadata; refuses (PolicyFileError, one line) files trained on
+    other features or actions and files whose fields or weights are not a policy's."""
     blob = _load(path)
+    try:
+        return _agent(path, blob)
+    except PolicyFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise PolicyFileError(f"{path}: not a valid lhopt policy file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:100] if str(err) else 'malformed'})") from None
+
+
+def _agent(path: Path, blob: dict) -> tuple[RecurrentActorCritic, dict]:
+    if not isinstance(blob.get("config", {}), (dict, type(None))):
+        raise PolicyFileError(f"{path}: not a valid lhopt policy file (its config is not a mapping)")
     if list(blob["feature_names"]) != list(FEATURE_NAMES):
         raise PolicyFileError(f"{path}: trained on a different feature set than this lhopt version computes")
     if {k: list(v) for k, v in blob["action_heads"].items()} != {k: list(v) for k, v in HEADS.items()}:

@@ -48,7 +48,13 @@ def folder_lock(run_dir: Path, command: str):
     try:
         info = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": _dt.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv}
-        (Path(run_dir) / HOLDER_NAME).write_text(json.dumps(info) + "\n")
+        holder = Path(run_dir) / HOLDER_NAME
+        tmp = holder.with_name(f".{holder.name}.{os.getpid()}.tmp")
+        try:  # a rename replaces a planted symlink instead of writing through it
+            tmp.write_text(json.dumps(info) + "\n")
+            os.replace(tmp, holder)
+        finally:
+            tmp.unlink(missing_ok=True)
         yield
     finally:
         lock.release()

@@ -57,7 +57,22 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise StoreError(f"{path}: not an lhopt results table (missing columns: {', '.join(missing)})")
+    # the column types live in the footer's metadata, which page checksums do not cover
+    wrong = [c for c in columns if c in NUMERIC_COLUMNS and not _is_number(frame[c])]
+    if wrong:
+        raise StoreError(f"{path}: damaged (column {wrong[0]} reads as {frame[wrong[0]].dtype}, not numbers)")
     return frame
+
+
+NUMERIC_COLUMNS = {"model_params", "seed", "lr0", "step", "steps", "total_steps", "tokens_or_examples", "flops",
+                   "train_loss", "valid_loss", "final_valid_loss", "lr", "beta1", "beta2", "eps", "weight_decay",
+                   "clip", "wall_s"}
+
+
+def _is_number(column: pd.Series) -> bool:
+    kind = column.dtype
+    return (pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)
+            and not pd.api.types.is_timedelta64_dtype(kind)) or (column.dtype == object and column.empty)
 
 
 def _merge(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
