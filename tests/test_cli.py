@@ -103,6 +103,15 @@ def test_evaluate_and_scaling_fit_groups_compose(run_cli, command, group):
     assert yaml.safe_load(result.output)["command"] == command
 
 
+def test_evaluate_with_an_unknown_task_is_refused_before_any_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lhopt", "evaluate", "tasks=[nosuch]", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: unknown task 'nosuch'; known: {KNOWN_TASKS}"
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_with_an_empty_task_list_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["lhopt", "evaluate", "tasks=[]", f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_info:

@@ -178,6 +178,19 @@ def test_scaling_tables_as_papers_write_them(tmp_path, monkeypatch, capsys):
             main()
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 1 and len(err) == 1 and expected in err[0], (name, err)
+        assert not (tmp_path / ("fit_" + name)).exists()  # refused before a run folder exists
+    # headers as people write them, and too few resamples
+    (tmp_path / "caps.csv").write_text("Params, Tokens, Loss\n" + "\n".join(lines[1:]) + "\n")
+    monkeypatch.setattr(sys, "argv", ["lhopt", "scaling-fit", f"inputs=[{tmp_path / 'caps.csv'}]", "bootstrap=10",
+                                      "parametric=false", f"run_dir={tmp_path / 'fit_caps'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["lhopt", "scaling-fit", f"inputs=[{good}]", "bootstrap=0",
+                                      f"run_dir={tmp_path / 'fit_b0'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1 and "bootstrap must be at least 10" in capsys.readouterr().err
 
 
 def test_a_run_folder_with_diverged_runs_is_fitted_without_them(tmp_path, monkeypatch, capsys):

@@ -177,8 +177,9 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import scaling_fit as job
 
     cfg = _compose(ctx, "scaling_fit", cfg_only)
+    data = job.load_inputs(cfg, console)  # bad inputs are refused before a run folder exists
     with run_folder(cfg) as run_dir, _resumable():
-        job.run(cfg, run_dir, console)
+        job.run(cfg, run_dir, console, data)
 
 
 def main() -> None:

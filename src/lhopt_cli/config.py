@@ -57,7 +57,9 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(_one_line(err)) from None
+        hint = (" (quote a value with spaces or non-ASCII characters: key='value')"
+                if "LexerNoViableAlt" in str(err) or "token recognition" in str(err) else "")
+        raise ConfigError(_one_line(err) + hint) from None
     finally:
         GlobalHydra.instance().clear()
     return validate(cfg)
@@ -134,8 +136,14 @@ def check_values(cfg: DictConfig) -> None:
     task = cfg.get("task")
     if task is not None and task.get("name") == "char_lm" and task.get("text_path"):
         _check_text_file(task)
-    if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None and len(cfg.tasks) == 0:
-        raise ConfigError("tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) or give suite=...")
+    if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None:
+        if len(cfg.tasks) == 0:
+            raise ConfigError("tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) or give suite=...")
+        unknown = [t for t in cfg.tasks if str(t) not in known_options("task")]
+        if unknown:
+            raise ConfigError(f"unknown task '{unknown[0]}'; known: {', '.join(known_options('task'))}")
+    if cfg.get("command") == "scaling-fit" and int(cfg.get("bootstrap", 10)) < 10:
+        raise ConfigError(f"bootstrap must be at least 10 resamples for an interval (got {cfg.bootstrap})")
 
 
 def validate_task(task_cfg: DictConfig) -> DictConfig:
@@ -210,6 +218,8 @@ def _check_text_file(task: DictConfig) -> None:
     from .tasks.text_lm import check_text_size
 
     path = Path(str(task.text_path)).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"task.text_path: {path} is a folder, not a text file")
     if not path.is_file():
         raise ConfigError(f"task.text_path: no such file: {path}")
     try:

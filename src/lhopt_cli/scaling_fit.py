@@ -41,18 +41,29 @@ def target_compute(cfg: DictConfig, fronts: dict[str, pd.DataFrame]) -> float | 
     return float(math.exp(intercept + slope * math.log(float(cfg.target.params))))
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> list[dict]:
-    console = console or Console(soft_wrap=True)
+def load_inputs(cfg: DictConfig, console: Console | None = None):
+    """The fit's points from `inputs`, checked (ConfigError, one line) before any run folder is
+    made: the CLI calls it first and hands the points to run()."""
     if not cfg.inputs:
         raise ConfigError("inputs=[...] must name at least one run folder, .csv or .parquet file")
     try:
-        return _run(cfg, run_dir, console)
+        return load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
     except FitError as err:
         raise ConfigError(str(err)) from None
 
 
-def _run(cfg: DictConfig, run_dir: Path, console: Console) -> list[dict]:
-    data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, data=None) -> list[dict]:
+    """Fit and write fits.csv, fits.json and the figures into run_dir; `data`: load_inputs(cfg)
+    when already read. Raises ConfigError (one line) for inputs or fits that fail."""
+    console = console or Console(soft_wrap=True)
+    data = load_inputs(cfg, console) if data is None else data
+    try:
+        return _run(cfg, run_dir, console, data)
+    except FitError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
     draws, rows, fits = int(cfg.bootstrap), [], {}
     fronts = {m: frontier(g) for m, g in data.groupby("method")}
     for method, front in fronts.items():

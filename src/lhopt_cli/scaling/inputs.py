@@ -93,6 +93,9 @@ def load_points(paths: list[str], columns: dict[str, str | None], console=None) 
         if frame.empty:
             raise FitError(f"{path}: no rows")
         if not path.is_dir():
+            # headers as people write them: "Params", " tokens" match params and tokens
+            wanted = {str(v).lower(): str(v) for v in [*columns.values(), *STORE_COLUMNS] if v}
+            frame = frame.rename(columns={c: wanted.get(str(c).strip().lower(), str(c).strip()) for c in frame.columns})
             loss = columns.get("loss") or "loss"
             if loss not in frame.columns:
                 raise FitError(f"{path}: missing column(s) {loss} (set columns.loss to name yours)")
