@@ -20,6 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..config import atomic_write_text
+
 LOCK_NAME = ".lhopt.lock"
 HOLDER_NAME = ".lhopt.lock.json"
 
@@ -48,13 +50,8 @@ def folder_lock(run_dir: Path, command: str):
     try:
         info = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": _dt.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv}
-        holder = Path(run_dir) / HOLDER_NAME
-        tmp = holder.with_name(f".{holder.name}.{os.getpid()}.tmp")
-        try:  # a rename replaces a planted symlink instead of writing through it
-            tmp.write_text(json.dumps(info) + "\n")
-            os.replace(tmp, holder)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # a rename replaces a planted symlink instead of writing through it
+        atomic_write_text(Path(run_dir) / HOLDER_NAME, json.dumps(info) + "\n")
         yield
     finally:
         lock.release()
