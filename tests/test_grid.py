@@ -119,12 +119,12 @@ def test_a_damaged_results_file_is_refused_with_one_line(tmp_path, run_cli):
     run_dir = tmp_path / "grid"
     run_dir.mkdir()
     (run_dir / "runs.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(StoreError, match="not a readable Parquet table"):
+    with pytest.raises(StoreError, match="damaged or not a Parquet table"):
         ResultsStore(run_dir)
     proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", f"run_dir={run_dir}"],
                           capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1
-    assert len(proc.stderr.strip().splitlines()) == 1 and "not a readable Parquet table" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "damaged or not a Parquet table" in proc.stderr
 
 
 def test_batched_and_single_paths_give_the_same_grid(run_cli, tmp_path):
