@@ -186,9 +186,19 @@ def test_a_refused_meta_training_command_changes_nothing(trained, tmp_path):
 
 
 # --- the file system says no ---------------------------------------------------------------------
-@pytest.mark.parametrize("command", [GRID + ["seeds=[0]"], ["scaling-fit", "inputs=[x.csv]"],
+def _fit_table(folder) -> str:
+    """A table scaling-fit can read (its inputs are checked before the run folder)."""
+    lines = ["params,tokens,loss"] + [f"{n},{t},{3 + 1 / (i + j + 1):.3f}" for i, n in enumerate(("1M", "2M", "4M"))
+                                      for j, t in enumerate(("1B", "2B"))]
+    path = folder / "fit.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return f"inputs=[{path}]"
+
+
+@pytest.mark.parametrize("command", [GRID + ["seeds=[0]"], ["scaling-fit", "FIT"],
                                      ["evaluate", "debug=smoke", "tasks=[nqm]"]])
 def test_a_run_dir_that_is_a_file_or_lies_under_one_is_one_line(tmp_path, command):
+    command = [_fit_table(tmp_path) if arg == "FIT" else arg for arg in command]
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     for run_dir, reason in ((blocker, "File exists"), (blocker / "below", "Not a directory")):
@@ -204,8 +214,9 @@ def test_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
     def read_only(self, *args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
+    table = _fit_table(tmp_path)
     monkeypatch.setattr(Path, "mkdir", read_only)
-    for command in (GRID + ["seeds=[0]"], ["scaling-fit", "inputs=[x.csv]"], ["evaluate", "debug=smoke"]):
+    for command in (GRID + ["seeds=[0]"], ["scaling-fit", table], ["evaluate", "debug=smoke"]):
         line = in_process_error(monkeypatch, capsys, *command, f"run_dir={tmp_path / 'ro'}")
         assert "Read-only file system" in line and str(tmp_path / "ro") in line
 
