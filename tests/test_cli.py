@@ -117,8 +117,8 @@ def test_evaluate_with_an_empty_task_list_is_refused_before_anything_runs(tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 1
-    assert capsys.readouterr().err.strip() == ("error: tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) "
-                                               "or give suite=...")
+    assert capsys.readouterr().err.strip() == ("error: tasks=[] names no task; give task names (tasks=[mlp_mnist]) "
+                                               "or suite=test / suite=validation")
     assert not (tmp_path / "run").exists()
 
 

@@ -128,4 +128,4 @@ def test_bench_overhead_prints_the_ratio_of_both_loops():
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("nqm:"))
     ratio = float(line.rsplit("overhead ratio", 1)[1])
-    assert ratio > 0 and "decisions)" in line
+    assert ratio > 0 and "decisions; " in line and "ms added per step" in line

@@ -138,7 +138,7 @@ def check_values(cfg: DictConfig) -> None:
         _check_text_file(task)
     if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None:
         if len(cfg.tasks) == 0:
-            raise ConfigError("tasks=[] lists no task: name at least one (tasks=[mlp_mnist]) or give suite=...")
+            raise ConfigError("tasks=[] names no task; give task names (tasks=[mlp_mnist]) or suite=test / suite=validation")
         unknown = [t for t in cfg.tasks if str(t) not in known_options("task")]
         if unknown:
             raise ConfigError(f"unknown task '{unknown[0]}'; known: {', '.join(known_options('task'))}")
