@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -50,21 +51,28 @@ with folder_lock(Path(sys.argv[1]), "lhopt baseline-grid (test holder)"):
 """
 
 
-def test_a_second_command_is_refused_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path):
-    run_dir = tmp_path / "grid"
-    run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True,
+@contextmanager
+def held_elsewhere(folder):
+    """`folder`'s lock held by another process for the body, which is then killed with -9."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
                               env=lhopt_env())
     try:
         assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: the operating system drops its lock
+        holder.wait()
+
+
+def test_a_second_command_is_refused_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path):
+    run_dir = tmp_path / "grid"
+    run_dir.mkdir()
+    with held_elsewhere(run_dir) as holder:
         line = one_error_line(lhopt(*GRID, "seeds=[0]", f"run_dir={run_dir}"))
         assert f"in use by `lhopt baseline-grid (test holder)` (pid {holder.pid}" in line
         assert not (run_dir / "config.yaml").exists() and not (run_dir / "runs.parquet").exists()  # nothing changed
         line = one_error_line(lhopt("train-policy", "debug=smoke", f"run_dir={run_dir}"))
         assert "in use by" in line
-    finally:
-        holder.send_signal(signal.SIGKILL)  # kill -9: the operating system drops its lock
-        holder.wait()
     proc = lhopt(*GRID, "seeds=[0]", f"run_dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(_read(run_dir / "runs.parquet", RUN_COLUMNS)) == 35
@@ -329,14 +337,8 @@ def test_outputs_replace_planted_symlinks_and_a_full_disk_in_torch_is_one_oserro
 def test_an_evaluate_whose_grid_dir_is_held_is_refused(trained, tmp_path):
     grid_dir = tmp_path / "grid"
     grid_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(grid_dir)], stdout=subprocess.PIPE, text=True,
-                              env=lhopt_env())
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(grid_dir):
         line = one_error_line(lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]",
                                     "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
                                     f"run_dir={tmp_path / 'eval'}"))
         assert line.startswith(f"error: grid_dir: {grid_dir} is in use by") and not (grid_dir / "runs.parquet").exists()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
