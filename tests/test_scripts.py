@@ -129,3 +129,36 @@ def test_bench_overhead_prints_the_ratio_of_both_loops():
     line = next(l for l in proc.stdout.splitlines() if l.startswith("nqm:"))
     ratio = float(line.rsplit("overhead ratio", 1)[1])
     assert ratio > 0 and "decisions; " in line and "ms added per step" in line
+
+
+def test_grid_headroom_scores_the_best_single_run_of_a_stored_grid(tmp_path):
+    proc = script("grid_headroom.py", "--suite", "validation", "--markdown", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "x [" in line]
+    assert len(rows) == 12  # one per validation member, numbered within its kind
+    assert any(row.startswith("| nqm_0 |") for row in rows)
+    for row in rows:  # the best of 35 is among the candidates, so no ceiling is below 1x
+        assert float(row.split("|")[2].split("x")[0]) >= 1.0
+    assert proc.stdout.strip().splitlines()[-1].startswith("median over tasks ")
+
+
+def test_grid_headroom_finds_the_run_that_beats_the_paper_grid():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from grid_headroom import ceilings
+    steps = [0, 10, 20, 30, 40]
+    def run(lr, schedule, losses):
+        return pd.DataFrame({"task": "toy", "task_params": "{}", "seed": 0, "lr0": lr, "schedule": schedule,
+                             "step": steps, "valid_loss": losses})
+    paper = [run(lr, "constant", [2.0, 1.8, 1.6, 1.4, 1.2]) for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)]
+    faster = run(3e-2, "constant", [2.0, 1.4, 1.2, 1.1, 1.0])
+    table = ceilings(pd.concat([*paper, faster], ignore_index=True))
+    assert table.lr0.tolist() == [3e-2] and table.extended.tolist() == [True]
+    assert table.speedup.iloc[0] > 1.0
+    table = ceilings(pd.concat(paper, ignore_index=True))
+    assert table.speedup.iloc[0] == 1.0 and not table.extended.iloc[0]
+
+
+def test_grid_headroom_without_a_stored_grid_is_one_line(tmp_path):
+    proc = script("grid_headroom.py", "--grids", str(tmp_path), "--suite", "test", timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no stored grid at ")
+    assert len(proc.stderr.strip().splitlines()) == 1
