@@ -122,3 +122,44 @@ def test_a_resume_under_another_protocol_and_family_validations_that_contradict_
                               ("+task_family.eval_points=null", "eval_points=null; leave it unset")):
         refused = run_cli("train-policy", *SMOKE, override, f"run_dir={tmp_path / 'other'}")
         assert refused.exit_code != 0 and message in str(refused.exception)
+
+
+def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_cli, tmp_path):
+    from lhopt_cli import train_policy
+    from lhopt_cli.config import compose
+
+    cfg = compose("train_policy", [*SMOKE, "ppo.polyak=0.99", f"init_policy={smoke_policy}", f"run_dir={tmp_path / 'a'}"])
+    ppo = train_policy.build(cfg)
+    try:
+        started, _ = load_policy(smoke_policy)
+        for name, value in started.state_dict().items():  # weights, critic and input normaliser
+            assert torch.equal(ppo.agent.state_dict()[name], value), name
+        for name, value in ppo.polyak_agent().state_dict().items():  # the average starts there too
+            assert torch.equal(started.state_dict()[name], value), name
+    finally:
+        ppo.workers.close()
+    fresh = compose("train_policy", [*SMOKE, f"run_dir={tmp_path / 'b'}"])
+    ppo = train_policy.build(fresh)
+    try:
+        assert not all(torch.equal(ppo.agent.state_dict()[k], v) for k, v in started.state_dict().items())
+    finally:
+        ppo.workers.close()
+    result = run_cli("train-policy", *SMOKE, f"init_policy={smoke_policy}", f"run_dir={tmp_path / 'c'}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "policy.pt").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("controller.hidden=32", "is another network; start it with controller.hidden=64"),
+    ("controller.eval_decisions=32", "was trained under another observation protocol; start it with controller.eval_decisions=64"),
+])
+def test_init_policy_that_cannot_start_the_run_is_one_line_and_writes_nothing(smoke_policy, tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"init_policy={smoke_policy}",
+                           f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr
+    assert not (run_dir / "config.yaml").exists()
+    missing = subprocess.run([str(LHOPT), "train-policy", *SMOKE, f"init_policy={tmp_path / 'none.pt'}",
+                              f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert missing.returncode == 1 and "init_policy: " in missing.stderr and "no such policy file" in missing.stderr

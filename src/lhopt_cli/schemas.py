@@ -273,6 +273,7 @@ class TrainPolicyConfig:
     reward_extrapolation: float = 2.0
     reward: RewardConfig = field(default_factory=RewardConfig)
     resume: bool = False
+    init_policy: Optional[str] = None
     checkpoint_every: int = 5
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 

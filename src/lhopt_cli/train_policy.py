@@ -19,7 +19,7 @@ from rich.console import Console
 
 from .config import ConfigError
 from .control.actions import prior_logits
-from .control.checkpoint import DamagedFile, atomic_save, load_verified, save_policy
+from .control.checkpoint import DamagedFile, PolicyFileError, atomic_save, load_policy, load_verified, policy_protocol, save_policy
 from .control.policy import lhopt_agent
 from .control.ppo import PPO, PPOConfig
 from .control.protocol import ObservationProtocol, ProtocolError
@@ -113,10 +113,38 @@ def build(cfg: DictConfig) -> PPO:
                     "privileged_critic": bool(c.get("privileged_critic", False))}
     torch.manual_seed(int(cfg.seed))
     agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
+    if cfg.get("init_policy"):  # before PPO, so its Polyak average starts here too; a resume replaces both
+        agent.load_state_dict(initial_policy(cfg).state_dict())
     ppo_cfg = ppo_config(cfg)
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
     workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
     return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)
+
+
+def initial_policy(cfg: DictConfig):
+    """The policy a fresh run starts from (`init_policy`: a policy file, e.g. another run's
+    best.pt): its weights, input normaliser and critic replace the untrained network's, so
+    meta-training continues it on this run's family and reward. ConfigError (one line) for an
+    unreadable file or one of another network width, observation protocol or critic."""
+    path = Path(str(cfg.init_policy))
+    try:
+        agent, meta = load_policy(path)
+    except PolicyFileError as err:
+        raise ConfigError(f"init_policy: {err}") from None
+    c = cfg.controller
+    ours = {"controller.hidden": int(c.hidden), "controller.obs_clip": float(c.obs_clip),
+            "controller.privileged_critic": bool(c.get("privileged_critic", False))}
+    theirs = {"controller.hidden": agent.hidden, "controller.obs_clip": agent.obs_clip,
+              "controller.privileged_critic": bool(agent.privileged_dim)}
+    if policy_protocol(meta) != training_protocol(cfg):
+        theirs_protocol = policy_protocol(meta).as_dict()
+        fix = " ".join(f"controller.{'eval_decisions' if k == 'decisions' else k}={v}"
+                       for k, v in theirs_protocol.items() if v != getattr(training_protocol(cfg), k))
+        raise ConfigError(f"init_policy {path} was trained under another observation protocol; start it with {fix}")
+    differ = [f"{k}={v}" for k, v in theirs.items() if ours[k] != v]
+    if differ:
+        raise ConfigError(f"init_policy {path} is another network; start it with {' '.join(differ)}")
+    return agent
 
 
 def ppo_config(cfg: DictConfig) -> PPOConfig:
@@ -160,10 +188,12 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
-    """ConfigError if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
+    """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
     suite): checked before anything is written, so a refused command changes nothing."""
     checkpoint = run_dir / "checkpoint.pt"
+    if cfg.get("init_policy"):
+        initial_policy(cfg)
     if not cfg.resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     if cfg.resume and checkpoint.exists():
