@@ -26,11 +26,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install  ## the bundled policy against the 5 x 7 AdamW grid on mlp_mnist (3 seeds): table + figures
 	$(LHOPT) evaluate tasks=[mlp_mnist] seeds=[0,1,2] run_dir=$(DEMO_DIR)/evaluate
 
-test: install  ## the whole test suite
-	$(PY) -m pytest -q
+# one test process per core (pytest-xdist), one torch thread each: the cores are shared, not oversubscribed
+TEST_WORKERS ?= auto
+test: install  ## the whole test suite, one process per core
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: install  ## the suite without slow-marked tests
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (ratios measured in one run)
 	$(PY) scripts/bench_engine.py

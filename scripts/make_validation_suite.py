@@ -1,8 +1,9 @@
 """Write conf/suite/validation.yaml: a fixed list of task instances sampled from the training family.
 
     python scripts/make_validation_suite.py [--per-kind 2] [--seed 7000] [--out conf/suite/validation.yaml]
+    python scripts/make_validation_suite.py --family extended --per-kind 1 --seed 7100 --name validation_extended
 
-Each kind the default family trains on gets `--per-kind` instances, drawn with the family's own
+Each kind the family (`--family`, a conf/task_family/ name) trains on gets `--per-kind` instances, drawn with the family's own
 sampler from a random stream (`--seed`) that meta-training never uses, so the suite holds tasks
 of the training distribution that no PPO update saw. The list is written out in full: later
 changes to the family do not change the suite.
@@ -22,8 +23,8 @@ from lhopt_cli.tasks.families import TaskFamily
 RUN_KEYS = ("eval_points", "max_steps", "valid_size")  # set by the protocol and by debug, not by the suite
 
 
-def sample_members(per_kind: int, seed: int) -> list[dict]:
-    family_cfg = OmegaConf.to_container(compose("train_policy", []).task_family, resolve=True)
+def sample_members(per_kind: int, seed: int, family: str = "default") -> list[dict]:
+    family_cfg = OmegaConf.to_container(compose("train_policy", [f"task_family={family}"]).task_family, resolve=True)
     members = []
     for kind in TaskFamily(family_cfg).names:
         one_kind = TaskFamily({**family_cfg, "kinds": {kind: family_cfg["kinds"][kind]}, "exclude": []})
@@ -39,13 +40,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7000)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "conf" / "suite" / "validation.yaml"))
+    parser.add_argument("--family", default="default", help="the conf/task_family/ the members are drawn from")
+    parser.add_argument("--name", default="validation", help="the suite's name (and file name)")
+    parser.add_argument("--out", help="default: conf/suite/<name>.yaml")
     args = parser.parse_args()
-    members = sample_members(args.per_kind, args.seed)
-    header = (f"# The validation suite: {len(members)} instances of the training family ({args.per_kind} per kind), "
-              f"sampled with seed {args.seed}\n# by scripts/make_validation_suite.py. Checkpoints are chosen on "
+    args.out = args.out or str(Path(__file__).resolve().parents[1] / "conf" / "suite" / f"{args.name}.yaml")
+    members = sample_members(args.per_kind, args.seed, args.family)
+    header = (f"# The {args.name} suite: {len(members)} instances of the {args.family} training family "
+              f"({args.per_kind} per kind), sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
+              f"{'' if args.family == 'default' else f' --family {args.family}'}. Checkpoints are chosen on "
               "it; no PPO update ever runs on it.\n")
-    body = yaml.safe_dump({"name": "validation", "members": members}, sort_keys=False, width=120)
+    body = yaml.safe_dump({"name": args.name, "members": members}, sort_keys=False, width=120)
     Path(args.out).write_text(header + body)
     print(f"{args.out}: {len(members)} members")
 

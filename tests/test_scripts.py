@@ -162,3 +162,30 @@ def test_grid_headroom_without_a_stored_grid_is_one_line(tmp_path):
     proc = script("grid_headroom.py", "--grids", str(tmp_path), "--suite", "test", timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("error: no stored grid at ")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_select_policy_scores_policies_on_validation_suites_and_names_the_best(smoke_policy, tmp_path):
+    bundled = REPO / "src" / "lhopt_cli" / "policies" / "default.pt"
+    proc = script("select_policy.py", str(smoke_policy), str(bundled), "--suites", "smoke", "--grid-dir",
+                  str(tmp_path / "grids"), "--markdown", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| /")}
+    assert set(rows) == {str(smoke_policy), str(bundled)}
+    medians = {path: float(row.split("|")[2].strip().rstrip("x")) for path, row in rows.items()}
+    for path, row in rows.items():  # the median is the median of the members' scores
+        members = [float(v) for v in row.split("|")[3:-1]]
+        assert len(members) == 2 and abs(medians[path] - sum(members) / 2) < 0.01
+    best = max(medians, key=medians.get)
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"best: {best} (median ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["POLICY", "--suites", "test"], "error: validation.suite=test: the test suite is only reported on"),
+    (["MISSING", "--suites", "smoke"], "error: MISSING: no such policy file"),
+])
+def test_select_policy_refuses_the_test_suite_and_missing_files_in_one_line(smoke_policy, tmp_path, args, message):
+    names = {"POLICY": str(smoke_policy), "MISSING": str(tmp_path / "none.pt")}
+    proc = script("select_policy.py", *[names.get(a, a) for a in args], "--grid-dir", str(tmp_path / "g"), timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message.replace("MISSING", names["MISSING"])), proc.stderr
+    assert not (tmp_path / "g").exists()
