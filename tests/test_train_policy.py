@@ -144,9 +144,16 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
         assert not all(torch.equal(ppo.agent.state_dict()[k], v) for k, v in started.state_dict().items())
     finally:
         ppo.workers.close()
-    result = run_cli("train-policy", *SMOKE, f"init_policy={smoke_policy}", f"run_dir={tmp_path / 'c'}")
+    copy = tmp_path / "start.pt"
+    copy.write_bytes(smoke_policy.read_bytes())
+    result = run_cli("train-policy", *SMOKE, f"init_policy={copy}", f"run_dir={tmp_path / 'c'}")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "policy.pt").exists()
+    copy.unlink()  # a resumed run continues from its checkpoint, not from the file it started from
+    result = run_cli("train-policy", *SMOKE, "ppo.iterations=3", "resume=true", f"init_policy={copy}",
+                     f"run_dir={tmp_path / 'c'}")
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "c" / "meta_train.csv").iteration) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("override, message", [

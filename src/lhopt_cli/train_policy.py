@@ -105,7 +105,9 @@ def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
         raise ConfigError(str(err)) from None
 
 
-def build(cfg: DictConfig) -> PPO:
+def build(cfg: DictConfig, fresh: bool = True) -> PPO:
+    """PPO with its agent and rollout workers; a `fresh` run starts from `init_policy` where one
+    is set (a resumed one from its checkpoint, loaded afterwards)."""
     family_cfg = family_config(cfg)
     c = cfg.controller
     env_kwargs = episode_env_kwargs(cfg, family_cfg)
@@ -113,7 +115,7 @@ def build(cfg: DictConfig) -> PPO:
                     "privileged_critic": bool(c.get("privileged_critic", False))}
     torch.manual_seed(int(cfg.seed))
     agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
-    if cfg.get("init_policy"):  # before PPO, so its Polyak average starts here too; a resume replaces both
+    if fresh and cfg.get("init_policy"):  # before PPO, so its Polyak average starts here too
         agent.load_state_dict(initial_policy(cfg).state_dict())
     ppo_cfg = ppo_config(cfg)
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
@@ -192,8 +194,8 @@ def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
     suite): checked before anything is written, so a refused command changes nothing."""
     checkpoint = run_dir / "checkpoint.pt"
-    if cfg.get("init_policy"):
-        initial_policy(cfg)
+    if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
+        initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
     if not cfg.resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     if cfg.resume and checkpoint.exists():
@@ -224,7 +226,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
                                      debug=cfg.get("debug"), console=console)
         console.print(f"validation suite {suite_name} ready in {time.perf_counter() - start:.1f} s")
-    ppo = build(cfg)
+    ppo = build(cfg, fresh=not (cfg.resume and checkpoint.exists()))
     try:
         _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation, best)
     finally:
