@@ -4,6 +4,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import REPO, lhopt_env
 from lhopt_cli.control.checkpoint import load_policy
@@ -38,7 +39,7 @@ def smoke_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}",
-                                   "controller.stats_every=2"])
+                                   "controller.stats_every=2", "ppo.polyak=0.5"])
     make_run_dir(cfg)
     train_policy.run(cfg, run_dir, Console(quiet=True))
     return run_dir
@@ -51,7 +52,15 @@ def test_export_policy_writes_the_checkpoint_with_its_protocol(smoke_run, tmp_pa
     _, meta = load_policy(tmp_path / "exported.pt")
     _, trained = load_policy(smoke_run / "policy.pt")
     assert meta["protocol"] == trained["protocol"] and meta["protocol"]["stats_every"] == 2
-    assert meta["config"]["trained_iterations"] == 2
+    assert meta["config"]["trained_iterations"] == 2 and meta["config"]["weights"] == "raw"
+    proc = script("export_policy.py", str(smoke_run), str(tmp_path / "averaged.pt"), "--polyak")
+    assert proc.returncode == 0 and "polyak weights" in proc.stdout, proc.stderr[-2000:]
+    averaged, meta = load_policy(tmp_path / "averaged.pt")
+    raw, _ = load_policy(tmp_path / "exported.pt")
+    state = torch.load(smoke_run / "checkpoint.pt", map_location="cpu", weights_only=True)["ppo"]
+    assert meta["config"]["weights"] == "polyak"
+    assert all(torch.equal(averaged.state_dict()[k], v) for k, v in state["polyak"].items())
+    assert not all(torch.equal(raw.state_dict()[k], v) for k, v in state["polyak"].items())
 
 
 def test_meta_train_summary_tabulates_a_run(smoke_run, tmp_path):
