@@ -1,8 +1,9 @@
 """Bundle a meta-training run's validation-chosen policy as the package's default policy.
 
-    python scripts/bundle_policy.py RUN_DIR [--out src/lhopt_cli/policies]
+    python scripts/bundle_policy.py RUN_DIR [--policy FILE] [--out src/lhopt_cli/policies]
 
-Copies RUN_DIR/best.pt (the checkpoint chosen on the validation suite) to OUT/default.pt, with
+Copies RUN_DIR/best.pt (the checkpoint chosen on the validation suite; or --policy, a file of that
+run chosen otherwise on validation, e.g. by scripts/select_policy.py) to OUT/default.pt, with
 the run's exact config (default_config.yaml) and its meta-training log (default_meta_train.csv,
 whose validation columns are the validation curve), and draws the curve to
 OUT/default_meta_training.png. Refuses (one line, exit 1) a run without best.pt, a file that
@@ -25,9 +26,10 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a train-policy run folder with best.pt")
+    parser.add_argument("--policy", type=Path, help="a policy file of that run (default: RUN_DIR/best.pt)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "src" / "lhopt_cli" / "policies")
     args = parser.parse_args()
-    best, run = args.run_dir / "best.pt", args.run_dir
+    best, run = args.policy or args.run_dir / "best.pt", args.run_dir
     for needed in (best, run / "config.yaml", run / "meta_train.csv"):
         if not needed.is_file():
             print(f"error: {needed}: missing (a train-policy run with validation writes it)", file=sys.stderr)

@@ -68,6 +68,11 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert (tmp_path / "bundle" / "default_meta_train.csv").read_text() == (tmp_path / "meta_train.csv").read_text()
     assert (tmp_path / "bundle" / "default_meta_training.png").stat().st_size > 1000
     assert f"validation {meta['config']['validation_speedup']:.3f}x" in bundle.stdout
+    chosen = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--policy",
+                             str(tmp_path / "policy.pt"), "--out", str(tmp_path / "chosen")],
+                            capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert (tmp_path / "chosen" / "default.pt").read_bytes() == (tmp_path / "policy.pt").read_bytes()
     (tmp_path / "best.pt").unlink()
     refused = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--out",
                               str(tmp_path / "bundle")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
