@@ -49,7 +49,8 @@ def main() -> None:
         scores[path] = per_member
     members = list(next(iter(scores.values())))
     if args.markdown:
-        print("| policy | median | " + " | ".join(m.split("/", 1)[1] for m in members) + " |")
+        shown = members if len(args.suites) > 1 else [m.split("/", 1)[1] for m in members]
+        print("| policy | median | " + " | ".join(shown) + " |")
         print("|---|---|" + "---|" * len(members))
     for path, per_member in scores.items():
         median = float(np.median(list(per_member.values())))
