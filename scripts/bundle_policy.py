@@ -15,9 +15,14 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from lhopt_cli.control.checkpoint import PolicyFileError, load_policy
+from omegaconf import OmegaConf
+
+from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, policy_protocol
+from lhopt_cli.control.protocol import ProtocolError
+from lhopt_cli.train_policy import training_protocol
 
 LIMIT_BYTES = 2_000_000
 HERE = Path(__file__).resolve().parent
@@ -31,30 +36,53 @@ def main() -> int:
     args = parser.parse_args()
     best, run = args.policy or args.run_dir / "best.pt", args.run_dir
     for needed in (best, run / "config.yaml", run / "meta_train.csv"):
+        if needed.is_dir():
+            print(f"error: {needed}: a folder, not a file", file=sys.stderr)
+            return 1
         if not needed.is_file():
             print(f"error: {needed}: missing (a train-policy run with validation writes it)", file=sys.stderr)
             return 1
     try:
         _, meta = load_policy(best)
-    except PolicyFileError as err:
+        run_protocol = training_protocol(OmegaConf.load(run / "config.yaml"))
+    except (PolicyFileError, ProtocolError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, args.out / "default.pt")
-    shutil.copyfile(run / "config.yaml", args.out / "default_config.yaml")
-    shutil.copyfile(run / "meta_train.csv", args.out / "default_meta_train.csv")
-    figure = args.out / "default_meta_training.png"
-    subprocess.run([sys.executable, str(HERE / "meta_train_summary.py"), str(run), "--block", "25",
-                    "--png", str(figure)], check=True, capture_output=True)
-    files = ["default.pt", "default_config.yaml", "default_meta_train.csv", figure.name]
-    size = sum((args.out / f).stat().st_size for f in files)
-    if size > LIMIT_BYTES:
-        print(f"error: the bundle is {size / 1e6:.2f} MB, over the 2 MB limit", file=sys.stderr)
+    if policy_protocol(meta) != run_protocol:
+        print(f"error: {best} was trained under another observation protocol than {run} records: "
+              "not a policy of that run", file=sys.stderr)
         return 1
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out}: a file, not a folder", file=sys.stderr)
+        return 1
+    files = {"default.pt": best, "default_config.yaml": run / "config.yaml", "default_meta_train.csv": run / "meta_train.csv"}
+    with tempfile.TemporaryDirectory() as staging:  # the whole bundle is made and checked before any file is replaced
+        staged = Path(staging)
+        for name, source in files.items():
+            shutil.copyfile(source, staged / name)
+        figure = staged / "default_meta_training.png"
+        summary = subprocess.run([sys.executable, str(HERE / "meta_train_summary.py"), str(run), "--block", "25",
+                                  "--png", str(figure)], capture_output=True, text=True)
+        if summary.returncode != 0:
+            print(f"error: {run / 'meta_train.csv'}: not a readable meta-training log "
+                  f"({(summary.stderr.strip().splitlines() or ['no output'])[-1][:120]})", file=sys.stderr)
+            return 1
+        size = sum(path.stat().st_size for path in staged.iterdir())
+        if size > LIMIT_BYTES:
+            print(f"error: the bundle is {size / 1e6:.2f} MB, over the 2 MB limit", file=sys.stderr)
+            return 1
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for path in staged.iterdir():
+                shutil.copyfile(path, args.out / path.name)
+        except OSError as err:
+            print(f"error: --out {args.out}: {err.strerror or err}", file=sys.stderr)
+            return 1
     config = meta.get("config") or {}
+    score = config.get("validation_speedup")
     print(f"{args.out}: default.pt = {best} (PPO iteration {config.get('trained_iterations')}, "
-          f"{config.get('weights', 'raw')} weights, validation {config.get('validation_speedup', float('nan')):.3f}x); "
-          f"bundle {size / 1e6:.2f} MB")
+          f"{config.get('weights', 'raw')} weights"
+          + (f", validation {score:.3f}x" if isinstance(score, (int, float)) else "") + f"); bundle {size / 1e6:.2f} MB")
     return 0
 
 

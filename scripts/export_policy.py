@@ -11,19 +11,28 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
+
+from lhopt_cli.config import ConfigError
 
 from lhopt_cli.control.checkpoint import save_policy
 from lhopt_cli.control.policy import lhopt_agent
 from lhopt_cli.control.protocol import ObservationProtocol
-from lhopt_cli.train_policy import training_protocol
+from lhopt_cli.train_policy import load_checkpoint, training_protocol
 
 
 def main(run_dir: str, out: str, polyak: bool = False) -> None:
     run = Path(run_dir)
-    cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["ppo"]
+    for needed in (run / "config.yaml", run / "checkpoint.pt"):
+        if not needed.is_file():
+            sys.exit(f"error: {needed}: missing (RUN_DIR is a train-policy run folder with a checkpoint)")
+    if Path(out).is_dir():
+        sys.exit(f"error: {out}: a folder; give the policy file's path")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+        state = load_checkpoint(run / "checkpoint.pt")["ppo"]
+    except (ConfigError, ValueError, OSError) as err:
+        sys.exit(f"error: {err}")
     agent = lhopt_agent(int(cfg["controller"]["hidden"]), float(cfg["controller"]["obs_clip"]),
                         privileged_critic=bool(cfg["controller"].get("privileged_critic", False)))
     if polyak and state.get("polyak") is None:
@@ -34,7 +43,10 @@ def main(run_dir: str, out: str, polyak: bool = False) -> None:
     # a run from before configs held the protocol keys is read as it was trained
     protocol = (training_protocol(OmegaConf.create(cfg)) if "eval_points" in cfg["controller"]
                 else ObservationProtocol.from_training_config(cfg))
-    save_policy(agent, Path(out), cfg, protocol)
+    try:
+        save_policy(agent, Path(out), cfg, protocol)
+    except OSError as err:
+        sys.exit(f"error: {out}: cannot be written ({err.strerror or err})")
     print(f"{out}: policy after {state['iteration']} PPO iterations ({state['episodes']} episodes), "
           f"{cfg['weights']} weights")
 

@@ -11,13 +11,14 @@ changes to the family do not change the suite.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from lhopt_cli.config import compose
+from lhopt_cli.config import ConfigError, compose
 from lhopt_cli.tasks.families import TaskFamily
 
 RUN_KEYS = ("eval_points", "max_steps", "valid_size")  # set by the protocol and by debug, not by the suite
@@ -44,8 +45,18 @@ def main() -> None:
     parser.add_argument("--name", default="validation", help="the suite's name (and file name)")
     parser.add_argument("--out", help="default: conf/suite/<name>.yaml")
     args = parser.parse_args()
-    args.out = args.out or str(Path(__file__).resolve().parents[1] / "conf" / "suite" / f"{args.name}.yaml")
-    members = sample_members(args.per_kind, args.seed, args.family)
+    suites = Path(__file__).resolve().parents[1] / "conf" / "suite"
+    args.out = Path(args.out or suites / f"{args.name}.yaml")
+    if args.name in ("test", "train", "smoke") or args.out.resolve() in {suites.resolve() / f"{n}.yaml" for n in ("test", "train", "smoke")}:
+        sys.exit(f"error: --name {args.name} / --out {args.out}: the test, train and smoke suites are not validation suites")
+    if args.per_kind < 1:
+        sys.exit(f"error: --per-kind must be at least 1 (got {args.per_kind})")
+    if args.out.is_dir() or not args.out.parent.is_dir():
+        sys.exit(f"error: --out {args.out}: give a file in an existing folder")
+    try:
+        members = sample_members(args.per_kind, args.seed, args.family)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     header = (f"# The {args.name} suite: {len(members)} instances of the {args.family} training family "
               f"({args.per_kind} per kind), sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
               f"{'' if args.family == 'default' else f' --family {args.family}'}. Checkpoints are chosen on "

@@ -198,3 +198,78 @@ def test_select_policy_refuses_the_test_suite_and_missing_files_in_one_line(smok
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(message.replace("MISSING", names["MISSING"])), proc.stderr
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--family", "nosuch", "--out", "OUT"], "error: unknown task_family 'nosuch'"),
+    (["--name", "test"], "error: --name test / --out "),
+    (["--per-kind", "0", "--out", "OUT"], "error: --per-kind must be at least 1 (got 0)"),
+    (["--out", "MISSING_DIR"], "error: --out "),
+])
+def test_make_validation_suite_refuses_bad_input_in_one_line_and_never_touches_the_test_suite(tmp_path, args, message):
+    test_suite = (REPO / "conf" / "suite" / "test.yaml").read_bytes()
+    names = {"OUT": str(tmp_path / "v.yaml"), "MISSING_DIR": str(tmp_path / "none" / "v.yaml")}
+    proc = script("make_validation_suite.py", *[names.get(a, a) for a in args], timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr
+    assert (REPO / "conf" / "suite" / "test.yaml").read_bytes() == test_suite
+    assert not (tmp_path / "v.yaml").exists()
+
+
+def test_make_validation_suite_samples_another_family(tmp_path):
+    proc = script("make_validation_suite.py", "--family", "extended", "--per-kind", "1", "--name", "x",
+                  "--out", str(tmp_path / "x.yaml"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+    suite = yaml.safe_load((tmp_path / "x.yaml").read_text())
+    assert suite["name"] == "x" and {m["task"] for m in suite["members"]} >= {"markov_lm", "sequence_classification"}
+
+
+def test_export_policy_bad_input_is_one_line(smoke_run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text((smoke_run / "config.yaml").read_text())
+    (tmp_path / "run" / "checkpoint.pt").write_bytes((smoke_run / "policy.pt").read_bytes())
+    for args, message in [
+        ([str(tmp_path / "nonexist"), str(tmp_path / "e.pt")], "config.yaml: missing"),
+        ([str(smoke_run), str(tmp_path / "folder")], "a folder; give the policy file's path"),
+        ([str(smoke_run), str(tmp_path / "none" / "e.pt")], "cannot be written"),
+        ([str(tmp_path / "run"), str(tmp_path / "e.pt")], "not a train-policy checkpoint (a policy file)"),
+    ]:
+        proc = script("export_policy.py", *args, timeout=120)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+
+
+def test_bundle_policy_checks_the_whole_bundle_before_writing(smoke_run, policy_with_protocol, tmp_path):
+    out = tmp_path / "bundle"
+    other = policy_with_protocol(decisions=8)
+    proc = script("bundle_policy.py", str(smoke_run), "--policy", str(other), "--out", str(out), timeout=120)
+    assert proc.returncode == 1 and "another observation protocol" in proc.stderr and not out.exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "policy.pt"):
+        (run / name).write_bytes((smoke_run / name).read_bytes())
+    (run / "meta_train.csv").write_text("garbage\n\x00\x01")
+    proc = script("bundle_policy.py", str(run), "--policy", str(run / "policy.pt"), "--out", str(out), timeout=120)
+    assert proc.returncode == 1 and "not a readable meta-training log" in proc.stderr, proc.stderr
+    assert not out.exists()  # nothing copied before the log was found unreadable
+    (tmp_path / "file").write_text("x")
+    proc = script("bundle_policy.py", str(smoke_run), "--policy", str(smoke_run / "policy.pt"), "--out",
+                  str(tmp_path / "file"), timeout=120)
+    assert proc.returncode == 1 and "a file, not a folder" in proc.stderr
+    proc = script("bundle_policy.py", str(smoke_run), "--policy", str(smoke_run / "policy.pt"), "--out", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "default.pt").read_bytes() == (smoke_run / "policy.pt").read_bytes()
+
+
+def test_grid_headroom_empty_grid_is_one_line_and_paper_only_grids_are_noted(tmp_path):
+    from lhopt_cli.results.store import load
+    stored = load(REPO / "benchmarks" / "grids" / "validation" / "results.parquet")
+    empty = tmp_path / "grids" / "empty"
+    empty.mkdir(parents=True)
+    stored.iloc[:0].to_parquet(empty / "results.parquet")
+    proc = script("grid_headroom.py", "--grids", str(tmp_path / "grids"), "--suite", "empty", timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
+    proc = script("grid_headroom.py", "--suite", "validation_extended", timeout=300)
+    assert proc.returncode == 0 and "holds only the paper's 5 learning rates" in proc.stderr, proc.stderr
