@@ -139,10 +139,8 @@ def initial_policy(cfg: DictConfig):
     theirs = {"controller.hidden": agent.hidden, "controller.obs_clip": agent.obs_clip,
               "controller.privileged_critic": bool(agent.privileged_dim)}
     if policy_protocol(meta) != training_protocol(cfg):
-        theirs_protocol = policy_protocol(meta).as_dict()
-        fix = " ".join(f"controller.{'eval_decisions' if k == 'decisions' else k}={v}"
-                       for k, v in theirs_protocol.items() if v != getattr(training_protocol(cfg), k))
-        raise ConfigError(f"init_policy {path} was trained under another observation protocol; start it with {fix}")
+        raise ConfigError(f"init_policy {path} was trained under another observation protocol; start it with "
+                          f"{protocol_overrides(policy_protocol(meta), training_protocol(cfg))}")
     differ = [f"{k}={v}" for k, v in theirs.items() if ours[k] != v]
     if differ:
         raise ConfigError(f"init_policy {path} is another network; start it with {' '.join(differ)}")
@@ -236,6 +234,12 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     return policy_path
 
 
+def protocol_overrides(theirs: ObservationProtocol, ours: ObservationProtocol) -> str:
+    """The controller overrides that turn `ours` into `theirs`, e.g. 'controller.min_interval=1'."""
+    return " ".join(f"controller.{'eval_decisions' if k == 'decisions' else k}={v}"
+                    for k, v in theirs.as_dict().items() if v != getattr(ours, k))
+
+
 def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> None:
     """Refuse to resume under another observation protocol than the checkpoint was trained with
     (checkpoints without one were trained under the legacy protocol of their controller settings)."""
@@ -247,9 +251,8 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
         theirs = ObservationProtocol.from_training_config(
             {"controller": {"eval_decisions": int(c.eval_decisions), "stats_every": int(c.stats_every)}})
     if theirs != ours:
-        fix = " ".join(f"controller.{'eval_decisions' if k == 'decisions' else k}={v}"
-                       for k, v in theirs.as_dict().items() if v != getattr(ours, k))
-        raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with {fix}")
+        raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with "
+                          f"{protocol_overrides(theirs, ours)}")
 
 
 def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list[int]) -> dict:
