@@ -34,8 +34,8 @@ def main() -> int:
     parser.add_argument("--policy", type=Path, help="a policy file of that run (default: RUN_DIR/best.pt)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "src" / "lhopt_cli" / "policies")
     args = parser.parse_args()
-    best, run = args.policy or args.run_dir / "best.pt", args.run_dir
-    for needed in (best, run / "config.yaml", run / "meta_train.csv"):
+    policy, run = args.policy or args.run_dir / "best.pt", args.run_dir
+    for needed in (policy, run / "config.yaml", run / "meta_train.csv"):
         if needed.is_dir():
             print(f"error: {needed}: a folder, not a file", file=sys.stderr)
             return 1
@@ -43,19 +43,19 @@ def main() -> int:
             print(f"error: {needed}: missing (a train-policy run with validation writes it)", file=sys.stderr)
             return 1
     try:
-        _, meta = load_policy(best)
+        _, meta = load_policy(policy)
         run_protocol = training_protocol(OmegaConf.load(run / "config.yaml"))
     except (PolicyFileError, ProtocolError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if policy_protocol(meta) != run_protocol:
-        print(f"error: {best} was trained under another observation protocol than {run} records: "
+        print(f"error: {policy} was trained under another observation protocol than {run} records: "
               "not a policy of that run", file=sys.stderr)
         return 1
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out}: a file, not a folder", file=sys.stderr)
         return 1
-    files = {"default.pt": best, "default_config.yaml": run / "config.yaml", "default_meta_train.csv": run / "meta_train.csv"}
+    files = {"default.pt": policy, "default_config.yaml": run / "config.yaml", "default_meta_train.csv": run / "meta_train.csv"}
     with tempfile.TemporaryDirectory() as staging:  # the whole bundle is made and checked before any file is replaced
         staged = Path(staging)
         for name, source in files.items():
@@ -80,7 +80,7 @@ def main() -> int:
             return 1
     config = meta.get("config") or {}
     score = config.get("validation_speedup")
-    print(f"{args.out}: default.pt = {best} (PPO iteration {config.get('trained_iterations')}, "
+    print(f"{args.out}: default.pt = {policy} (PPO iteration {config.get('trained_iterations')}, "
           f"{config.get('weights', 'raw')} weights"
           + (f", validation {score:.3f}x" if isinstance(score, (int, float)) else "") + f"); bundle {size / 1e6:.2f} MB")
     return 0

@@ -14,7 +14,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lhopt_cli.config import ConfigError
-
 from lhopt_cli.control.checkpoint import save_policy
 from lhopt_cli.control.policy import lhopt_agent
 from lhopt_cli.control.protocol import ObservationProtocol

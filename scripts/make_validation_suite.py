@@ -62,7 +62,7 @@ def main() -> None:
               f"{'' if args.family == 'default' else f' --family {args.family}'}. Checkpoints are chosen on "
               "it; no PPO update ever runs on it.\n")
     body = yaml.safe_dump({"name": args.name, "members": members}, sort_keys=False, width=120)
-    Path(args.out).write_text(header + body)
+    args.out.write_text(header + body)
     print(f"{args.out}: {len(members)} members")
 
 

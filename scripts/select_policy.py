@@ -48,19 +48,18 @@ def main() -> None:
             per_member.update({f"{name}/{member}": value for member, value in suite.score(agent)[1].items()})
         scores[path] = per_member
     members = list(next(iter(scores.values())))
+    medians = {path: float(np.median(list(per_member.values()))) for path, per_member in scores.items()}
     if args.markdown:
         shown = members if len(args.suites) > 1 else [m.split("/", 1)[1] for m in members]
         print("| policy | median | " + " | ".join(shown) + " |")
         print("|---|---|" + "---|" * len(members))
     for path, per_member in scores.items():
-        median = float(np.median(list(per_member.values())))
         if args.markdown:
-            print(f"| {path} | {median:.3f}x | " + " | ".join(f"{per_member[m]:.2f}" for m in members) + " |")
+            print(f"| {path} | {medians[path]:.3f}x | " + " | ".join(f"{per_member[m]:.2f}" for m in members) + " |")
         else:
-            print(f"{str(path):60s} median {median:.3f}x over {len(members)} members")
-    best = max(scores, key=lambda p: np.median(list(scores[p].values())))
-    print(f"best: {best} (median {np.median(list(scores[best].values())):.3f}x on {', '.join(args.suites)})")
-
+            print(f"{str(path):60s} median {medians[path]:.3f}x over {len(members)} members")
+    best = max(medians, key=medians.get)
+    print(f"best: {best} (median {medians[best]:.3f}x on {', '.join(args.suites)})")
 
 if __name__ == "__main__":
     main()

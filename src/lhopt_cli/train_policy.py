@@ -20,7 +20,7 @@ from rich.console import Console
 from .config import ConfigError
 from .control.actions import prior_logits
 from .control.checkpoint import DamagedFile, PolicyFileError, atomic_save, load_policy, load_verified, policy_protocol, save_policy
-from .control.policy import lhopt_agent
+from .control.policy import RecurrentActorCritic, lhopt_agent
 from .control.ppo import PPO, PPOConfig
 from .control.protocol import ObservationProtocol, ProtocolError
 from .control.reference import ReferenceSweep
@@ -123,7 +123,7 @@ def build(cfg: DictConfig, fresh: bool = True) -> PPO:
     return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)
 
 
-def initial_policy(cfg: DictConfig):
+def initial_policy(cfg: DictConfig) -> RecurrentActorCritic:
     """The policy a fresh run starts from (`init_policy`: a policy file, e.g. another run's
     best.pt): its weights, input normaliser and critic replace the untrained network's, so
     meta-training continues it on this run's family and reward. ConfigError (one line) for an
