@@ -166,7 +166,12 @@ def test_init_policy_that_cannot_start_the_run_is_one_line_and_writes_nothing(sm
                            f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert message in proc.stderr
-    assert not (run_dir / "config.yaml").exists()
+    assert not run_dir.exists()  # a refused command leaves no folder of its own, not even its lock files
     missing = subprocess.run([str(LHOPT), "train-policy", *SMOKE, f"init_policy={tmp_path / 'none.pt'}",
                               f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert missing.returncode == 1 and "init_policy: " in missing.stderr and "no such policy file" in missing.stderr
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"init_policy={smoke_policy}",
+                    f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lhopt.lock", ".lhopt.lock.json", "notes.txt"]  # a user's folder stays

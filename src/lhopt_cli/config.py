@@ -9,7 +9,7 @@ import datetime as _dt
 import json
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -183,22 +183,33 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     """The command's run folder, held for the body: created, locked against a second command
     (results/locks.py; FolderBusy names the holder), `check(run_dir)` run (it may refuse, with
     nothing written yet), then config.yaml saved. File-system refusals are one ConfigError line."""
-    from .results.locks import FolderBusy, folder_lock
+    from .results.locks import LOCK_FILES, FolderBusy, folder_lock
 
     run_dir = _run_dir_path(cfg)
+    created = not run_dir.exists()
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     try:
         lock = folder_lock(run_dir, f"lhopt {cfg.command}")
         _writable(lock.__enter__, run_dir)
     except FolderBusy as err:
         raise ConfigError(str(err)) from None
+    refused = False
     try:
         if check is not None:
-            check(run_dir)
+            try:
+                check(run_dir)
+            except BaseException:
+                refused = True
+                raise
         _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
         yield run_dir
     finally:
         lock.__exit__(None, None, None)
+        if refused and created:  # a refused command leaves no folder of its own behind
+            for name in LOCK_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+            with suppress(OSError):
+                run_dir.rmdir()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
