@@ -6,8 +6,9 @@ Copies RUN_DIR/best.pt (the checkpoint chosen on the validation suite; or --poli
 run chosen otherwise on validation, e.g. by scripts/select_policy.py) to OUT/default.pt, with
 the run's exact config (default_config.yaml) and its meta-training log (default_meta_train.csv,
 whose validation columns are the validation curve), and draws the curve to
-OUT/default_meta_training.png. Refuses (one line, exit 1) a run without best.pt, a file that
-is not a loadable policy, and a bundle over 2 MB.
+OUT/default_meta_training.png. The policy's protocol must be the run's, but for an lr decay set
+after training (scripts/set_lr_decay.py). Refuses (one line, exit 1) a run without best.pt, a file
+that is not a loadable policy, and a bundle over 2 MB.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -48,7 +50,8 @@ def main() -> int:
     except (PolicyFileError, ProtocolError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if policy_protocol(meta) != run_protocol:
+    # a decay set after training (scripts/set_lr_decay.py) is the one field that may differ
+    if replace(policy_protocol(meta), lr_decay=run_protocol.lr_decay) != run_protocol:
         print(f"error: {policy} was trained under another observation protocol than {run} records: "
               "not a policy of that run", file=sys.stderr)
         return 1

@@ -273,3 +273,26 @@ def test_grid_headroom_empty_grid_is_one_line_and_paper_only_grids_are_noted(tmp
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
     proc = script("grid_headroom.py", "--suite", "validation_extended", timeout=300)
     assert proc.returncode == 0 and "holds only the paper's 5 learning rates" in proc.stderr, proc.stderr
+
+
+def test_set_lr_decay_writes_a_copy_that_bundles_and_refuses_bad_input(smoke_run, tmp_path):
+    from lhopt_cli.control.checkpoint import policy_protocol
+
+    copy = tmp_path / "cosine.pt"
+    proc = script("set_lr_decay.py", str(smoke_run / "policy.pt"), str(copy), "--lr-decay", "cosine", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    agent, meta = load_policy(copy)
+    original, original_meta = load_policy(smoke_run / "policy.pt")
+    assert policy_protocol(meta).lr_decay == "cosine" and meta["config"]["lr_decay_set_after_training"] == "cosine"
+    assert policy_protocol(meta).decisions == policy_protocol(original_meta).decisions
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in agent.state_dict().items())
+    out = tmp_path / "bundle"
+    proc = script("bundle_policy.py", str(smoke_run), "--policy", str(copy), "--out", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr  # a decay set after training is the one field that may differ
+    assert policy_protocol(load_policy(out / "default.pt")[1]).lr_decay == "cosine"
+    for args, message in [(["--lr-decay", "warm"], "lr_decay must be one of"),
+                          (["--lr-decay", "cosine"], "no such policy file")]:
+        source = smoke_run / "policy.pt" if "warm" in args else tmp_path / "missing.pt"
+        proc = script("set_lr_decay.py", str(source), str(tmp_path / "x.pt"), *args, timeout=120)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.pt").exists()

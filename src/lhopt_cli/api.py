@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -241,7 +242,9 @@ class Controller:
 
         valid_loss: a validation loss measured on the current weights (at `validation_steps`,
         as the policy was trained to see them; the last of them is the end of the run). At a decision point the policy acts first: it
-        sets the hyperparameters and may save or restore a checkpoint. After a restore it
+        sets the hyperparameters and may save or restore a checkpoint; a policy whose protocol has an
+        lr_decay has its learning rate multiplied by the decay at every step taken (the param
+        groups then hold the decayed value). After a restore it
         returns False: this gradient belongs to the replaced weights, so skip optimizer.step()
         (the step still counts: a restart costs compute). A gradient that is not finite (mixed
         precision's overflow, after `scaler.unscale_(optimizer)`) returns False too, but that
@@ -296,6 +299,9 @@ class Controller:
         _, clipped = self.clipper(self.params, self.hparams.clip, norm, norm_value)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
             self._sample_stats(clipped)  # every interval's last step is measured
+        if self.protocol.lr_decay != "constant":  # the decay anneals the policy's lr at every step taken
+            factor = self.protocol.lr_factor(self.step_index - 1, self.total_steps)
+            apply_hparams(self.optimizer, replace(self.hparams, lr=self.hparams.lr * factor), self.group_scales)
         return True
 
     @torch.no_grad()

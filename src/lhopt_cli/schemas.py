@@ -222,6 +222,7 @@ class ControllerConfig:
     eval_points: int = 25
     parameter_count: str = "all"
     min_interval: int = 1
+    lr_decay: str = "constant"
     guard: bool = False
     privileged_critic: bool = False
     noop_logit: float = 0.0
@@ -341,6 +342,7 @@ class ProtocolSettings:
     eval_points: Optional[int] = None
     parameter_count: Optional[str] = None
     min_interval: Optional[int] = None
+    lr_decay: Optional[str] = None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ def training_protocol(cfg: DictConfig) -> ObservationProtocol:
     try:
         return ObservationProtocol(decisions=int(c.eval_decisions), stats_every=int(c.stats_every),
                                    eval_points=int(c.eval_points), parameter_count=str(c.parameter_count),
-                                   min_interval=int(c.min_interval))
+                                   min_interval=int(c.min_interval), lr_decay=str(c.lr_decay))
     except ProtocolError as err:
         raise ConfigError(str(err)) from None
 
@@ -126,8 +127,9 @@ def build(cfg: DictConfig, fresh: bool = True) -> PPO:
 def initial_policy(cfg: DictConfig) -> RecurrentActorCritic:
     """The policy a fresh run starts from (`init_policy`: a policy file, e.g. another run's
     best.pt): its weights, input normaliser and critic replace the untrained network's, so
-    meta-training continues it on this run's family and reward. ConfigError (one line) for an
-    unreadable file or one of another network width, observation protocol or critic."""
+    meta-training continues it on this run's family and reward (and lr decay, which may differ).
+    ConfigError (one line) for an unreadable file or one of another network width, observation
+    protocol or critic."""
     path = Path(str(cfg.init_policy))
     try:
         agent, meta = load_policy(path)
@@ -138,9 +140,12 @@ def initial_policy(cfg: DictConfig) -> RecurrentActorCritic:
             "controller.privileged_critic": bool(c.get("privileged_critic", False))}
     theirs = {"controller.hidden": agent.hidden, "controller.obs_clip": agent.obs_clip,
               "controller.privileged_critic": bool(agent.privileged_dim)}
-    if policy_protocol(meta) != training_protocol(cfg):
+    ours_protocol = training_protocol(cfg)
+    # the lr decay may change: the continued policy learns to set its scale under the new one
+    theirs_protocol = replace(policy_protocol(meta), lr_decay=ours_protocol.lr_decay)
+    if theirs_protocol != ours_protocol:
         raise ConfigError(f"init_policy {path} was trained under another observation protocol; start it with "
-                          f"{protocol_overrides(policy_protocol(meta), training_protocol(cfg))}")
+                          f"{protocol_overrides(theirs_protocol, ours_protocol)}")
     differ = [f"{k}={v}" for k, v in theirs.items() if ours[k] != v]
     if differ:
         raise ConfigError(f"init_policy {path} is another network; start it with {' '.join(differ)}")

@@ -151,7 +151,7 @@ class VecLhoptEnv:
         self.interval = 0
         self.recorders = [_Recorder() for _ in range(self.num_envs)]
         self.run = BatchedRun(self.task, seeds, self.recorders, list(self.starts), self.protocol.stats_every,
-                              guard=self.guard)
+                              guard=self.guard, lr_decay=self.protocol.lr_decay)
         counted = self.run.trainable_params if self.protocol.parameter_count == "all" else self.task.num_params
         self.trackers = [FeatureTracker(start, counted) for start in self.starts]
         self.restarts: list[tuple[str, int]] = [("none", -1)] * self.num_envs  # what the last decision did

@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from ..inner.schedules import SCHEDULES
+
 PARAMETER_COUNTS = ("all", "non_embedding")
 LIMIT = 100_000  # most decisions, statistics spacing or validation points a run can have
-LEGACY_DEFAULTS = {"min_interval": 1}  # fields a file may lack: it was written before they existed
+# fields a file may lack: it was written before they existed
+LEGACY_DEFAULTS = {"min_interval": 1, "lr_decay": "constant"}
 
 
 class ProtocolError(ValueError):
@@ -29,13 +32,18 @@ class ObservationProtocol:
     spaced steps (Task.eval_steps), besides step 0; parameter_count: the N in the
     sqrt(N)-scaled cosine features, all trainable parameters or all but embeddings;
     min_interval: the fewest steps between two decisions, so a short run gets fewer decisions
-    (decision_steps; files written before it existed act every step they may: 1)."""
+    (decision_steps; files written before it existed act every step they may: 1); lr_decay: a
+    baseline schedule (inner/schedules.py) multiplying the learning rate the policy sets, at
+    every step, f(step / total steps): the policy chooses the scale, the decay anneals it
+    (`constant`: none, as in files written before it existed; chosen on the validation suites,
+    docs/results.md)."""
 
     decisions: int = 64
     stats_every: int = 4
     eval_points: int = 25
     parameter_count: str = "all"
     min_interval: int = 1
+    lr_decay: str = "constant"
 
     def __post_init__(self):
         for name in ("decisions", "stats_every", "eval_points", "min_interval"):
@@ -46,6 +54,14 @@ class ObservationProtocol:
         if not isinstance(self.parameter_count, str) or self.parameter_count not in PARAMETER_COUNTS:
             raise ProtocolError(f"observation protocol: parameter_count must be one of {', '.join(PARAMETER_COUNTS)} "
                                 f"(got {self.parameter_count!r})")
+        if not isinstance(self.lr_decay, str) or self.lr_decay not in SCHEDULES:
+            raise ProtocolError(f"observation protocol: lr_decay must be one of {', '.join(SCHEDULES)} "
+                                f"(got {self.lr_decay!r})")
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """The decay's multiplier on the policy's learning rate for the step taken at `step`
+        (0-based) of `total_steps`: 1.0 throughout for `constant`."""
+        return 1.0 if self.lr_decay == "constant" else SCHEDULES[self.lr_decay](step / total_steps)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,7 @@ from ..tasks import Task
 from .hooks import Hook
 from .loop import RunResult
 from .optim import HPARAM_NAMES, HParams
+from .schedules import SCHEDULES, lr_multiplier
 from .stats import adamw_stats
 from .guard import guarded_hparams, healthy
 
@@ -80,9 +81,13 @@ class _Member:
 
 class BatchedRun:
     def __init__(self, task: Task, seeds: list[int], hooks: list[Hook] | None = None,
-                 hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False):
+                 hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False,
+                 lr_decay: str = "constant"):
         self.task, self.seeds, self.K = task, list(seeds), len(seeds)
         self.guard = guard
+        if lr_decay not in SCHEDULES:
+            raise ValueError(f"unknown lr_decay '{lr_decay}'; known: {', '.join(SCHEDULES)}")
+        self.lr_decay = lr_decay  # a schedule multiplying every member's lr at each step (control/protocol.py)
         self.guard_points: list[dict[str, Any] | None] = [None] * self.K  # held: a finite loss was seen there
         self.guard_offered: list[dict[str, Any] | None] = [None] * self.K  # held once its next loss is finite
         self.guard_restores = [0] * self.K  # how often each member went back to its guard point
@@ -196,15 +201,21 @@ class BatchedRun:
         the current betas, as in the single-run loop, and keeps each pass in cache.
         """
         before = self._flat(self.params) if sample_stats else None
+        factor = self.lr_factor(self.step_index)
         for i, c in enumerate(self.ctx):
             if not stepping[i]:
                 continue
             hp = c.hparams
             adamw([p.detach()[i] for p in self.params], [g[i] for g in grads], [m[i] for m in self.exp_avg],
                   [v[i] for v in self.exp_avg_sq], [], self.steps[i], fused=self.fused, amsgrad=False,
-                  beta1=hp.beta1, beta2=hp.beta2, lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.eps, maximize=False)
+                  beta1=hp.beta1, beta2=hp.beta2, lr=hp.lr * factor, weight_decay=hp.weight_decay, eps=hp.eps,
+                  maximize=False)
         if sample_stats:
             self._accumulate(self._stats(before, self._flat(grads)), stepping)
+
+    def lr_factor(self, step: int) -> float:
+        """The decay's multiplier on the lr for the step taken at `step` (1.0 without a decay)."""
+        return 1.0 if self.lr_decay == "constant" else lr_multiplier(self.lr_decay, step, self.task.total_steps)
 
     def _stats(self, param: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
         hp = {k: v.float() for k, v in self._hparam_columns().items()}
@@ -248,8 +259,11 @@ class BatchedRun:
     def _record(self, i: int, step: int, valid: float) -> None:
         recent = self._recent[i]
         train = sum(recent) / len(recent) if recent else math.nan
+        # the lr of the step just taken, the decay included, as a baseline's curve shows its schedule's
+        hparams = self.ctx[i].hparams.as_dict()
+        hparams["lr"] *= self.lr_factor(max(step - 1, 0))
         self._curves[i].append({"step": step, "train_loss": train, "valid_loss": valid,
-                                **self.ctx[i].hparams.as_dict(), "wall_s": time.perf_counter() - self._start})
+                                **hparams, "wall_s": time.perf_counter() - self._start})
         recent.clear()
 
     def _diverge(self, i: int, step: int, valid: float, record: bool = True) -> None:
@@ -334,6 +348,7 @@ class BatchedRun:
 
 
 def train_batched(task: Task, seeds: list[int], hooks: list[Hook] | None = None,
-                  hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False) -> list[RunResult]:
+                  hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False,
+                  lr_decay: str = "constant") -> list[RunResult]:
     """One epoch of K members at once; result i has the form train_one_epoch gives."""
-    return BatchedRun(task, seeds, hooks, hparams, stats_every, guard).run()
+    return BatchedRun(task, seeds, hooks, hparams, stats_every, guard, lr_decay).run()
