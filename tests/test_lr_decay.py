@@ -73,3 +73,15 @@ def test_a_warm_start_may_change_the_decay_and_the_file_carries_the_new_one(smok
     assert policy_protocol(load_policy(smoke_policy)[1]).lr_decay == "constant"
     bad = run_cli("train-policy", "debug=smoke", "controller.lr_decay=warm", f"run_dir={tmp_path / 'bad'}")
     assert bad.exit_code != 0 and "lr_decay must be one of" in str(bad.exception)
+
+
+def test_a_run_from_before_the_decay_existed_reads_as_constant(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lhopt_cli.train_policy import training_protocol
+
+    cfg = compose("train_policy", ["debug=smoke", f"run_dir={tmp_path}"])
+    older = OmegaConf.to_container(cfg, resolve=True)
+    del older["controller"]["lr_decay"]  # a run folder's config.yaml written before the key
+    assert training_protocol(OmegaConf.create(older)).lr_decay == "constant"
+    assert training_protocol(OmegaConf.create(older)) == training_protocol(cfg)

@@ -57,7 +57,7 @@ def training_protocol(cfg: DictConfig) -> ObservationProtocol:
     try:
         return ObservationProtocol(decisions=int(c.eval_decisions), stats_every=int(c.stats_every),
                                    eval_points=int(c.eval_points), parameter_count=str(c.parameter_count),
-                                   min_interval=int(c.min_interval), lr_decay=str(c.lr_decay))
+                                   min_interval=int(c.min_interval), lr_decay=str(c.get("lr_decay", "constant")))
     except ProtocolError as err:
         raise ConfigError(str(err)) from None
 
