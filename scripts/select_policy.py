@@ -5,13 +5,15 @@
 Every policy runs greedily, with the divergence guard, on every member of the suites (seed 0, as
 `train-policy` validates), scored as `lhopt evaluate` scores it: the speedup over the best of the
 member's 35 stored AdamW runs (benchmarks/grids/<suite>/; missing runs are computed into --grid-dir).
-The score is the median over all members of all suites; the best score is named last. The test
+The score is the median over all members of all suites; the best score is named last. The files
+may differ in their lr decay only (scripts/set_lr_decay.py): each runs under its own. The test
 suite is refused: nothing is chosen on it.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,9 @@ def main() -> None:
     quiet = Console(quiet=True)
     try:
         loaded = [(path, *load_policy(path)) for path in args.policies]
-        protocols = {policy_protocol(meta) for _, _, meta in loaded}
+        decays = [policy_protocol(meta).lr_decay for _, _, meta in loaded]
+        # the suites are built for one protocol; only the lr decay may differ between the files
+        protocols = {replace(policy_protocol(meta), lr_decay="constant") for _, _, meta in loaded}
         if len(protocols) > 1:
             raise ConfigError("the policies were trained under different observation protocols; score them separately")
         protocol = protocols.pop()
@@ -42,10 +46,11 @@ def main() -> None:
     except (PolicyFileError, ConfigError) as error:
         sys.exit(f"error: {error}")
     scores = {}
-    for path, agent, _ in loaded:
+    for (path, agent, _), decay in zip(loaded, decays):
         per_member = {}
         for name, suite in zip(args.suites, suites):
-            per_member.update({f"{name}/{member}": value for member, value in suite.score(agent)[1].items()})
+            per_member.update({f"{name}/{member}": value
+                               for member, value in suite.score(agent, lr_decay=decay)[1].items()})
         scores[path] = per_member
     members = list(next(iter(scores.values())))
     medians = {path: float(np.median(list(per_member.values()))) for path, per_member in scores.items()}

@@ -175,11 +175,14 @@ def test_grid_headroom_without_a_stored_grid_is_one_line(tmp_path):
 
 def test_select_policy_scores_policies_on_validation_suites_and_names_the_best(smoke_policy, tmp_path):
     bundled = REPO / "src" / "lhopt_cli" / "policies" / "default.pt"
-    proc = script("select_policy.py", str(smoke_policy), str(bundled), "--suites", "smoke", "--grid-dir",
+    decayed = tmp_path / "decayed.pt"  # files may differ in their lr decay: each runs under its own
+    assert script("set_lr_decay.py", str(bundled), str(decayed), "--lr-decay", "linear").returncode == 0
+    proc = script("select_policy.py", str(smoke_policy), str(bundled), str(decayed), "--suites", "smoke", "--grid-dir",
                   str(tmp_path / "grids"), "--markdown", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| /")}
-    assert set(rows) == {str(smoke_policy), str(bundled)}
+    assert set(rows) == {str(smoke_policy), str(bundled), str(decayed)}
+    assert rows[str(bundled)].split("|")[3:-1] != rows[str(decayed)].split("|")[3:-1]  # the decay was applied
     medians = {path: float(row.split("|")[2].strip().rstrip("x")) for path, row in rows.items()}
     for path, row in rows.items():  # the median is the median of the members' scores
         members = [float(v) for v in row.split("|")[3:-1]]

@@ -13,7 +13,7 @@ computed once into the run folder's own grid store.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +79,21 @@ class ValidationSuite:
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             self.members.append(_Member(member["id"], task_cfg, curves))
 
-    def score(self, agent: RecurrentActorCritic, greedy: bool = True,
-              guard: bool = True) -> tuple[float, dict[str, float]]:
+    def score(self, agent: RecurrentActorCritic, greedy: bool = True, guard: bool = True,
+              lr_decay: str | None = None) -> tuple[float, dict[str, float]]:
         """The policy's score: (median over members, {member id: median speedup over seeds}),
         acting greedily (or sampling, seeded, with greedy=False), with the divergence guard
-        (inner/guard.py) as `lhopt evaluate` runs by default, or without (guard=False).
+        (inner/guard.py) as `lhopt evaluate` runs by default, or without (guard=False), under
+        the suite's protocol or that protocol with another `lr_decay` (the policy file's own).
 
         Runs under a forked RNG, so scoring does not change the meta-training that follows."""
         per_member = {}
+        protocol = self.protocol if lr_decay is None else replace(self.protocol, lr_decay=lr_decay)
         with torch.random.fork_rng(devices=[]):
             numpy_state = np.random.get_state()
             try:
                 for member in self.members:
-                    runs = run_policy(agent, member.task_cfg, self.seeds, self.protocol, greedy=greedy, guard=guard)
+                    runs = run_policy(agent, member.task_cfg, self.seeds, protocol, greedy=greedy, guard=guard)
                     ours = pd.DataFrame([{**point, "seed": seed, "method": "lhopt"}
                                          for seed, run in zip(self.seeds, runs) for point in run.result.curve])
                     rows = summarize(member.id, self.seeds, member.grid_curves, ours, self.paper_lrs)
