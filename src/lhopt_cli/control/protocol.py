@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..inner.schedules import SCHEDULES
+from ..inner.schedules import SCHEDULES, lr_multiplier
 
 PARAMETER_COUNTS = ("all", "non_embedding")
 LIMIT = 100_000  # most decisions, statistics spacing or validation points a run can have
@@ -61,7 +61,7 @@ class ObservationProtocol:
     def lr_factor(self, step: int, total_steps: int) -> float:
         """The decay's multiplier on the policy's learning rate for the step taken at `step`
         (0-based) of `total_steps`: 1.0 throughout for `constant`."""
-        return 1.0 if self.lr_decay == "constant" else SCHEDULES[self.lr_decay](step / total_steps)
+        return 1.0 if self.lr_decay == "constant" else lr_multiplier(self.lr_decay, step, total_steps)
 
     def as_dict(self) -> dict:
         return asdict(self)
