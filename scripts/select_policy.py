@@ -45,6 +45,8 @@ def main() -> None:
         suites = [ValidationSuite(name, args.seeds, protocol, args.grid_dir / name, console=quiet) for name in args.suites]
     except (PolicyFileError, ConfigError) as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # e.g. --grid-dir a file
+        sys.exit(f"error: --grid-dir {args.grid_dir}: {error.strerror or error}")
     scores = {}
     for (path, agent, _), decay in zip(loaded, decays):
         per_member = {}

@@ -6,8 +6,9 @@ The decay (control/protocol.py: a baseline schedule multiplying the policy's lea
 every step) is the one protocol field a trained policy can be run under without retraining: its
 features stay unitless and its actions relative. Use it to score a policy under a decay on the
 validation suites (scripts/select_policy.py) before bundling it. The copy's config records the
-change (`lr_decay_set_after_training`). Refuses (one line, exit 1) an unreadable policy file, an
-unknown decay and an OUT that is a folder.
+change (`lr_decay_set_after_training`) and drops the validation score measured under the old
+decay. Refuses (one line, exit 1) an unreadable policy file, an
+unknown decay and an OUT that is a folder or in a missing one.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def main() -> int:
     if args.out.is_dir():
         print(f"error: {args.out}: a folder; give the policy file's path", file=sys.stderr)
         return 1
+    if not args.out.parent.is_dir():
+        print(f"error: {args.out}: its folder {args.out.parent} does not exist", file=sys.stderr)
+        return 1
     try:
         agent, meta = load_policy(args.policy)
         protocol = replace(policy_protocol(meta), lr_decay=args.lr_decay)
@@ -38,6 +42,7 @@ def main() -> int:
         return 1
     config = dict(meta.get("config") or {})
     config["lr_decay_set_after_training"] = args.lr_decay
+    config.pop("validation_speedup", None)  # measured under the old decay: not this file's score
     try:
         save_policy(agent, args.out, config, protocol)
     except OSError as err:

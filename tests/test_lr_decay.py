@@ -68,11 +68,13 @@ def test_a_warm_start_may_change_the_decay_and_the_file_carries_the_new_one(smok
     result = run_cli("train-policy", "debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", "ppo.iterations=1",
                      f"init_policy={smoke_policy}", "controller.lr_decay=cosine", f"run_dir={run_dir}")
     assert result.exit_code == 0, result.output
+    assert "init_policy ran under lr_decay=constant; this run trains it under lr_decay=cosine" in result.output
     _, meta = load_policy(run_dir / "policy.pt")
     assert policy_protocol(meta).lr_decay == "cosine"
     assert policy_protocol(load_policy(smoke_policy)[1]).lr_decay == "constant"
     bad = run_cli("train-policy", "debug=smoke", "controller.lr_decay=warm", f"run_dir={tmp_path / 'bad'}")
-    assert bad.exit_code != 0 and "lr_decay must be one of" in str(bad.exception)
+    assert bad.exit_code != 0 and "controller: lr_decay must be one of" in str(bad.exception)
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is kept
 
 
 def test_a_run_from_before_the_decay_existed_reads_as_constant(tmp_path):

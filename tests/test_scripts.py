@@ -203,6 +203,14 @@ def test_select_policy_refuses_the_test_suite_and_missing_files_in_one_line(smok
     assert not (tmp_path / "g").exists()
 
 
+def test_select_policy_with_a_file_as_grid_dir_is_one_line(smoke_policy, tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = script("select_policy.py", str(smoke_policy), "--suites", "smoke", "--grid-dir", str(tmp_path / "file"),
+                  timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: --grid-dir {tmp_path / 'file'}: "), proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--family", "nosuch", "--out", "OUT"], "error: unknown task_family 'nosuch'"),
     (["--name", "test"], "error: --name test / --out "),
@@ -293,9 +301,10 @@ def test_set_lr_decay_writes_a_copy_that_bundles_and_refuses_bad_input(smoke_run
     proc = script("bundle_policy.py", str(smoke_run), "--policy", str(copy), "--out", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr  # a decay set after training is the one field that may differ
     assert policy_protocol(load_policy(out / "default.pt")[1]).lr_decay == "cosine"
-    for args, message in [(["--lr-decay", "warm"], "lr_decay must be one of"),
-                          (["--lr-decay", "cosine"], "no such policy file")]:
-        source = smoke_run / "policy.pt" if "warm" in args else tmp_path / "missing.pt"
-        proc = script("set_lr_decay.py", str(source), str(tmp_path / "x.pt"), *args, timeout=120)
+    assert "validation_speedup" not in meta["config"]  # a score measured under the old decay is not the copy's
+    for source, out, decay, message in [(smoke_run / "policy.pt", tmp_path / "x.pt", "warm", "lr_decay must be one of"),
+                                        (tmp_path / "missing.pt", tmp_path / "x.pt", "cosine", "no such policy file"),
+                                        (smoke_run / "policy.pt", tmp_path / "no" / "x.pt", "cosine", "does not exist")]:
+        proc = script("set_lr_decay.py", str(source), str(out), "--lr-decay", decay, timeout=120)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "x.pt").exists()

@@ -105,11 +105,12 @@ def test_resume_with_another_worker_count_is_one_line(run_cli, tmp_path):
 
 def test_the_policy_file_fixes_its_observation_protocol(run_cli, tmp_path):
     result = run_cli("train-policy", *SMOKE, "controller.stats_every=2", "controller.eval_points=10",
-                     "controller.eval_decisions=32", "controller.min_interval=3", f"run_dir={tmp_path}")
+                     "controller.eval_decisions=32", "controller.min_interval=3", "controller.lr_decay=linear",
+                     f"run_dir={tmp_path}")
     assert result.exit_code == 0, result.output
     _, meta = load_policy(tmp_path / "policy.pt")
     assert meta["protocol"] == {"decisions": 32, "stats_every": 2, "eval_points": 10, "parameter_count": "all",
-                                "min_interval": 3}
+                                "min_interval": 3, "lr_decay": "linear"}
     refused = run_cli("train-policy", *SMOKE, "+task_family.eval_points=14", f"run_dir={tmp_path / 'other'}")
     assert refused.exit_code != 0 and "eval_points=14 contradicts" in str(refused.exception)
 

@@ -123,8 +123,9 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     run in this process, in local processes (`executor.workers=N`) or as Ray actors
     (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.
     The policy file fixes its observation protocol from controller.eval_decisions, stats_every,
-    eval_points and parameter_count; every run it later drives is observed that way, and a
-    resume under another protocol is refused.
+    eval_points, parameter_count, min_interval and lr_decay (a schedule multiplying the policy's
+    lr at every step); every run it later drives is observed that way, and a resume under
+    another protocol is refused.
     Examples: `lhopt train-policy run_dir=outputs/policy`, `lhopt train-policy debug=smoke`,
     `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`,
     `lhopt train-policy executor=ray workers=8`.

@@ -131,7 +131,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     check_protocol(cfg, protocol)
     claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard))
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
-    console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else ""))
+    console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else "")
+                  + (f", lr decay {protocol.lr_decay}" if protocol.lr_decay != "constant" else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
     held = ExitStack()
     if cfg.grid_dir and grid_dir.resolve() != run_dir.resolve():  # another command writing it would lose runs

@@ -59,7 +59,7 @@ def training_protocol(cfg: DictConfig) -> ObservationProtocol:
                                    eval_points=int(c.eval_points), parameter_count=str(c.parameter_count),
                                    min_interval=int(c.min_interval), lr_decay=str(c.get("lr_decay", "constant")))
     except ProtocolError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"controller: {str(err).removeprefix('observation protocol: ')}") from None
 
 
 def family_config(cfg: DictConfig) -> dict:
@@ -106,9 +106,10 @@ def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
         raise ConfigError(str(err)) from None
 
 
-def build(cfg: DictConfig, fresh: bool = True) -> PPO:
+def build(cfg: DictConfig, fresh: bool = True, initial: tuple[RecurrentActorCritic, str] | None = None) -> PPO:
     """PPO with its agent and rollout workers; a `fresh` run starts from `init_policy` where one
-    is set (a resumed one from its checkpoint, loaded afterwards)."""
+    is set (`initial`: that file as `initial_policy` read it, else it is read here; a resumed run
+    starts from its checkpoint, loaded afterwards)."""
     family_cfg = family_config(cfg)
     c = cfg.controller
     env_kwargs = episode_env_kwargs(cfg, family_cfg)
@@ -117,19 +118,19 @@ def build(cfg: DictConfig, fresh: bool = True) -> PPO:
     torch.manual_seed(int(cfg.seed))
     agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
     if fresh and cfg.get("init_policy"):  # before PPO, so its Polyak average starts here too
-        agent.load_state_dict(initial_policy(cfg).state_dict())
+        agent.load_state_dict((initial or initial_policy(cfg))[0].state_dict())
     ppo_cfg = ppo_config(cfg)
     states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
     workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
     return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)
 
 
-def initial_policy(cfg: DictConfig) -> RecurrentActorCritic:
+def initial_policy(cfg: DictConfig) -> tuple[RecurrentActorCritic, str]:
     """The policy a fresh run starts from (`init_policy`: a policy file, e.g. another run's
     best.pt): its weights, input normaliser and critic replace the untrained network's, so
     meta-training continues it on this run's family and reward (and lr decay, which may differ).
-    ConfigError (one line) for an unreadable file or one of another network width, observation
-    protocol or critic."""
+    Returns the agent and the lr decay the file ran under. ConfigError (one line) for an
+    unreadable file or one of another network width, observation protocol or critic."""
     path = Path(str(cfg.init_policy))
     try:
         agent, meta = load_policy(path)
@@ -149,7 +150,7 @@ def initial_policy(cfg: DictConfig) -> RecurrentActorCritic:
     differ = [f"{k}={v}" for k, v in theirs.items() if ours[k] != v]
     if differ:
         raise ConfigError(f"init_policy {path} is another network; start it with {' '.join(differ)}")
-    return agent
+    return agent, policy_protocol(meta).lr_decay
 
 
 def ppo_config(cfg: DictConfig) -> PPOConfig:
@@ -192,13 +193,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
+def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
     """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
-    suite): checked before anything is written, so a refused command changes nothing."""
+    suite): checked before anything is written, so a refused command changes nothing. Returns
+    what `initial_policy` read for a fresh run with `init_policy`, else None."""
     checkpoint = run_dir / "checkpoint.pt"
+    training_protocol(cfg)
+    initial = None
     if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
-        initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
+        initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
     if not cfg.resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     if cfg.resume and checkpoint.exists():
@@ -213,13 +217,17 @@ def refuse_occupied(cfg: DictConfig, run_dir: Path) -> None:
         _, suite_name, seeds = validation_settings(cfg)
         resumed_best(cfg, checkpoint, suite_name, seeds)
         _log_rows(run_dir / "meta_train.csv", int(state["ppo"]["iteration"]))
+    return initial
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     console = console or Console(soft_wrap=True)
     checkpoint = run_dir / "checkpoint.pt"
     log_path = run_dir / "meta_train.csv"
-    refuse_occupied(cfg, run_dir)
+    initial = refuse_occupied(cfg, run_dir)
+    if initial is not None and initial[1] != training_protocol(cfg).lr_decay:
+        console.print(f"init_policy ran under lr_decay={initial[1]}; this run trains it under "
+                      f"lr_decay={training_protocol(cfg).lr_decay} (controller.lr_decay)")
     every, suite_name, seeds = validation_settings(cfg)
     ppo_config(cfg), reference_sweep(cfg)  # settings checked before anything runs
     best = resumed_best(cfg, checkpoint, suite_name, seeds)
@@ -229,7 +237,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
                                      debug=cfg.get("debug"), console=console)
         console.print(f"validation suite {suite_name} ready in {time.perf_counter() - start:.1f} s")
-    ppo = build(cfg, fresh=not (cfg.resume and checkpoint.exists()))
+    ppo = build(cfg, fresh=not (cfg.resume and checkpoint.exists()), initial=initial)
     try:
         _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation, best)
     finally:

@@ -11,7 +11,8 @@ model's output (`outputs["loss"]`, what Trainer.compute_loss uses) by a forward 
 `on_pre_optimizer_step` the Controller clips the gradient, decides at its decision points and
 says whether the coming update is taken. It also writes its hyperparameters into the optimizer
 before every update, so the Trainer's LR scheduler cannot override them (the `learning_rate`
-the Trainer logs is its scheduler's; the one used is in `controller.history`; the policy starts
+the Trainer logs is its scheduler's; the policy's is in `controller.history`, times the lr decay of
+its protocol in the param groups; the policy starts
 from the scheduler's base lr, warmup or not). An evaluation's
 `eval_loss` reaches the Controller at the next step. Install with `pip install lhopt-cli[hf]`.
 """
