@@ -168,6 +168,10 @@ def test_init_policy_that_cannot_start_the_run_is_one_line_and_writes_nothing(sm
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert message in proc.stderr
     assert not run_dir.exists()  # a refused command leaves no folder of its own, not even its lock files
+    nested = tmp_path / "new" / "deeper" / "run"
+    proc = subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"init_policy={smoke_policy}",
+                           f"run_dir={nested}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert proc.returncode == 1 and not (tmp_path / "new").exists()  # nor the parents it made
     missing = subprocess.run([str(LHOPT), "train-policy", *SMOKE, f"init_policy={tmp_path / 'none.pt'}",
                               f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert missing.returncode == 1 and "init_policy: " in missing.stderr and "no such policy file" in missing.stderr

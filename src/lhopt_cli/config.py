@@ -186,7 +186,8 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     from .results.locks import LOCK_FILES, FolderBusy, folder_lock
 
     run_dir = _run_dir_path(cfg)
-    created = not run_dir.exists()
+    # the folders this command creates, innermost first (run_dir and any missing parents)
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     try:
         lock = folder_lock(run_dir, f"lhopt {cfg.command}")
@@ -208,8 +209,9 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
         if refused and created:  # a refused command leaves no folder of its own behind
             for name in LOCK_FILES:
                 (run_dir / name).unlink(missing_ok=True)
-            with suppress(OSError):
-                run_dir.rmdir()
+            with suppress(OSError):  # stops at the first folder something else has written into
+                for folder in created:
+                    folder.rmdir()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
