@@ -2,6 +2,7 @@
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -45,6 +46,46 @@ def test_bad_policy_files_are_refused_in_one_line(tmp_path):
         load_policy(tmp_path / "future.pt")
     with pytest.raises(PolicyFileError, match="no such policy file"):
         load_policy(tmp_path / "missing.pt")
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_ends_a_run_with_its_worker_processes_and_it_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*SMOKE, "ppo.iterations=400", "workers=2", "executor.workers=2", "envs=3", "checkpoint_every=1"]
+    proc = subprocess.Popen([str(LHOPT), "train-policy", *args, f"run_dir={run_dir}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=lhopt_env())
+    log = run_dir / "meta_train.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    workers = _children(proc.pid)
+    assert len(workers) >= 2  # the rollout worker processes (and multiprocessing's helpers)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished work is saved")
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "worker processes outlived the stopped run"
+    resumed = subprocess.run([str(LHOPT), "train-policy", *args, "ppo.iterations=3", "resume=true",
+                              f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
+    assert resumed.returncode == 0 and "Resuming from iteration" in resumed.stdout, resumed.stderr
 
 
 def test_killed_run_resumes_to_the_same_outcome(tmp_path):

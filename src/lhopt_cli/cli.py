@@ -1,7 +1,9 @@
 """The `lhopt` command line: parse, compose the config, call the command's run(cfg)."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -25,13 +27,20 @@ console = Console(soft_wrap=True)  # paths and messages stay on one line
 
 @contextmanager
 def _resumable():
-    """Ctrl-C ends a long command with one line (typer would exit silently)."""
+    """Ctrl-C or SIGTERM ends a long command with one line (typer would exit silently). SIGTERM is
+    taken as Ctrl-C, so the command's cleanup runs: its worker processes are shut down instead of
+    outliving it (a job started in the background ignores SIGINT; SIGTERM is how it is stopped)."""
+    main = threading.current_thread() is threading.main_thread()  # only there may a handler be set
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         yield
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is saved; rerun the same command (resume=true for "
                    "train-policy) to continue", err=True)
         raise typer.Exit(130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 HYDRA_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
