@@ -93,6 +93,11 @@ def test_settings_that_contradict_the_policys_protocol_are_refused(run_cli, poli
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+        if setting.startswith("protocol."):  # refused before anything is written: no folder left
+            assert not (tmp_path / "r").exists()
+    missing = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", f"policy={tmp_path / 'none.pt'}", "tasks=[nqm]",
+                              f"run_dir={tmp_path / 'm'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert missing.returncode == 1 and "no such policy file" in missing.stderr and not (tmp_path / "m").exists()
 
 
 def test_a_run_dir_holds_the_runs_of_one_policy(run_cli, smoke_policy, policy_with_protocol, tmp_path):

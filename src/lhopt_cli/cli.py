@@ -171,8 +171,9 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import evaluate as job
 
     cfg = _compose(ctx, "evaluate", cfg_only)
-    with run_folder(cfg) as run_dir, _resumable():
-        job.run(cfg, run_dir, console)
+    checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
+    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg))) as run_dir, _resumable():
+        job.run(cfg, run_dir, console, checked[0])
 
 
 @app.command("scaling-fit", context_settings=OVERRIDES)

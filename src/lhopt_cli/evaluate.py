@@ -26,6 +26,7 @@ from . import baseline_grid
 from .api import default_policy_path
 from .config import ConfigError, compose, debug_overrides
 from .control.checkpoint import load_policy, policy_protocol
+from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .inner import train_one_epoch
@@ -119,16 +120,26 @@ def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
     protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
-    console = console or Console(soft_wrap=True)
+def preflight(cfg: DictConfig) -> tuple[Path, RecurrentActorCritic, dict]:
+    """What `run` checks before it writes anything: the executor, the extra baselines, the policy
+    file and the protocol settings against it. Returns (policy path, agent, the file's metadata);
+    raises ConfigError, PolicyFileError or ProtocolError (one line each)."""
     baseline_grid.require_local_executor(cfg)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
     agent, policy_meta = load_policy(policy_path)
+    check_protocol(cfg, policy_protocol(policy_meta))
+    return policy_path, agent, policy_meta
+
+
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
+        checked: tuple[Path, RecurrentActorCritic, dict] | None = None) -> pd.DataFrame:
+    """`checked`: what `preflight(cfg)` returned (else it runs here)."""
+    console = console or Console(soft_wrap=True)
+    policy_path, agent, policy_meta = checked or preflight(cfg)
     protocol = policy_protocol(policy_meta)
-    check_protocol(cfg, protocol)
     claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard))
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else "")
