@@ -68,5 +68,6 @@ def main() -> None:
     best = max(medians, key=medians.get)
     print(f"best: {best} (median {medians[best]:.3f}x on {', '.join(args.suites)})")
 
+
 if __name__ == "__main__":
     main()

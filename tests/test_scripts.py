@@ -244,7 +244,7 @@ def test_export_policy_bad_input_is_one_line(smoke_run, tmp_path):
     for args, message in [
         ([str(tmp_path / "nonexist"), str(tmp_path / "e.pt")], "config.yaml: missing"),
         ([str(smoke_run), str(tmp_path / "folder")], "a folder; give the policy file's path"),
-        ([str(smoke_run), str(tmp_path / "none" / "e.pt")], "cannot be written"),
+        ([str(smoke_run), str(tmp_path / "none" / "e.pt")], f"cannot be written (its folder {tmp_path / 'none'} does not exist)"),
         ([str(tmp_path / "run"), str(tmp_path / "e.pt")], "not a train-policy checkpoint (a policy file)"),
     ]:
         proc = script("export_policy.py", *args, timeout=120)

@@ -33,8 +33,11 @@ class DamagedFile(ValueError):
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file and a rename; the temporary file is removed when the
-    write fails (a full disk leaves nothing behind, the old file stays whole)."""
+    write fails (a full disk leaves nothing behind, the old file stays whole). Raises OSError
+    (FileNotFoundError where the folder is missing) whose strerror says why, in one line."""
     path = Path(path)
+    if not path.parent.is_dir():  # torch would report it as a failed write
+        raise FileNotFoundError(errno.ENOENT, f"its folder {path.parent} does not exist", str(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, tmp)
