@@ -2,10 +2,12 @@
 
     python scripts/make_validation_suite.py [--per-kind 2] [--seed 7000] [--out conf/suite/validation.yaml]
     python scripts/make_validation_suite.py --family extended --per-kind 1 --seed 7100 --name validation_extended
+    python scripts/make_validation_suite.py --family heldout --per-kind 4 --seed 7200 --name validation_heldout
 
 Each kind the family (`--family`, a conf/task_family/ name) trains on gets `--per-kind` instances, drawn with the family's own
 sampler from a random stream (`--seed`) that meta-training never uses, so the suite holds tasks
-of the training distribution that no PPO update saw. The list is written out in full: later
+of the training distribution that no PPO update saw. `--family heldout` draws kinds no training
+family holds (`lhopt train-policy` refuses them), so a checkpoint is chosen by kinds it never saw. The list is written out in full: later
 changes to the family do not change the suite.
 """
 from __future__ import annotations
@@ -57,8 +59,10 @@ def main() -> None:
         members = sample_members(args.per_kind, args.seed, args.family)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    header = (f"# The {args.name} suite: {len(members)} instances of the {args.family} training family "
-              f"({args.per_kind} per kind), sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
+    drawn_from = ("the held-out kinds, which no training family draws (leave-kinds-out),"
+                  if args.family == "heldout" else f"the {args.family} training family")
+    header = (f"# The {args.name} suite: {len(members)} instances of {drawn_from} "
+              f"{args.per_kind} per kind, sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
               f"{'' if args.family == 'default' else f' --family {args.family}'}. Checkpoints are chosen on "
               "it; no PPO update ever runs on it.\n")
     body = yaml.safe_dump({"name": args.name, "members": members}, sort_keys=False, width=120)

@@ -83,7 +83,7 @@ def reference_grid_jobs(suite_name: str, member: dict):
     return baseline_grid.plan(cfg)
 
 
-@pytest.mark.parametrize("suite_name", ["validation", "test"])
+@pytest.mark.parametrize("suite_name", ["validation", "validation_extended", "validation_heldout", "test"])
 def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
     from lhopt_cli.results.store import ResultsStore
 
@@ -95,7 +95,8 @@ def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
         assert {job.run_id for job in jobs} <= done, f"{suite_name}/{member['id']}: stored grid incomplete"
 
 
-@pytest.mark.parametrize("suite_name, member_id", [("validation", "mlp_digits_0"), ("test", "fair_tabular")])
+@pytest.mark.parametrize("suite_name, member_id", [("validation", "mlp_digits_0"), ("validation_heldout", "lorenz_forecast_2"),
+                                                   ("test", "fair_tabular")])
 def test_a_stored_reference_run_recomputes_to_the_same_curve(suite_name, member_id):
     from lhopt_cli import baseline_grid
     from lhopt_cli.results.store import ResultsStore

@@ -15,10 +15,13 @@ SMALL = ["task.max_steps=30", "task.eval_points=3", "task.valid_size=256"]
 EXTRA = {
     "mnist1d_conv": ["task.num_train=3200", "task.num_valid=400"],
     "char_lm": ["task.max_chars=60000"],
+    "mnist1d_transformer": ["task.num_train=3200", "task.num_valid=400"],
 }
 LR = {"mlp_mnist": 3e-3, "mlp_digits": 1e-2, "algorithmic": 1e-2, "cnn_mnist": 3e-3, "mnist1d_conv": 1e-2, "char_lm": 3e-3, "nqm": 0.1,
       "code_lm": 1e-2, "fair_tabular": 3e-3, "randhie_regression": 1e-3, "co2_forecast": 1e-2, "patch_autoencoder": 3e-3,
-      "resnet_mnist": 1e-2, "digits_transformer": 3e-3, "markov_lm": 1e-2, "sequence_classification": 1e-2}
+      "resnet_mnist": 1e-2, "digits_transformer": 3e-3, "markov_lm": 1e-2, "sequence_classification": 1e-2,
+      "mnist_autoencoder": 3e-3, "synthetic_tabular": 3e-3, "friedman_regression": 3e-3, "lorenz_forecast": 1e-2,
+      "mnist1d_transformer": 3e-3}
 NAMES = list(TASKS)
 USER_CACHE = os.environ.get("LHOPT_CACHE")  # before the fixtures point it at a temporary folder
 
@@ -59,7 +62,9 @@ def seed0_run(small_tasks, seed0_runs, name):
 def test_all_tasks_covered():
     assert set(NAMES) == {"algorithmic", "mlp_mnist", "mlp_digits", "cnn_mnist", "mnist1d_conv", "char_lm", "nqm",
                           "code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder",
-                          "resnet_mnist", "digits_transformer", "markov_lm", "sequence_classification"}
+                          "resnet_mnist", "digits_transformer", "markov_lm", "sequence_classification",
+                          "mnist_autoencoder", "synthetic_tabular", "friedman_regression", "lorenz_forecast",
+                          "mnist1d_transformer"}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -138,6 +138,53 @@ class DigitsTransformerTask(TaskBase):
     n_layer: int = 2
 
 
+@dataclass
+class FriedmanRegressionTask(MlpTabularTask):
+    num_train: int = 4000
+    num_valid: int = 1000
+    features: int = 10
+    noise: float = 0.5
+    data_seed: int = 0
+
+
+@dataclass
+class LorenzForecastTask(TaskBase):
+    points: int = 4000
+    every: int = 4
+    window: int = 16
+    horizon: int = 4
+    data_seed: int = 0
+    hidden: list[int] = field(default_factory=lambda: [64])
+    activation: str = "tanh"
+
+
+@dataclass
+class Mnist1dTransformerTask(TaskBase):
+    num_train: int = 4000
+    num_valid: int = 1000
+    d_model: int = 32
+    n_head: int = 2
+    n_layer: int = 1
+
+
+@dataclass
+class MnistAutoencoderTask(TaskBase):
+    hidden: list[int] = field(default_factory=lambda: [128])
+    code: int = 16
+    activation: str = "relu"
+
+
+@dataclass
+class SyntheticTabularTask(MlpTabularTask):
+    num_train: int = 4000
+    num_valid: int = 1000
+    features: int = 20
+    informative: int = 8
+    classes: int = 4
+    flip: float = 0.05
+    data_seed: int = 0
+
+
 TASK_SCHEMAS: dict[str, type] = {
     "algorithmic": AlgorithmicTask,
     "mlp_mnist": MlpMnistTask,
@@ -155,6 +202,11 @@ TASK_SCHEMAS: dict[str, type] = {
     "patch_autoencoder": PatchAutoencoderTask,
     "resnet_mnist": ResnetMnistTask,
     "digits_transformer": DigitsTransformerTask,
+    "mnist_autoencoder": MnistAutoencoderTask,
+    "synthetic_tabular": SyntheticTabularTask,
+    "friedman_regression": FriedmanRegressionTask,
+    "lorenz_forecast": LorenzForecastTask,
+    "mnist1d_transformer": Mnist1dTransformerTask,
 }
 
 

@@ -28,6 +28,7 @@ from .control.reference import ReferenceSweep
 from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
 from .executor import resolve_workers
 from .progress import progress_bar
+from .tasks import HELDOUT_KINDS
 from .tasks.families import FamilyError, TaskFamily
 from .validation import ValidationSuite, validation_settings
 
@@ -74,7 +75,10 @@ def family_config(cfg: DictConfig) -> dict:
                 if spec["eval_points"] is None:
                     raise ProtocolError(f"{where}: eval_points=null; leave it unset (controller.eval_points sets it)")
                 protocol.check(where, eval_points=spec["eval_points"])
-        TaskFamily(family_cfg)
+        held_out = sorted(set(TaskFamily(family_cfg).names) & set(HELDOUT_KINDS))
+        if held_out:
+            raise FamilyError(f"task_family draws {', '.join(held_out)}: held-out kinds (the leave-kinds-out "
+                              "validation suite) are never trained on; exclude them")
     except (FamilyError, ProtocolError) as err:
         raise ConfigError(str(err)) from None
     return {**family_cfg, "eval_points": protocol.eval_points}
@@ -196,10 +200,10 @@ def load_checkpoint(path: Path) -> dict:
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
     """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
-    suite): checked before anything is written, so a refused command changes nothing. Returns
+    suite), or if the task family is refused (family_config): checked before anything is written, so a refused command changes nothing. Returns
     what `initial_policy` read for a fresh run with `init_policy`, else None."""
     checkpoint = run_dir / "checkpoint.pt"
-    training_protocol(cfg)
+    family_config(cfg)  # the protocol and the family (no held-out kind)
     initial = None
     if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
         initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file

@@ -9,10 +9,14 @@ import math
 import numpy as np
 
 from ..inner.optim import HParams
-from ..tasks import TASKS
 from .actions import logit
 
-KINDS = tuple(sorted(TASKS))  # one-hot position of the task kind
+# One-hot positions of the task kind, fixed: a critic's input width is stored in every policy file,
+# so kinds added later (which no family trained before them) read as all zeros rather than
+# widening the critic of files already written.
+KINDS = ("algorithmic", "char_lm", "cnn_mnist", "co2_forecast", "code_lm", "digits_transformer", "fair_tabular",
+         "markov_lm", "mlp_digits", "mlp_mnist", "mnist1d_conv", "nqm", "patch_autoencoder",
+         "randhie_regression", "resnet_mnist", "sequence_classification")
 HPARAM_LOGS = ("log_lr", "log_one_minus_beta1", "log_one_minus_beta2", "log_eps", "log_weight_decay", "clip_logit")
 PRIVILEGED_NAMES = (
     *(f"kind_{k}" for k in KINDS),
@@ -33,7 +37,7 @@ def _hparam_logs(hp: HParams) -> list[float]:
 
 def privileged_vector(kind: str, start: HParams, now: HParams, total_steps: int, progress: float,
                       initial_valid: float, valid: float, train: float | None) -> np.ndarray:
-    """(len(PRIVILEGED_NAMES),) float32: the task kind (one-hot), the start and current
+    """(len(PRIVILEGED_NAMES),) float32: the task kind (one-hot over KINDS; all zeros for another), the start and current
     hyperparameters in logs (absolute units), log10 of the run's length, its progress, and log10
     of the raw losses (validation at step 0 and latest, the last interval's training loss; 0
     where missing or not finite)."""

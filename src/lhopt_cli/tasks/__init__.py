@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from .algorithmic import Algorithmic
-from .autoencoder import PatchAutoencoder
+from .autoencoder import MnistAutoencoder, PatchAutoencoder
 from .base import Task
 from .forecast import Co2Forecast
+from .heldout import FriedmanRegression, LorenzForecast, Mnist1dTransformer
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
 from .synthetic_text import MarkovLm, SequenceClassification
-from .tabular import FairTabular, RandhieRegression
+from .tabular import FairTabular, RandhieRegression, SyntheticTabular
 from .text_lm import CharLm, CodeLm
 from .vision import CnnMnist, DigitsTransformer, MlpDigits, MlpMnist, ResnetMnist
 
@@ -22,6 +23,8 @@ TASKS: dict[str, type[Task]] = {
     "nqm": Nqm,
     "markov_lm": MarkovLm,
     "sequence_classification": SequenceClassification,
+    "mnist_autoencoder": MnistAutoencoder,
+    "synthetic_tabular": SyntheticTabular,
     # kinds the training family never draws (the test suite)
     "code_lm": CodeLm,
     "fair_tabular": FairTabular,
@@ -30,7 +33,13 @@ TASKS: dict[str, type[Task]] = {
     "patch_autoencoder": PatchAutoencoder,
     "resnet_mnist": ResnetMnist,
     "digits_transformer": DigitsTransformer,
+    # kinds no training family draws and the test suite lacks (the leave-kinds-out validation suite)
+    "friedman_regression": FriedmanRegression,
+    "lorenz_forecast": LorenzForecast,
+    "mnist1d_transformer": Mnist1dTransformer,
 }
+
+HELDOUT_KINDS = ("friedman_regression", "lorenz_forecast", "mnist1d_transformer")
 
 
 def build_task(cfg) -> Task:
@@ -41,4 +50,4 @@ def build_task(cfg) -> Task:
     return TASKS[name](cfg)
 
 
-__all__ = ["TASKS", "Task", "build_task"]
+__all__ = ["HELDOUT_KINDS", "TASKS", "Task", "build_task"]

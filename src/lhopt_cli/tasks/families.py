@@ -13,7 +13,7 @@ import numpy as np
 
 from . import TASKS
 
-DEPTH_KEYS = {"mlp_mnist", "mlp_digits"}
+DEPTH_KEYS = {"mlp_mnist", "mlp_digits", "mnist_autoencoder", "synthetic_tabular", "friedman_regression", "lorenz_forecast"}
 
 
 class FamilyError(ValueError):

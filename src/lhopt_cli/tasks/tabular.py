@@ -1,4 +1,5 @@
-"""Real tabular data shipped with statsmodels: a classifier and a regression (held-out kinds).
+"""Tabular data: real tables shipped with statsmodels, a classifier and a regression (test-suite
+kinds), and generated classification tables (a training-family kind, synthetic_tabular).
 
 fair_tabular: the Fair (1978) affairs survey, 6,366 women; predict whether affairs > 0 from 8
 columns. randhie_regression: the RAND health insurance experiment, 20,190 person-years;
@@ -6,6 +7,8 @@ predict log(1 + outpatient visits) from 9 columns (mean squared error). Columns 
 standardised with the training split's statistics; the split is fixed (seed 0), 80 / 20.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -49,3 +52,31 @@ class RandhieRegression(ArrayRegressionTask):
 
     def build_model(self) -> nn.Module:
         return mlp(self.x_train.shape[1], self.cfg.hidden, 1, self.cfg.activation, self.cfg.norm)
+
+
+class SyntheticTabular(ArrayClassificationTask):
+    """An MLP classifier of scikit-learn's `make_classification` data (generated): `classes`
+    clusters per class on `informative` of `features` columns (raised to what the classes
+    need), a share `flip` of labels flipped; columns standardised with the training split's statistics."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from sklearn.datasets import make_classification
+
+        c = self.cfg
+        n_train, n_valid = int(c.num_train), int(c.num_valid)
+        classes = int(c.classes)
+        # make_classification needs 2 * classes clusters to fit in the 2^informative hypercube corners
+        informative = max(int(c.informative), math.ceil(math.log2(2 * classes)))
+        features = max(int(c.features), informative)
+        x, y = make_classification(n_train + n_valid, n_features=features, n_informative=informative,
+                                   n_redundant=0, n_classes=classes, n_clusters_per_class=2,
+                                   flip_y=float(c.flip), random_state=int(c.data_seed))
+        mean, std = x[:n_train].mean(0), x[:n_train].std(0) + 1e-8
+        x = torch.from_numpy(((x - mean) / std).astype(np.float32))
+        y = torch.from_numpy(y.astype(np.int64))
+        self.x_train, self.y_train, self.x_valid, self.y_valid = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+        self._limit_valid()
+
+    def build_model(self) -> nn.Module:
+        return mlp(self.x_train.shape[1], self.cfg.hidden, int(self.cfg.classes), self.cfg.activation, self.cfg.norm)

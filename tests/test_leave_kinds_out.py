@@ -1,0 +1,109 @@
+"""The leave-kinds-out protocol: held-out kinds (no training family draws them, the test suite
+lacks them) make the validation_heldout suite; the wide family adds two training kinds."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import LHOPT, REPO, lhopt_env
+from lhopt_cli.config import compose
+from lhopt_cli.control.privileged import KINDS, PRIVILEGED_NAMES, privileged_vector
+from lhopt_cli.inner.optim import HParams
+from lhopt_cli.tasks import HELDOUT_KINDS, build_task
+from lhopt_cli.tasks.families import TaskFamily
+
+TRAINING_FAMILIES = ("default", "extended", "wide", "nqm_low_lr")
+
+
+def family(name: str) -> TaskFamily:
+    return TaskFamily(OmegaConf.to_container(compose("train_policy", [f"task_family={name}"]).task_family, resolve=True))
+
+
+def suite_members(name: str) -> list[dict]:
+    return OmegaConf.to_container(compose("evaluate", [f"suite={name}"]).suite, resolve=True)["members"]
+
+
+def small(name: str, *more: str):
+    return build_task(compose("baseline_grid", [f"task={name}", "task.eval_points=3", *more]).task)
+
+
+def test_held_out_kinds_are_in_no_training_family_and_not_in_the_test_suite():
+    test_kinds = {m["task"] for m in suite_members("test")}
+    for name in TRAINING_FAMILIES:
+        assert not set(family(name).names) & (set(HELDOUT_KINDS) | test_kinds), name
+    heldout = suite_members("validation_heldout")
+    assert len(heldout) == 12 and {m["task"] for m in heldout} == set(HELDOUT_KINDS)
+    assert len({m["id"] for m in heldout}) == 12
+    assert {"mnist_autoencoder", "synthetic_tabular"} <= set(family("wide").names)
+    assert set(family("extended").names) < set(family("wide").names)
+
+
+def test_the_held_out_suite_is_what_its_script_samples(tmp_path):
+    out = tmp_path / "validation_heldout.yaml"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--family", "heldout",
+                           "--per-kind", "4", "--seed", "7200", "--name", "validation_heldout", "--out", str(out)],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load((REPO / "conf" / "suite" / "validation_heldout.yaml").read_text())
+    assert "leave-kinds-out" in out.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("args", [["task_family=heldout"], ["task_family=wide", "+task_family.kinds.lorenz_forecast={weight: 1.0}"]])
+def test_train_policy_refuses_a_family_that_draws_a_held_out_kind_in_one_line_and_leaves_no_folder(tmp_path, args):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([str(LHOPT), "train-policy", "debug=smoke", *args, f"run_dir={run_dir}"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: task_family draws ") and "held-out kinds" in lines[0]
+    assert not run_dir.exists()
+
+
+def test_the_lorenz_forecast_validates_on_the_trajectory_after_the_training_part():
+    task = small("lorenz_forecast", "task.points=1000", "task.window=6", "task.horizon=2")
+    assert task.x_train.shape[1] == 6 * 3 and task.y_train.shape[1] == 2 * 3
+    # consecutive training windows overlap by all but one state: the series is read in order
+    assert torch.equal(task.x_train[1, :-3], task.x_train[0, 3:])
+    assert len(task.x_train) == 800 - 8 + 1 and len(task.x_valid) == 200 - 8 + 1
+    # the training part is standardised, the validation part is its continuation
+    states = torch.cat([task.x_train[:, :3], task.y_train[-1:, -3:]])
+    assert states.mean(0).abs().max() < 0.1
+    assert not torch.equal(task.x_valid[0], task.x_train[-1])
+    again, other = small("lorenz_forecast", "task.points=1000"), small("lorenz_forecast", "task.points=1000", "task.data_seed=1")
+    assert torch.equal(again.x_valid, small("lorenz_forecast", "task.points=1000").x_valid)
+    assert not torch.equal(again.x_train[:10], other.x_train[:10])
+
+
+def test_generated_tables_are_fixed_by_their_data_seed():
+    for name, more in (("friedman_regression", []), ("synthetic_tabular", ["task.classes=8", "task.informative=2"])):
+        a, b, other = small(name, *more), small(name, *more), small(name, *more, "task.data_seed=1")
+        assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_valid, b.y_valid)
+        assert not torch.equal(a.x_train, other.x_train)
+        assert a.x_train.mean(0).abs().max() < 0.1 and (a.x_train.std(0) - 1).abs().max() < 0.1
+    regression = small("friedman_regression")
+    assert abs(float(regression.y_train.mean())) < 1e-4 and abs(float(regression.y_train.std()) - 1) < 1e-3
+    table = small("synthetic_tabular", "task.classes=8", "task.informative=2")  # informative raised to 4
+    assert set(table.y_train.tolist()) == set(range(8)) and table.build_model()[-1].out_features == 8
+
+
+def test_the_autoencoder_reconstructs_its_input_and_the_transformer_reads_the_signal_in_tokens():
+    autoencoder = small("mnist_autoencoder")
+    assert torch.equal(autoencoder.x_train, autoencoder.y_train) and autoencoder.x_train.shape[1] == 784
+    transformer = small("mnist1d_transformer", "task.num_train=3200", "task.num_valid=400", "task.n_head=3", "task.d_model=16")
+    assert transformer.x_train.shape[1:] == (8, 5)
+    assert transformer.build_model().embed.out_features == 18  # d_model rounded up to a multiple of the heads
+
+
+def test_the_critics_kind_inputs_keep_their_width_and_a_new_kind_reads_as_zeros():
+    from lhopt_cli.control.checkpoint import load_policy
+
+    agent, _ = load_policy(REPO / "src" / "lhopt_cli" / "policies" / "default.pt")
+    assert agent.privileged_dim in (0, len(PRIVILEGED_NAMES)) and len(KINDS) == 16
+    hp = HParams(lr=1e-3)
+    for kind, ones in (("mlp_mnist", 1.0), ("synthetic_tabular", 0.0), ("lorenz_forecast", 0.0)):
+        vector = privileged_vector(kind, hp, hp, 100, 0.5, 1.0, 0.5, 0.6)
+        assert vector.shape == (len(PRIVILEGED_NAMES),) and np.sum(vector[:len(KINDS)]) == ones
