@@ -83,7 +83,7 @@ def reference_grid_jobs(suite_name: str, member: dict):
     return baseline_grid.plan(cfg)
 
 
-@pytest.mark.parametrize("suite_name", ["validation", "validation_extended", "validation_heldout", "test"])
+@pytest.mark.parametrize("suite_name", ["validation", "validation_heldout", "test"])
 def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
     from lhopt_cli.results.store import ResultsStore
 
