@@ -1,7 +1,7 @@
 """Write conf/suite/validation.yaml: a fixed list of task instances sampled from the training family.
 
     python scripts/make_validation_suite.py [--per-kind 2] [--seed 7000] [--out conf/suite/validation.yaml]
-    python scripts/make_validation_suite.py --family extended --per-kind 1 --seed 7100 --name validation_extended
+    python scripts/make_validation_suite.py --family extended --per-kind 2 --seed 7100 --name validation_extended
     python scripts/make_validation_suite.py --family heldout --per-kind 4 --seed 7200 --name validation_heldout
 
 Each kind the family (`--family`, a conf/task_family/ name) trains on gets `--per-kind` instances, drawn with the family's own
@@ -51,6 +51,8 @@ def main() -> None:
     args.out = Path(args.out or suites / f"{args.name}.yaml")
     if args.name in ("test", "train", "smoke") or args.out.resolve() in {suites.resolve() / f"{n}.yaml" for n in ("test", "train", "smoke")}:
         sys.exit(f"error: --name {args.name} / --out {args.out}: the test, train and smoke suites are not validation suites")
+    if not 0 <= args.seed < 2**63:
+        sys.exit(f"error: --seed must lie in [0, 2^63) (got {args.seed})")
     if args.per_kind < 1:
         sys.exit(f"error: --per-kind must be at least 1 (got {args.per_kind})")
     if args.out.is_dir() or not args.out.parent.is_dir():
@@ -59,12 +61,12 @@ def main() -> None:
         members = sample_members(args.per_kind, args.seed, args.family)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    drawn_from = ("the held-out kinds, which no training family draws (leave-kinds-out),"
-                  if args.family == "heldout" else f"the {args.family} training family")
+    heldout = args.family == "heldout"
+    drawn_from = "the held-out kinds, which no training family draws" if heldout else f"the {args.family} training family"
     header = (f"# The {args.name} suite: {len(members)} instances of {drawn_from} "
-              f"{args.per_kind} per kind, sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
-              f"{'' if args.family == 'default' else f' --family {args.family}'}. Checkpoints are chosen on "
-              "it; no PPO update ever runs on it.\n")
+              f"({args.per_kind} per kind), sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
+              f"{'' if args.family == 'default' else f' --family {args.family}'}. "
+              f"{'Leave-kinds-out: c' if heldout else 'C'}heckpoints are chosen on it; no PPO update ever runs on it.\n")
     body = yaml.safe_dump({"name": args.name, "members": members}, sort_keys=False, width=120)
     args.out.write_text(header + body)
     print(f"{args.out}: {len(members)} members")

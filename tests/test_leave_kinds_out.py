@@ -49,7 +49,7 @@ def test_the_held_out_suite_is_what_its_script_samples(tmp_path):
                           capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(out.read_text()) == yaml.safe_load((REPO / "conf" / "suite" / "validation_heldout.yaml").read_text())
-    assert "leave-kinds-out" in out.read_text().splitlines()[0]
+    assert "Leave-kinds-out" in out.read_text().splitlines()[1]
 
 
 @pytest.mark.parametrize("args", [["task_family=heldout"], ["task_family=wide", "+task_family.kinds.lorenz_forecast={weight: 1.0}"]])
@@ -107,3 +107,66 @@ def test_the_critics_kind_inputs_keep_their_width_and_a_new_kind_reads_as_zeros(
     for kind, ones in (("mlp_mnist", 1.0), ("synthetic_tabular", 0.0), ("lorenz_forecast", 0.0)):
         vector = privileged_vector(kind, hp, hp, 100, 0.5, 1.0, 0.5, 0.6)
         assert vector.shape == (len(PRIVILEGED_NAMES),) and np.sum(vector[:len(KINDS)]) == ones
+
+
+def test_a_kind_spec_cannot_rename_the_task_it_builds_and_malformed_families_are_one_line(tmp_path):
+    for args, message in (
+            (["task_family=wide", "+task_family.kinds.synthetic_tabular.name=friedman_regression"],
+             "error: task_family.kinds.synthetic_tabular.name: a kind is named by its key"),
+            (["task_family.kinds.nqm=null"], "error: task_family.kinds.nqm must map parameters to ranges"),
+            (["~task_family.kinds"], "error: task_family.kinds must map kind names to their ranges")):
+        run_dir = tmp_path / "run"
+        proc = subprocess.run([str(LHOPT), "train-policy", "debug=smoke", *args, f"run_dir={run_dir}"],
+                              capture_output=True, text=True, env=lhopt_env(), timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), proc.stderr
+        assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("task, override, message", [
+    ("lorenz_forecast", "task.points=10", "task.points must be enough for a batch of training windows"),
+    ("lorenz_forecast", "task.every=0", "task.every must be at least 1 (got 0)"),
+    ("lorenz_forecast", "task.window=0", "task.window must be at least 1 (got 0)"),
+    ("synthetic_tabular", "task.classes=1", "task.classes must be at least 2 (got 1)"),
+    ("synthetic_tabular", "task.flip=1.5", "task.flip must be in [0, 1] (got 1.5)"),
+    ("friedman_regression", "task.features=4", "task.features must be at least 5"),
+    ("friedman_regression", "task.data_seed=-3", "task.data_seed must be in [0, 2^32) (got -3)"),
+    ("mnist1d_transformer", "task.n_head=0", "task.n_head must be at least 1 (got 0)"),
+    ("mnist1d_transformer", "task.num_train=5", "task.num_train must be at least one batch (32) (got 5)"),
+    ("mnist_autoencoder", "task.code=0", "task.code must be at least 1 (got 0)"),
+    ("mlp_mnist", "task.activation=softplus", "task.activation must be one of relu, tanh, gelu, silu (got softplus)"),
+    ("mlp_mnist", "task.hidden=[64,0]", "task.hidden must be widths of at least 1 (got [64, 0])"),
+    ("nqm", "task.noise=-1", "task.noise must be finite and non-negative (got -1.0)"),
+])
+def test_a_task_value_no_run_can_use_is_refused_when_the_config_is_composed(task, override, message):
+    from lhopt_cli.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        compose("baseline_grid", [f"task={task}", override])
+    assert str(refused.value).startswith(message)
+
+
+def test_the_cli_refuses_a_bad_task_value_in_one_line_before_any_folder(tmp_path):
+    run_dir = tmp_path / "grid"
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "task=lorenz_forecast", "task.horizon=-1", "debug=smoke",
+                           f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == ["error: task.horizon must be at least 1 (got -1)"]
+    assert not run_dir.exists()
+
+
+def test_every_shipped_task_config_and_suite_member_passes_the_value_checks():
+    import glob
+
+    from lhopt_cli.evaluate import member_overrides
+    from lhopt_cli.tasks import TASKS
+    from lhopt_cli.tasks.limits import check_task_values
+
+    for name in TASKS:
+        compose("baseline_grid", [f"task={name}"])
+    for path in glob.glob(str(REPO / "conf" / "suite" / "*.yaml")):
+        for member in yaml.safe_load(open(path)).get("members", []):
+            compose("baseline_grid", member_overrides(member))
+    for name in TRAINING_FAMILIES + ("heldout",):
+        rng, drawn_from = np.random.default_rng(0), family(name)
+        for _ in range(200):
+            check_task_values({**drawn_from.sample(rng), "eval_points": 25})

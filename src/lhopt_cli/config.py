@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
+from .tasks.limits import TaskValueError, check_task_values
 
 
 class ConfigError(ValueError):
@@ -150,7 +151,12 @@ def validate_task(task_cfg: DictConfig) -> DictConfig:
     name = task_cfg.get("name")
     if name not in TASK_SCHEMAS:
         raise ConfigError(f"unknown task '{name}'; known: {', '.join(sorted(TASK_SCHEMAS))}")
-    return _merge_schema(TASK_SCHEMAS[name], task_cfg, prefix="task.")
+    merged = _merge_schema(TASK_SCHEMAS[name], task_cfg, prefix="task.")
+    try:
+        check_task_values(merged)
+    except TaskValueError as err:
+        raise ConfigError(str(err)) from None
+    return merged
 
 
 def _run_dir_path(cfg: DictConfig) -> Path:

@@ -69,6 +69,7 @@ def family_config(cfg: DictConfig) -> dict:
     protocol = training_protocol(cfg)
     try:
         # validations come from the protocol alone: where the family or one kind sets them, they must agree
+        TaskFamily(family_cfg)  # its shape first: kinds a mapping of mappings
         specs = {"task_family": family_cfg, **{f"task_family.kinds.{k}": v for k, v in family_cfg["kinds"].items()}}
         for where, spec in specs.items():
             if isinstance(spec, dict) and "eval_points" in spec:

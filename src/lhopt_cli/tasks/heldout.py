@@ -7,7 +7,9 @@ friedman_regression: an MLP fits Friedman's (1991) nonlinear function of 5 of `f
 lorenz_forecast: an MLP forecasts the next `horizon` states (x, y, z) of a Lorenz-63 trajectory
 (integrated here with RK4) from the last `window`; the trajectory's first 80% trains, its last 20%
 validates. mnist1d_transformer: a transformer classifier reads mnist1d's 40-sample signals as 8
-tokens of 5 samples.
+tokens of 5 samples; the signals come from mnist1d's own generator (seed 42), as mnist1d_conv's
+do, so this kind holds out the architecture, not the data source (mnist1d draws num_samples // 10
+per class, so the validation split can be a few examples short of `num_valid`).
 """
 from __future__ import annotations
 
