@@ -87,14 +87,14 @@ def test_evaluate_observes_runs_by_the_policys_protocol(run_cli, policy_with_pro
 def test_settings_that_contradict_the_policys_protocol_are_refused(run_cli, policy_with_protocol, tmp_path):
     policy = policy_with_protocol(stats_every=4, eval_points=3)
     for setting, message in (("protocol.stats_every=2", "stats_every=2 contradicts the policy's observation protocol"),
-                             ("task_overrides=['task.eval_points=7']", "eval_points=7 contradicts")):
+                             ("task_overrides=['task.eval_points=7']", "eval_points=7 contradicts"),
+                             ("task_overrides=['task.noise=-1']", "task.noise must be finite and non-negative")):
         proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", f"policy={policy}", "tasks=[nqm]", setting,
                                f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-        if setting.startswith("protocol."):  # refused before anything is written: no folder left
-            assert not (tmp_path / "r").exists()
+        assert not (tmp_path / "r").exists()  # refused before anything is written: no folder left
     missing = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", f"policy={tmp_path / 'none.pt'}", "tasks=[nqm]",
                               f"run_dir={tmp_path / 'm'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert missing.returncode == 1 and "no such policy file" in missing.stderr and not (tmp_path / "m").exists()

@@ -122,7 +122,7 @@ def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
 
 def preflight(cfg: DictConfig) -> tuple[Path, RecurrentActorCritic, dict]:
     """What `run` checks before it writes anything: the executor, the extra baselines, the policy
-    file and the protocol settings against it. Returns (policy path, agent, the file's metadata);
+    file, the protocol settings against it, and every task's config (task_overrides applied). Returns (policy path, agent, the file's metadata);
     raises ConfigError, PolicyFileError or ProtocolError (one line each)."""
     baseline_grid.require_local_executor(cfg)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
@@ -130,7 +130,10 @@ def preflight(cfg: DictConfig) -> tuple[Path, RecurrentActorCritic, dict]:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
     agent, policy_meta = load_policy(policy_path)
-    check_protocol(cfg, policy_protocol(policy_meta))
+    protocol = policy_protocol(policy_meta)
+    check_protocol(cfg, protocol)
+    for member in suite_members(cfg, Console(quiet=True)):  # each task's config, task_overrides included
+        grid_config(cfg, member, Path("grid"), protocol)
     return policy_path, agent, policy_meta
 
 
