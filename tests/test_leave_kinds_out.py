@@ -170,3 +170,16 @@ def test_every_shipped_task_config_and_suite_member_passes_the_value_checks():
         rng, drawn_from = np.random.default_rng(0), family(name)
         for _ in range(200):
             check_task_values({**drawn_from.sample(rng), "eval_points": 25})
+
+
+def test_a_run_on_the_wide_family_is_chosen_on_the_held_out_suite(run_cli, tmp_path):
+    import pandas as pd
+
+    run_dir = tmp_path / "wide"
+    result = run_cli("train-policy", "debug=smoke", "task_family=wide", "validation.suite=validation_heldout",
+                     "validation.every=1", "ppo.iterations=1", f"run_dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(run_dir / "meta_train.csv")
+    assert len(log) == 1 and log.validation_speedup.notna().all() and (log.validation_speedup >= 0).all()
+    assert OmegaConf.load(run_dir / "config.yaml").validation.suite == "validation_heldout"
+    assert (run_dir / "best.pt").exists()

@@ -29,7 +29,7 @@ from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
 from .executor import resolve_workers
 from .progress import progress_bar
 from .tasks import HELDOUT_KINDS
-from .tasks.families import FamilyError, TaskFamily
+from .tasks.families import FamilyError, TaskFamily, check_family_shape
 from .validation import ValidationSuite, validation_settings
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
@@ -69,7 +69,7 @@ def family_config(cfg: DictConfig) -> dict:
     protocol = training_protocol(cfg)
     try:
         # validations come from the protocol alone: where the family or one kind sets them, they must agree
-        TaskFamily(family_cfg)  # its shape first: kinds a mapping of mappings
+        check_family_shape(family_cfg)  # kinds a mapping of mappings, before reading them
         specs = {"task_family": family_cfg, **{f"task_family.kinds.{k}": v for k, v in family_cfg["kinds"].items()}}
         for where, spec in specs.items():
             if isinstance(spec, dict) and "eval_points" in spec:

@@ -30,15 +30,21 @@ def _sample_value(rng: np.random.Generator, spec: Any) -> Any:
     return spec
 
 
+def check_family_shape(cfg: dict) -> None:
+    """FamilyError (one line) unless `kinds` maps kind names to mappings of parameters, none of them
+    `name` (a sampled config's name picks the task built: a kind is named by its key alone)."""
+    if not isinstance(cfg.get("kinds"), dict):
+        raise FamilyError(f"task_family.kinds must map kind names to their ranges (got {cfg.get('kinds')!r})")
+    for kind, spec in cfg["kinds"].items():
+        if not isinstance(spec, dict):
+            raise FamilyError(f"task_family.kinds.{kind} must map parameters to ranges (got {spec!r})")
+        if "name" in spec:
+            raise FamilyError(f"task_family.kinds.{kind}.name: a kind is named by its key; drop `name`")
+
+
 class TaskFamily:
     def __init__(self, cfg: dict):
-        if not isinstance(cfg.get("kinds"), dict):
-            raise FamilyError(f"task_family.kinds must map kind names to their ranges (got {cfg.get('kinds')!r})")
-        for kind, spec in cfg["kinds"].items():
-            if not isinstance(spec, dict):
-                raise FamilyError(f"task_family.kinds.{kind} must map parameters to ranges (got {spec!r})")
-            if "name" in spec:  # the sampled config's name picks the task built: it is the kind's key alone
-                raise FamilyError(f"task_family.kinds.{kind}.name: a kind is named by its key; drop `name`")
+        check_family_shape(cfg)
         kinds = {k: dict(v) for k, v in cfg["kinds"].items()}
         excluded = set(cfg.get("exclude") or [])
         unknown = [k for k in list(kinds) + list(excluded) if k not in TASKS]
