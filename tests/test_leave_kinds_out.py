@@ -126,6 +126,7 @@ def test_a_kind_spec_cannot_rename_the_task_it_builds_and_malformed_families_are
 @pytest.mark.parametrize("task, override, message", [
     ("lorenz_forecast", "task.points=10", "task.points must be enough for a batch of training windows"),
     ("lorenz_forecast", "task.every=0", "task.every must be at least 1 (got 0)"),
+    ("co2_forecast", "task.window=1900", "task.window must be short enough, with task.horizon (4), for a batch"),
     ("lorenz_forecast", "task.window=0", "task.window must be at least 1 (got 0)"),
     ("synthetic_tabular", "task.classes=1", "task.classes must be at least 2 (got 1)"),
     ("synthetic_tabular", "task.flip=1.5", "task.flip must be in [0, 1] (got 1.5)"),

@@ -29,7 +29,7 @@ def check_task_values(cfg: Any) -> None:
     """TaskValueError (one line) for a task config value no run can use: sizes below 1, fewer than
     2 classes, a negative noise, a label-flip share outside [0, 1], a data seed outside [0, 2^32),
     an unknown activation, norm, cell or problem, hidden widths below 1, fewer training examples
-    than one batch, a lorenz_forecast too short for one validation window, a friedman_regression
+    than one batch, a forecast window (co2_forecast, lorenz_forecast) too long for its series, a friedman_regression
     with fewer than its 5 relevant features. `cfg`: a mapping (DictConfig or dict)."""
     get = cfg.get
     for key in AT_LEAST_1:
@@ -60,6 +60,14 @@ def check_task_values(cfg: Any) -> None:
     name = get("name")
     if name == "friedman_regression" and int(get("features")) < 5:
         _refuse("features", "at least 5 (Friedman's function reads 5 inputs)", get("features"))
+    if name == "co2_forecast":
+        from .data import co2_weekly
+
+        weeks, window, horizon = len(co2_weekly()), int(get("window")), int(get("horizon"))
+        cut = int(0.8 * weeks)  # as Co2Forecast splits the series
+        if cut - window - horizon + 1 < int(get("batch_size")) or weeks - cut - horizon + 1 < 1:
+            _refuse("window", f"short enough, with task.horizon ({horizon}), for a batch of training windows in the "
+                              f"first {cut} of the series' {weeks} weeks and one validation window after them", window)
     if name == "lorenz_forecast":
         span = int(get("window")) + int(get("horizon"))
         points = int(get("points"))
