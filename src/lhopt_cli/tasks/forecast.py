@@ -28,17 +28,24 @@ class GruForecaster(nn.Module):
         return self.rnn(x.unsqueeze(-1))[:, -1]
 
 
+def co2_window_counts(weeks: int, window: int, horizon: int) -> tuple[int, int]:
+    """(training, validation) windows of `window` + `horizon` weeks in a series of `weeks`: the
+    training ones end by the cut at 80%, the validation ones forecast weeks after it."""
+    cut = int(0.8 * weeks)
+    return cut - window - horizon + 1, weeks - cut - horizon + 1
+
+
 class Co2Forecast(ArrayRegressionTask):
     def __init__(self, cfg):
         super().__init__(cfg)
         series = torch.from_numpy(co2_weekly())
-        cut = int(0.8 * len(series))
         window, horizon = int(self.cfg.window), int(self.cfg.horizon)
         span = window + horizon
         starts = torch.arange(len(series) - span + 1)
         pieces = series[starts[:, None] + torch.arange(span)]  # (N, window + horizon)
         pieces = pieces - pieces[:, window - 1:window]  # relative to the last observed week
-        train, valid = pieces[starts + span <= cut], pieces[starts >= cut - window]
+        n_train, n_valid = co2_window_counts(len(series), window, horizon)
+        train, valid = pieces[:n_train], pieces[len(pieces) - n_valid:]
         scale = train[:, window:].std()
         train, valid = train / scale, valid / scale
         self.x_train, self.y_train = train[:, :window], train[:, window:]

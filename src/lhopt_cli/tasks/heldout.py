@@ -61,6 +61,13 @@ def lorenz_trajectory(points: int, every: int, seed: int, dt: float = 0.01) -> n
     return out
 
 
+def lorenz_window_counts(points: int, window: int, horizon: int) -> tuple[int, int]:
+    """(training, validation) windows of `window` + `horizon` states in a trajectory of `points`:
+    the training ones end by the cut at 80%, the validation ones start after it."""
+    cut = int(0.8 * points)
+    return cut - window - horizon + 1, points - cut - window - horizon + 1
+
+
 class LorenzForecast(ArrayRegressionTask):
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -73,7 +80,8 @@ class LorenzForecast(ArrayRegressionTask):
         span = window + horizon
         starts = torch.arange(len(series) - span + 1)
         pieces = series[starts[:, None] + torch.arange(span)]  # (N, span, 3)
-        train, valid = pieces[starts + span <= cut], pieces[starts >= cut]
+        n_train, n_valid = lorenz_window_counts(len(series), window, horizon)
+        train, valid = pieces[:n_train], pieces[len(pieces) - n_valid:]
         self.x_train, self.y_train = train[:, :window].flatten(1), train[:, window:].flatten(1)
         self.x_valid, self.y_valid = valid[:, :window].flatten(1), valid[:, window:].flatten(1)
         self._limit_valid()

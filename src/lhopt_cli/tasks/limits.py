@@ -62,15 +62,18 @@ def check_task_values(cfg: Any) -> None:
         _refuse("features", "at least 5 (Friedman's function reads 5 inputs)", get("features"))
     if name == "co2_forecast":
         from .data import co2_weekly
+        from .forecast import co2_window_counts
 
         weeks, window, horizon = len(co2_weekly()), int(get("window")), int(get("horizon"))
-        cut = int(0.8 * weeks)  # as Co2Forecast splits the series
-        if cut - window - horizon + 1 < int(get("batch_size")) or weeks - cut - horizon + 1 < 1:
+        training, validation = co2_window_counts(weeks, window, horizon)
+        if training < int(get("batch_size")) or validation < 1:
             _refuse("window", f"short enough, with task.horizon ({horizon}), for a batch of training windows in the "
-                              f"first {cut} of the series' {weeks} weeks and one validation window after them", window)
+                              f"first {int(0.8 * weeks)} of the series' {weeks} weeks and one validation window after them", window)
     if name == "lorenz_forecast":
+        from .heldout import lorenz_window_counts
+
         span = int(get("window")) + int(get("horizon"))
-        points = int(get("points"))
-        if points - int(0.8 * points) < span or int(0.8 * points) - span + 1 < int(get("batch_size")):
+        training, validation = lorenz_window_counts(int(get("points")), int(get("window")), int(get("horizon")))
+        if training < int(get("batch_size")) or validation < 1:
             _refuse("points", f"enough for a batch of training windows and one validation window of "
-                              f"window + horizon = {span} states in its last fifth", points)
+                              f"window + horizon = {span} states in its last fifth", get("points"))
