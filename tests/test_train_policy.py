@@ -198,6 +198,23 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
     assert list(pd.read_csv(tmp_path / "c" / "meta_train.csv").iteration) == [1, 2, 3]
 
 
+def test_an_anchored_run_holds_its_init_policy_as_the_anchor_through_a_resume(smoke_policy, run_cli, tmp_path):
+    run_dir = tmp_path / "anchored"
+    result = run_cli("train-policy", *SMOKE, "ppo.anchor_coef=1.0", f"init_policy={smoke_policy}", f"run_dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    result = run_cli("train-policy", *SMOKE, "ppo.anchor_coef=1.0", "ppo.iterations=3", "resume=true",
+                     f"init_policy={smoke_policy}", f"run_dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(run_dir / "meta_train.csv")
+    assert list(log.iteration) == [1, 2, 3] and (log.anchor_kl >= 0).all()
+    started, _ = load_policy(smoke_policy)
+    anchor = torch.load(run_dir / "checkpoint.pt", weights_only=False)["ppo"]["anchor"]
+    for name, value in started.state_dict().items():
+        assert torch.equal(anchor[name], value), name
+    trained, _ = load_policy(run_dir / "policy.pt")
+    assert not torch.equal(trained.state_dict()["actor.2.weight"], anchor["actor.2.weight"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("controller.hidden=32", "is another network; start it with controller.hidden=64"),
     ("controller.eval_decisions=32", "was trained under another observation protocol; start it with controller.eval_decisions=64"),

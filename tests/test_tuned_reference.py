@@ -220,9 +220,51 @@ def test_polyak_weights_are_the_exponential_average_of_the_weights_after_each_up
     assert PPO(None, lhopt_agent(), PPOConfig()).polyak_agent() is None
 
 
+def _kl_to_start(cfg: PPOConfig, updates: int = 6) -> tuple[float, PPO, dict]:
+    """KL(policy || its start) on a batch after `updates` updates, the PPO and its start weights."""
+    torch.manual_seed(0)
+    ppo = PPO(None, lhopt_agent(), cfg)
+    start = lhopt_agent()
+    start.load_state_dict(ppo.agent.state_dict())
+    batches = _lhopt_batch()
+    for _ in range(updates):
+        stats = ppo._update(batches, ppo.advantages(batches))
+    b = batches[0]
+    obs, dones = b["obs"].reshape(-1, b["obs"].shape[-1]), b["dones"].reshape(-1)
+    with torch.no_grad():
+        new = ppo.agent.distributions(ppo.agent.get_states(obs, b["start_state"], dones)[0], obs)
+        old = start.distributions(start.get_states(obs, b["start_state"], dones)[0], obs)
+    kl = float(sum(torch.distributions.kl_divergence(n, o) for n, o in zip(new, old)).mean())
+    return kl, ppo, {**start.state_dict(), "anchor_kl": stats["anchor_kl"]}
+
+
+def test_the_anchor_penalty_holds_the_policy_near_its_start_and_the_start_stays_fixed():
+    free, unanchored, _ = _kl_to_start(PPOConfig(learning_rate=3e-3))
+    held, anchored, start = _kl_to_start(PPOConfig(learning_rate=3e-3, anchor_coef=3.0))
+    assert free > 0.02 and held < 0.5 * free, (free, held)
+    assert math.isnan(unanchored._update(_lhopt_batch(), unanchored.advantages(_lhopt_batch()))["anchor_kl"])
+    assert 0 < start["anchor_kl"] < free  # the logged KL: the penalty's, after the last minibatch
+    for name, value in anchored.anchor.state_dict().items():  # the anchor is the start, not trained
+        assert torch.equal(value, start[name]), name
+    assert not any(p.requires_grad for p in anchored.anchor.parameters())
+
+
+def test_a_resumed_run_keeps_its_anchor_and_one_without_takes_the_weights_it_resumes():
+    _, anchored, start = _kl_to_start(PPOConfig(learning_rate=3e-3, anchor_coef=1.0), updates=2)
+    state = anchored.state_dict()
+    resumed = PPO(None, lhopt_agent(), PPOConfig(anchor_coef=1.0))  # other (random) weights at build
+    resumed.load_state_dict(state)
+    assert all(torch.equal(v, start[k]) for k, v in resumed.anchor.state_dict().items())
+    older = PPO(None, lhopt_agent(), PPOConfig(anchor_coef=1.0))
+    older.load_state_dict({**state, "anchor": None})  # a checkpoint from before the penalty
+    assert all(torch.equal(v, state["agent"][k]) for k, v in older.anchor.state_dict().items())
+
+
 @pytest.mark.parametrize("kwargs, message", [({"advantage": "vtrace"}, "gae or loo"),
                                              ({"entropy_reduction": "max"}, "sum or mean"),
-                                             ({"polyak": 1.0}, "polyak"), ({"target_kl": 0.0}, "target_kl")])
+                                             ({"polyak": 1.0}, "polyak"), ({"target_kl": 0.0}, "target_kl"),
+                                             ({"anchor_coef": -0.1}, "anchor_coef"),
+                                             ({"anchor_coef": float("nan")}, "anchor_coef")])
 def test_bad_ppo_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PPOConfig(**kwargs)

@@ -301,6 +301,7 @@ class PPOSchema:
     advantage: str = "gae"
     entropy_reduction: str = "sum"
     polyak: Optional[float] = None
+    anchor_coef: float = 0.0
 
 
 @dataclass

@@ -34,7 +34,7 @@ from .validation import ValidationSuite, validation_settings
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
                "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s",
-               "reference_s", "update_epochs", "validation_speedup_polyak"]
+               "reference_s", "update_epochs", "validation_speedup_polyak", "anchor_kl"]
 
 
 def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):

@@ -132,10 +132,12 @@ class RecurrentActorCritic(nn.Module):
         return [Categorical(logits=part) for part in torch.split(logits, self.nvec, dim=-1)]
 
     def get_action_and_value(self, obs, state, done, action=None, greedy: bool = False,
-                             generator: torch.Generator | None = None, privileged: torch.Tensor | None = None):
-        """Sampled (or given) actions with their log-probabilities, entropies and values; with
-        `generator`, sampling draws from it instead of torch's global stream. `privileged`: the
-        privileged critic's extra inputs (T*B, privileged_dim)."""
+                             generator: torch.Generator | None = None, privileged: torch.Tensor | None = None,
+                             with_distributions: bool = False):
+        """Sampled (or given) actions with their log-probabilities, entropies and values, and the
+        LSTM state; with `generator`, sampling draws from it instead of torch's global stream.
+        `privileged`: the privileged critic's extra inputs (T*B, privileged_dim).
+        `with_distributions`: the heads' Categoricals are returned too, as a sixth item."""
         hidden, state = self.get_states(obs, state, done)
         dists = self.distributions(hidden, obs)
         if action is None and generator is not None:
@@ -144,7 +146,8 @@ class RecurrentActorCritic(nn.Module):
             action = torch.stack([d.probs.argmax(-1) if greedy else d.sample() for d in dists], dim=-1)
         logprob = torch.stack([d.log_prob(a) for d, a in zip(dists, action.unbind(-1))], -1).sum(-1)
         entropy = torch.stack([d.entropy() for d in dists], -1).sum(-1)
-        return action, logprob, entropy, self.value(hidden, privileged), state
+        value = self.value(hidden, privileged)
+        return (action, logprob, entropy, value, state, dists) if with_distributions else (action, logprob, entropy, value, state)
 
     @torch.no_grad()
     def act(self, obs, state, done, greedy: bool = False, generator: torch.Generator | None = None,

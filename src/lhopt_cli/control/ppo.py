@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from torch.distributions import kl_divergence
 
 from .policy import RecurrentActorCritic
 
@@ -52,6 +53,10 @@ class PPOConfig:
     advantage: str = "gae"
     entropy_reduction: str = "sum"  # the entropy bonus over the action heads: "sum" or "mean"
     polyak: float | None = None  # decay of a Polyak (exponential) average of the weights; None: none
+    # weight of a penalty KL(policy || the policy the run started from), per decision summed over the
+    # heads: a continuation of a policy that transfers may then improve on its family without
+    # drifting from what transferred (0: no penalty)
+    anchor_coef: float = 0.0
 
     def __post_init__(self):
         if self.advantage not in ("gae", "loo"):
@@ -62,6 +67,8 @@ class PPOConfig:
             raise ValueError(f"ppo.polyak must be in [0, 1) or null (got {self.polyak})")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"ppo.target_kl must be > 0 or null (got {self.target_kl})")
+        if not self.anchor_coef >= 0:
+            raise ValueError(f"ppo.anchor_coef must be >= 0 (got {self.anchor_coef})")
 
 
 def leave_one_out(batch: dict) -> torch.Tensor:
@@ -113,6 +120,12 @@ class PPO:
         self.np_rng = np.random.default_rng(seed)  # minibatch order
         self.resumed = False
         self.polyak_state = self._copy_state() if cfg.polyak is not None else None
+        self.anchor = self._frozen_copy() if cfg.anchor_coef > 0 else None  # the start, kept on resume
+
+    def _frozen_copy(self) -> RecurrentActorCritic:
+        anchor = copy.deepcopy(self.agent)
+        anchor.requires_grad_(False)
+        return anchor
 
     def _copy_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.agent.state_dict().items()}
@@ -139,7 +152,8 @@ class PPO:
         return {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration, "global_step": self.global_step, "episodes": self.episodes,
                 "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state),
-                "worker_states": self.worker_states, "polyak": self.polyak_state}
+                "worker_states": self.worker_states, "polyak": self.polyak_state,
+                "anchor": self.anchor.state_dict() if self.anchor is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -152,6 +166,8 @@ class PPO:
             self.worker_states = state["worker_states"]
         if self.polyak_state is not None:  # a checkpoint without an average starts it from its weights
             self.polyak_state = state.get("polyak") or self._copy_state()
+        if self.anchor is not None:  # a checkpoint without an anchor holds it at the weights resumed
+            self.anchor.load_state_dict(state.get("anchor") or state["agent"])
         self.resumed = True  # the env was restored to the start of an episode: reset without a seed
 
     # --- rollout ---------------------------------------------------------------------------
@@ -264,20 +280,28 @@ class PPO:
         for _ in range(cfg.update_epochs):
             epochs += 1
             for minibatch in self.minibatches(batches):
-                parts = {k: [] for k in ("newlogprob", "entropy", "newvalue", "logprobs", "advantages", "returns", "values")}
+                parts = {k: [] for k in ("newlogprob", "entropy", "newvalue", "logprobs", "advantages", "returns", "values",
+                                         "anchor_kl")}
                 for k, mb_envs in minibatch:
                     flat = flats[k]
                     mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
                     start_state = flat["start_state"]
                     privileged = flat["privileged"][mb] if flat["privileged"] is not None else None
-                    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
-                        flat["obs"][mb], (start_state[0][:, mb_envs], start_state[1][:, mb_envs]),
-                        flat["dones"][mb], flat["actions"][mb], privileged=privileged)
+                    state = (start_state[0][:, mb_envs], start_state[1][:, mb_envs])
+                    _, newlogprob, entropy, newvalue, _, dists = agent.get_action_and_value(
+                        flat["obs"][mb], state, flat["dones"][mb], flat["actions"][mb], privileged=privileged,
+                        with_distributions=True)
+                    if self.anchor is not None:  # its LSTM from the same start (zeros for worker episodes)
+                        with torch.no_grad():
+                            hidden, _ = self.anchor.get_states(flat["obs"][mb], state, flat["dones"][mb])
+                            anchored = self.anchor.distributions(hidden, flat["obs"][mb])
+                        parts["anchor_kl"].append(torch.stack([kl_divergence(d, a) for d, a in zip(dists, anchored)],
+                                                              -1).sum(-1))
                     for name, value in (("newlogprob", newlogprob), ("entropy", entropy), ("newvalue", newvalue.view(-1))):
                         parts[name].append(value)
                     for name in ("logprobs", "advantages", "returns", "values"):
                         parts[name].append(flat[name][mb])
-                mb_ = {name: torch.cat(values) for name, values in parts.items()}
+                mb_ = {name: torch.cat(values) for name, values in parts.items() if values}
                 logratio = mb_["newlogprob"] - mb_["logprobs"]
                 ratio = logratio.exp()
                 with torch.no_grad():
@@ -295,6 +319,9 @@ class PPO:
                 entropy_loss = mb_["entropy"].mean()  # summed over heads (logged so)
                 bonus = entropy_loss / len(agent.nvec) if cfg.entropy_reduction == "mean" else entropy_loss
                 loss = pg_loss - cfg.ent_coef * bonus + v_loss * cfg.vf_coef
+                if self.anchor is not None:
+                    anchor_kl = mb_["anchor_kl"].mean()
+                    loss = loss + cfg.anchor_coef * anchor_kl
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
@@ -306,7 +333,8 @@ class PPO:
         var_y = np.var(y_true)
         stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=entropy_loss.item(),
                      approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)), update_epochs=epochs,
-                     explained_variance=float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y))
+                     explained_variance=float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y),
+                     anchor_kl=anchor_kl.item() if self.anchor is not None else float("nan"))
         return stats
 
     def iterate(self) -> dict[str, float]:
