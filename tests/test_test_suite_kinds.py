@@ -1,5 +1,6 @@
-"""The tasks of kinds the training family never draws: real data from installed packages, one
-epoch trainable by the single loop and the batched engine alike."""
+"""The test suite's task kinds (no training family draws them): real data from installed
+packages, one epoch trainable by the single loop and the batched engine alike. The leave-kinds-out
+validation kinds (tasks/heldout.py) are tested in test_leave_kinds_out.py."""
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from lhopt_cli.inner import HParams, train_one_epoch
 from lhopt_cli.inner.batched import train_batched
 from lhopt_cli.tasks import build_task
 
-HELD_OUT = ["code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder", "resnet_mnist",
+TEST_KINDS = ["code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder", "resnet_mnist",
             "digits_transformer"]
 
 
@@ -19,7 +20,7 @@ def task_config(name: str, *overrides: str) -> dict:
     return OmegaConf.to_container(compose("baseline_grid", [f"task={name}", *overrides]).task, resolve=True)
 
 
-@pytest.mark.parametrize("name", HELD_OUT)
+@pytest.mark.parametrize("name", TEST_KINDS)
 def test_a_held_out_task_trains_in_both_engines(name):
     task = build_task(task_config(name, "task.max_steps=12", "task.eval_points=3", "task.valid_size=256"))
     full = build_task(task_config(name))
