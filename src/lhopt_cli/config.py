@@ -194,6 +194,7 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     run_dir = _run_dir_path(cfg)
     # the folders this command creates, innermost first (run_dir and any missing parents)
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    had = {name for name in LOCK_FILES if (run_dir / name).exists()}  # a refusal removes only what it added
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     try:
         lock = folder_lock(run_dir, f"lhopt {cfg.command}")
@@ -212,9 +213,10 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
         yield run_dir
     finally:
         lock.__exit__(None, None, None)
-        if refused and created:  # a refused command leaves no folder of its own behind
-            for name in LOCK_FILES:
+        if refused:  # a refused command leaves no folder or lock file of its own behind
+            for name in set(LOCK_FILES) - had:
                 (run_dir / name).unlink(missing_ok=True)
+        if refused and created:
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:
                     folder.rmdir()
