@@ -21,6 +21,24 @@ def test_help_lists_all_four_commands(run_cli):
         assert command in result.output
 
 
+@pytest.mark.parametrize("command, literals", [
+    ("evaluate", ["decisions_<task>_s<seed>.csv", "curves_<task>.png", "tasks=[mlp_mnist,char_lm] seeds=[0,1,2]",
+                  "suite=validation_heldout"]),
+    ("train-policy", ["validation_speedup[_polyak]", "ppo.anchor_coef", "resume=true"]),
+    ("baseline-grid", ["seeds=[0,1,2]", "--multirun"]),
+    ("scaling-fit", ["inputs=[logs.csv]", "columns.*"]),
+])
+def test_each_command_help_keeps_its_literals_and_flows_as_paragraphs(command, literals):
+    proc = subprocess.run([str(LHOPT), command, "--help"], capture_output=True, text=True, timeout=120,
+                          env={**lhopt_env(), "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(line.strip(" │") for line in proc.stdout.splitlines())
+    for literal in literals:  # markup neither eats nor escapes them
+        assert literal in flat, literal
+    assert "`" not in proc.stdout and "\\[" not in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80  # wrapped to the terminal, not ragged
+
+
 def test_scaling_fit_without_inputs_is_one_clear_error(run_cli, tmp_path):
     result = run_cli("scaling-fit", f"run_dir={tmp_path}")
     assert result.exit_code != 0 and "inputs=[...]" in str(result.exception)

@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit.")]
@@ -80,13 +81,17 @@ def _compose(ctx: typer.Context, config_name: str, show: bool):
 def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """The 5 x 7 AdamW baseline grid (learning rates x schedules), one epoch per run.
 
-    Writes results.parquet (curves), runs.parquet (status per run), grid_table.csv and
-    grid_heatmap.png into run_dir. Rerun with the same run_dir to resume.
-    Examples: `lhopt baseline-grid task=cnn_mnist seeds=[0,1,2] executor.workers=2`,
-    `lhopt baseline-grid debug=smoke run_dir=/tmp/grid`.
-    With --multirun (-m), Hydra sweeps the overrides and its launcher runs the jobs, e.g.
-    `lhopt baseline-grid -m task=nqm,cnn_mnist chunks=2 chunk=0,1 run_dir=outputs/grid
-    hydra/launcher=joblib` (submitit_slurm for SLURM); rerun without -m to print the table.
+    Writes `results.parquet` (curves), `runs.parquet` (status per run), `grid_table.csv` and
+    `grid_heatmap.png` into `run_dir`. Rerun with the same `run_dir` to resume.
+
+    With `--multirun` (`-m`), Hydra sweeps the overrides and its launcher runs the jobs
+    (`hydra/launcher=joblib`, or `submitit_slurm` for SLURM); rerun without `-m` to print the table.
+
+    Examples:
+
+    - `lhopt baseline-grid task=cnn_mnist seeds=[0,1,2] executor.workers=2`
+    - `lhopt baseline-grid debug=smoke run_dir=/tmp/grid`
+    - `lhopt baseline-grid -m task=nqm,cnn_mnist chunks=2 chunk=0,1 run_dir=outputs/grid hydra/launcher=joblib`
     """
     from . import baseline_grid as job
     from .plots import grid_heatmap
@@ -117,27 +122,37 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family.
 
-    Writes meta_train.csv (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
-    explained variance, episodes/s, reference_s, validation_speedup[_polyak]), checkpoint.pt, best.pt and, at the end,
-    policy.pt into run_dir. Checkpoints are chosen on validation: every validation.every
-    iterations (default 25, 0: never) the policy runs greedily on validation.suite (default
-    validation; the test suite is refused) with validation.seeds, its median speedup over the
-    stored grids' best of 35 is logged, and best.pt keeps the best policy so far (with
-    ppo.polyak, the best of the raw and the Polyak-averaged weights).
-    The reward: reward.reference=defaults (the paper's, over AdamW at its defaults) or sweep (the
-    log speedup over a small tuned AdamW sweep on the episode's own instance and seed); the
-    advantage: ppo.advantage=gae or loo (against the other episodes on the same instance);
-    `experiment=tuned_reference` combines the newer settings (README, "Meta-training").
-    A killed run continues with `resume=true` and the same run_dir. `workers=N` rollout workers
-    run in this process, in local processes (`executor.workers=N`) or as Ray actors
-    (`executor=ray`, `executor.address=auto` to join a running cluster), with the same results.
-    The policy file fixes its observation protocol from controller.eval_decisions, stats_every,
-    eval_points, parameter_count, min_interval and lr_decay (a schedule multiplying the policy's
-    lr at every step); every run it later drives is observed that way, and a resume under
+    Writes `meta_train.csv` (one row per PPO iteration: reward, approx_kl, clipfrac, entropy,
+    explained variance, episodes/s, reference_s, validation_speedup[_polyak], anchor_kl),
+    `checkpoint.pt`, `best.pt` and, at the end, `policy.pt` into `run_dir`.
+
+    Checkpoints are chosen on validation: every `validation.every` iterations (default 25, 0: never)
+    the policy runs greedily on `validation.suite` (default `validation`; the test suite is refused)
+    with `validation.seeds`, its median speedup over the stored grids' best of 35 is logged, and
+    `best.pt` keeps the best policy so far (with `ppo.polyak`, the best of the raw and the
+    Polyak-averaged weights).
+
+    The reward: `reward.reference=defaults` (the paper's, over AdamW at its defaults) or `sweep`
+    (the log speedup over a small tuned AdamW sweep on the episode's own instance and seed); the
+    advantage: `ppo.advantage=gae` or `loo` (against the other episodes on the same instance);
+    `experiment=tuned_reference` combines the newer settings (README, "Meta-training");
+    `init_policy=FILE` starts from a policy file and `ppo.anchor_coef` holds the policy near it.
+
+    A killed run continues with `resume=true` and the same `run_dir`. `workers=N` rollout workers run
+    in this process, in local processes (`executor.workers=N`) or as Ray actors (`executor=ray`,
+    `executor.address=auto` to join a running cluster), with the same results.
+
+    The policy file fixes its observation protocol from `controller.eval_decisions`, `stats_every`,
+    `eval_points`, `parameter_count`, `min_interval` and `lr_decay` (a schedule multiplying the
+    policy's lr at every step); every run it later drives is observed that way, and a resume under
     another protocol is refused.
-    Examples: `lhopt train-policy run_dir=outputs/policy`, `lhopt train-policy debug=smoke`,
-    `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`,
-    `lhopt train-policy executor=ray workers=8`.
+
+    Examples:
+
+    - `lhopt train-policy run_dir=outputs/policy`
+    - `lhopt train-policy debug=smoke`
+    - `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`
+    - `lhopt train-policy executor=ray workers=8`
     """
     from . import train_policy as job
 
@@ -149,24 +164,31 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 @app.command("evaluate", context_settings=OVERRIDES)
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
-    r"""Run a learned policy on one-epoch tasks against the best of the AdamW grid.
+    """Run a learned policy on one-epoch tasks against the best of the AdamW grid.
 
-    Tasks: `tasks=[...]` (default mlp_mnist) or a whole suite: `suite=test` (8 tasks of kinds
-    the policy never trained on: report on these), `suite=validation` (12 family instances:
-    choose on these), `suite=smoke`. A suite's stored reference grids (benchmarks/grids/) are
-    read, never written, so only the compared methods run; otherwise the grid runs go into
-    grid_dir (reused and completed) or run_dir/grid.
-    Writes summary.csv (task, seed, method, final_valid_loss, speedup, best_lr, best_schedule,
-    best_at_edge, speedup_extended, best_lr_extended: the speedup over the grid extended to
-    extended_lrs, and whether the best of the paper's grid lies on its edge), results.parquet
-    (the curves), decisions_<task>_s<seed>.csv and, per task, curves_<task>.png and
-    hyperparameters_<task>.png into run_dir.
+    Tasks: `tasks=[...]` (default `mlp_mnist`) or a whole suite: `suite=test` (8 tasks of kinds the
+    policy never trained on: report on these), `suite=validation` (12 family instances: choose on
+    these), `suite=validation_heldout` (12 instances of kinds no training family draws),
+    `suite=smoke`. A suite's stored reference grids (`benchmarks/grids/`) are read, never written,
+    so only the compared methods run; otherwise the grid runs go into `grid_dir` (reused and
+    completed) or `run_dir/grid`.
+
+    Writes into `run_dir`: `summary.csv` (task, seed, method, final_valid_loss, speedup, best_lr,
+    best_schedule, best_at_edge, speedup_extended, best_lr_extended: the speedup over the grid
+    extended to `extended_lrs`, and whether the best of the paper's grid lies on its edge),
+    `results.parquet` (the curves), `decisions_<task>_s<seed>.csv` and, per task,
+    `curves_<task>.png` and `hyperparameters_<task>.png`.
+
     The policy file's observation protocol sets the decisions per run, the statistics cadence and
-    the validation points (of the grid too); protocol.KEY=VALUE only checks it (a contradiction is
-    refused), and so is a task.eval_points in task_overrides.
-    Examples: `lhopt evaluate tasks=\[mlp_mnist,char_lm] seeds=[0,1,2]`, `lhopt evaluate suite=test`,
-    `lhopt evaluate policy=outputs/policy/best.pt suite=validation seeds=[0]`,
-    `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`.
+    the validation points (of the grid too); `protocol.KEY=VALUE` only checks it (a contradiction
+    is refused), and so is a `task.eval_points` in `task_overrides`.
+
+    Examples:
+
+    - `lhopt evaluate tasks=[mlp_mnist,char_lm] seeds=[0,1,2]`
+    - `lhopt evaluate suite=test`
+    - `lhopt evaluate policy=outputs/policy/best.pt suite=validation seeds=[0]`
+    - `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`
     """
     from . import evaluate as job
 
@@ -180,10 +202,13 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Fit scaling laws (compute frontier, parametric) to logged results.
 
-    Reads lhopt run folders or any CSV/Parquet (map columns with columns.*), writes fits.csv,
-    fits.json (every parameter with a 95% bootstrap interval, the speedups), and figures.
-    Examples: `lhopt scaling-fit inputs=[outputs/evaluate/run1] target.flops=1e18`,
-    `lhopt scaling-fit inputs=[logs.csv] columns.loss=val_loss columns.params=n_params`.
+    Reads lhopt run folders or any CSV/Parquet (map columns with `columns.*`), writes `fits.csv`,
+    `fits.json` (every parameter with a 95% bootstrap interval, the speedups), and figures.
+
+    Examples:
+
+    - `lhopt scaling-fit inputs=[outputs/evaluate/run1] target.flops=1e18`
+    - `lhopt scaling-fit inputs=[logs.csv] columns.loss=val_loss columns.params=n_params`
     """
     from . import scaling_fit as job
 
