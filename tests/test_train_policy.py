@@ -198,6 +198,15 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
     assert list(pd.read_csv(tmp_path / "c" / "meta_train.csv").iteration) == [1, 2, 3]
 
 
+@pytest.mark.parametrize("override", ["ppo.anchor_coef=-1", "ppo.anchor_coef=inf", "ppo.polyak=2"])
+def test_bad_ppo_settings_are_refused_before_the_run_folder_exists(tmp_path, override):
+    run_dir = tmp_path / "new" / "run"
+    proc = subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"run_dir={run_dir}"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert override.split("=")[0] in proc.stderr and not (tmp_path / "new").exists()
+
+
 def test_an_anchored_run_holds_its_init_policy_as_the_anchor_through_a_resume(smoke_policy, run_cli, tmp_path):
     run_dir = tmp_path / "anchored"
     result = run_cli("train-policy", *SMOKE, "ppo.anchor_coef=1.0", f"init_policy={smoke_policy}", f"run_dir={run_dir}")
@@ -208,7 +217,7 @@ def test_an_anchored_run_holds_its_init_policy_as_the_anchor_through_a_resume(sm
     log = pd.read_csv(run_dir / "meta_train.csv")
     assert list(log.iteration) == [1, 2, 3] and (log.anchor_kl >= 0).all()
     started, _ = load_policy(smoke_policy)
-    anchor = torch.load(run_dir / "checkpoint.pt", weights_only=False)["ppo"]["anchor"]
+    anchor = torch.load(run_dir / "checkpoint.pt", weights_only=False)["ppo"]["initial_weights"]
     for name, value in started.state_dict().items():
         assert torch.equal(anchor[name], value), name
     trained, _ = load_policy(run_dir / "policy.pt")

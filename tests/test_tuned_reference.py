@@ -249,14 +249,20 @@ def test_the_anchor_penalty_holds_the_policy_near_its_start_and_the_start_stays_
     assert not any(p.requires_grad for p in anchored.anchor.parameters())
 
 
-def test_a_resumed_run_keeps_its_anchor_and_one_without_takes_the_weights_it_resumes():
+def test_every_checkpoint_keeps_the_initial_weights_so_a_resume_anchors_to_the_run_start():
     _, anchored, start = _kl_to_start(PPOConfig(learning_rate=3e-3, anchor_coef=1.0), updates=2)
     state = anchored.state_dict()
     resumed = PPO(None, lhopt_agent(), PPOConfig(anchor_coef=1.0))  # other (random) weights at build
     resumed.load_state_dict(state)
     assert all(torch.equal(v, start[k]) for k, v in resumed.anchor.state_dict().items())
+    # resumed without the penalty, then with it again: still the run's start
+    unanchored = PPO(None, lhopt_agent(), PPOConfig())
+    unanchored.load_state_dict(state)
+    again = PPO(None, lhopt_agent(), PPOConfig(anchor_coef=1.0))
+    again.load_state_dict(unanchored.state_dict())
+    assert all(torch.equal(v, start[k]) for k, v in again.anchor.state_dict().items())
     older = PPO(None, lhopt_agent(), PPOConfig(anchor_coef=1.0))
-    older.load_state_dict({**state, "anchor": None})  # a checkpoint from before the penalty
+    older.load_state_dict({k: v for k, v in state.items() if k != "initial_weights"})  # from before the record
     assert all(torch.equal(v, state["agent"][k]) for k, v in older.anchor.state_dict().items())
 
 
@@ -264,7 +270,8 @@ def test_a_resumed_run_keeps_its_anchor_and_one_without_takes_the_weights_it_res
                                              ({"entropy_reduction": "max"}, "sum or mean"),
                                              ({"polyak": 1.0}, "polyak"), ({"target_kl": 0.0}, "target_kl"),
                                              ({"anchor_coef": -0.1}, "anchor_coef"),
-                                             ({"anchor_coef": float("nan")}, "anchor_coef")])
+                                             ({"anchor_coef": float("nan")}, "anchor_coef"),
+                                             ({"anchor_coef": float("inf")}, "anchor_coef")])
 def test_bad_ppo_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PPOConfig(**kwargs)

@@ -201,10 +201,12 @@ def load_checkpoint(path: Path) -> dict:
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
     """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
-    suite), or if the task family is refused (family_config): checked before anything is written, so a refused command changes nothing. Returns
+    suite), or if the task family or the PPO or reward settings are refused: checked before anything
+    is written, so a refused command changes nothing. Returns
     what `initial_policy` read for a fresh run with `init_policy`, else None."""
     checkpoint = run_dir / "checkpoint.pt"
     family_config(cfg)  # the protocol and the family (no held-out kind)
+    ppo_config(cfg), reference_sweep(cfg)  # PPO's and the reward's settings
     initial = None
     if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
         initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
@@ -234,7 +236,6 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         console.print(f"init_policy ran under lr_decay={initial[1]}; this run trains it under "
                       f"lr_decay={training_protocol(cfg).lr_decay} (controller.lr_decay)")
     every, suite_name, seeds = validation_settings(cfg)
-    ppo_config(cfg), reference_sweep(cfg)  # settings checked before anything runs
     best = resumed_best(cfg, checkpoint, suite_name, seeds)
     validation = None
     if every:
@@ -307,6 +308,9 @@ def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path:
             raise ConfigError(f"{checkpoint}: its ppo state does not fit this run ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:100]})") from None
         console.print(f"Resuming from iteration {ppo.iteration} of {ppo.cfg.iterations} ({checkpoint})")
+        if ppo.anchor is not None and not (state["ppo"].get("initial_weights") or state["ppo"].get("anchor")):
+            console.print("ppo.anchor_coef: this checkpoint predates the record of the run's initial weights; "
+                          "the anchor is the weights resumed")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
     with log_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")

@@ -67,8 +67,8 @@ class PPOConfig:
             raise ValueError(f"ppo.polyak must be in [0, 1) or null (got {self.polyak})")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"ppo.target_kl must be > 0 or null (got {self.target_kl})")
-        if not self.anchor_coef >= 0:
-            raise ValueError(f"ppo.anchor_coef must be >= 0 (got {self.anchor_coef})")
+        if not 0 <= self.anchor_coef < float("inf"):
+            raise ValueError(f"ppo.anchor_coef must be a finite number >= 0 (got {self.anchor_coef})")
 
 
 def leave_one_out(batch: dict) -> torch.Tensor:
@@ -120,10 +120,13 @@ class PPO:
         self.np_rng = np.random.default_rng(seed)  # minibatch order
         self.resumed = False
         self.polyak_state = self._copy_state() if cfg.polyak is not None else None
-        self.anchor = self._frozen_copy() if cfg.anchor_coef > 0 else None  # the start, kept on resume
+        # the weights the run started from, kept in every checkpoint: the anchor, whenever one is asked for
+        self.initial_weights = self._copy_state()
+        self.anchor = self._frozen_copy(self.initial_weights) if cfg.anchor_coef > 0 else None
 
-    def _frozen_copy(self) -> RecurrentActorCritic:
+    def _frozen_copy(self, state: dict[str, torch.Tensor]) -> RecurrentActorCritic:
         anchor = copy.deepcopy(self.agent)
+        anchor.load_state_dict(state)
         anchor.requires_grad_(False)
         return anchor
 
@@ -153,7 +156,7 @@ class PPO:
                 "iteration": self.iteration, "global_step": self.global_step, "episodes": self.episodes,
                 "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state),
                 "worker_states": self.worker_states, "polyak": self.polyak_state,
-                "anchor": self.anchor.state_dict() if self.anchor is not None else None}
+                "initial_weights": self.initial_weights}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -166,8 +169,10 @@ class PPO:
             self.worker_states = state["worker_states"]
         if self.polyak_state is not None:  # a checkpoint without an average starts it from its weights
             self.polyak_state = state.get("polyak") or self._copy_state()
-        if self.anchor is not None:  # a checkpoint without an anchor holds it at the weights resumed
-            self.anchor.load_state_dict(state.get("anchor") or state["agent"])
+        # a checkpoint from before they were kept: its anchor, else the weights resumed stand in for them
+        self.initial_weights = state.get("initial_weights") or state.get("anchor") or self._copy_state()
+        if self.anchor is not None:
+            self.anchor.load_state_dict(self.initial_weights)
         self.resumed = True  # the env was restored to the start of an episode: reset without a seed
 
     # --- rollout ---------------------------------------------------------------------------
