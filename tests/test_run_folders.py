@@ -342,3 +342,44 @@ def test_an_evaluate_whose_grid_dir_is_held_is_refused(trained, tmp_path):
                                     "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
                                     f"run_dir={tmp_path / 'eval'}"))
         assert line.startswith(f"error: grid_dir: {grid_dir} is in use by") and not (grid_dir / "runs.parquet").exists()
+
+
+def _folder_state(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["other_policy", "grid_dir_file", "damaged_grid", "damaged_evaluate_table",
+                                  "too_few_frontier_points"])
+def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained, tmp_path, case):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "config.yaml").write_text("mine: true\n")  # an earlier run's config, not to be overwritten
+    (existing / ".lhopt.lock.json").write_text('{"command": "lhopt evaluate", "pid": 1}\n')
+    evaluate = ["evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]", "seeds=[0]",
+                "extra_baselines=[]"]
+    if case == "other_policy":
+        (existing / "policy.json").write_text('{"path": "other.pt", "sha256": "0"}\n')
+        command, expected = evaluate, "holds the runs of another policy"
+    elif case == "grid_dir_file":
+        (tmp_path / "grid_file").write_text("x")
+        command, expected = [*evaluate, f"grid_dir={tmp_path / 'grid_file'}"], "is a file, not a folder"
+    elif case == "damaged_grid":
+        (existing / "results.parquet").write_bytes(b"not parquet")
+        command, expected = GRID + ["seeds=[0]"], "damaged or not a Parquet table"
+    elif case == "damaged_evaluate_table":
+        (existing / "runs.parquet").write_bytes(b"not parquet")
+        command, expected = evaluate, "damaged or not a Parquet table"
+    else:
+        table = tmp_path / "two.csv"
+        # loss grows with compute: the frontier keeps the cheapest point alone
+        table.write_text("params,tokens,loss\n" + "".join(f"{n},{t},{3 + i + j / 10}\n" for i, n in enumerate(("1M", "2M"))
+                                                           for j, t in enumerate(("1B", "2B", "4B"))))
+        command, expected = ["scaling-fit", f"inputs=[{table}]"], "frontier points; at least 3 are needed"
+    before = _folder_state(existing)
+    assert expected in one_error_line(lhopt(*command, f"run_dir={existing}"))
+    assert _folder_state(existing) == before and not (existing / ".lhopt.lock").exists()
+    nested = tmp_path / "new" / "deeper"
+    if case in ("other_policy", "damaged_grid", "damaged_evaluate_table"):
+        return  # these refusals need what the existing folder holds
+    assert expected in one_error_line(lhopt(*command, f"run_dir={nested}"))
+    assert not (tmp_path / "new").exists()  # nor the folders it would have made

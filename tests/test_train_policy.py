@@ -247,7 +247,9 @@ def test_init_policy_that_cannot_start_the_run_is_one_line_and_writes_nothing(sm
     subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"init_policy={smoke_policy}",
                     f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # a user's folder stays as it was
-    (run_dir / ".lhopt.lock.json").write_text("{}")  # an earlier command's holder record stays too
+    record = '{"command": "lhopt evaluate", "pid": 1}\n'
+    (run_dir / ".lhopt.lock.json").write_text(record)  # an earlier command's holder record stays, unchanged
     subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"init_policy={smoke_policy}",
                     f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert sorted(p.name for p in run_dir.iterdir()) == [".lhopt.lock.json", "notes.txt"]
+    assert (run_dir / ".lhopt.lock.json").read_text() == record

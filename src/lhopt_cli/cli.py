@@ -104,8 +104,11 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
             run_sweep(list(ctx.args))
         return
     cfg = _compose(ctx, "baseline_grid", cfg_only)
+    from .results.store import ResultsStore
+
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
-    with run_folder(cfg) as run_dir, _resumable():
+    # a damaged table already in run_dir is refused before this command writes there
+    with run_folder(cfg, check=ResultsStore) as run_dir, _resumable():
         table = job.run(cfg, run_dir, console, jobs)
     title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
     print_grid(table, title, console)
@@ -194,7 +197,7 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     cfg = _compose(ctx, "evaluate", cfg_only)
     checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
-    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg))) as run_dir, _resumable():
+    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir))) as run_dir, _resumable():
         job.run(cfg, run_dir, console, checked[0])
 
 

@@ -189,12 +189,15 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     """The command's run folder, held for the body: created, locked against a second command
     (results/locks.py; FolderBusy names the holder), `check(run_dir)` run (it may refuse, with
     nothing written yet), then config.yaml saved. File-system refusals are one ConfigError line."""
-    from .results.locks import LOCK_FILES, FolderBusy, folder_lock
+    from .results.locks import HOLDER_NAME, LOCK_NAME, FolderBusy, folder_lock
 
     run_dir = _run_dir_path(cfg)
     # the folders this command creates, innermost first (run_dir and any missing parents)
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    had = {name for name in LOCK_FILES if (run_dir / name).exists()}  # a refusal removes only what it added
+    # a refusal removes only the lock files it added and puts back an earlier command's holder record
+    lock_file, holder = run_dir / LOCK_NAME, run_dir / HOLDER_NAME
+    had_lock = lock_file.exists()
+    held_record = holder.read_text(errors="replace") if holder.is_file() else None
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     try:
         lock = folder_lock(run_dir, f"lhopt {cfg.command}")
@@ -214,8 +217,13 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     finally:
         lock.__exit__(None, None, None)
         if refused:  # a refused command leaves no folder or lock file of its own behind
-            for name in set(LOCK_FILES) - had:
-                (run_dir / name).unlink(missing_ok=True)
+            with suppress(OSError):
+                if not had_lock:
+                    lock_file.unlink(missing_ok=True)
+                if held_record is None:
+                    holder.unlink(missing_ok=True)
+                else:
+                    atomic_write_text(holder, held_record)
         if refused and created:
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:

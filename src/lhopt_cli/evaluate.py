@@ -93,15 +93,19 @@ def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: Observa
     return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
 
 
-def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = True) -> None:
+def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = True, write: bool = True) -> None:
     """Record which policy file (by SHA-256), which actions (greedy or sampled) and whether the
     divergence guard ran, for this run folder's policy runs; refuse others, whose runs would
     otherwise be mistaken for the stored ones (ConfigError). Folders from before the guard
-    existed hold unguarded runs."""
+    existed hold unguarded runs. `write=False` only checks (the pre-flight)."""
     digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
     record = run_dir / "policy.json"
     if record.exists():
-        held = json.loads(record.read_text())
+        try:
+            held = json.loads(record.read_text())
+            held.get("sha256")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise ConfigError(f"{record}: not a readable policy record; restore it or evaluate in another run_dir") from None
         if held.get("sha256") != digest:
             raise ConfigError(f"{run_dir} holds the runs of another policy ({held.get('path')}); "
                               "evaluate this one in another run_dir")
@@ -112,7 +116,8 @@ def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = 
             raise ConfigError(f"{run_dir} holds this policy's runs {'with' if held.get('guard', False) else 'without'} "
                               f"the divergence guard; evaluate guard={str(guard).lower()} in another run_dir")
         return
-    record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy, "guard": guard}) + "\n")
+    if write:
+        record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy, "guard": guard}) + "\n")
 
 
 def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
@@ -120,10 +125,13 @@ def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
     protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
-def preflight(cfg: DictConfig) -> tuple[Path, RecurrentActorCritic, dict]:
+def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, RecurrentActorCritic, dict]:
     """What `run` checks before it writes anything: the executor, the extra baselines, the policy
-    file, the protocol settings against it, and every task's config (task_overrides applied). Returns (policy path, agent, the file's metadata);
-    raises ConfigError, PolicyFileError or ProtocolError (one line each)."""
+    file, the protocol settings against it, every task's config (task_overrides applied) and,
+    given the `run_dir`, that it holds no other policy's runs nor a damaged table and that
+    `grid_dir` is no file.
+    Returns (policy path, agent, the file's metadata); raises ConfigError, PolicyFileError,
+    ProtocolError or StoreError (one line each)."""
     baseline_grid.require_local_executor(cfg)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
@@ -134,6 +142,12 @@ def preflight(cfg: DictConfig) -> tuple[Path, RecurrentActorCritic, dict]:
     check_protocol(cfg, protocol)
     for member in suite_members(cfg, Console(quiet=True)):  # each task's config, task_overrides included
         grid_config(cfg, member, Path("grid"), protocol)
+    if run_dir is not None:
+        claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard), write=False)
+        ResultsStore(run_dir)  # a damaged table there: StoreError
+        grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
+        if grid_dir.exists() and not grid_dir.is_dir():
+            raise ConfigError(f"grid_dir: {grid_dir} is a file, not a folder")
     return policy_path, agent, policy_meta
 
 

@@ -41,15 +41,27 @@ def target_compute(cfg: DictConfig, fronts: dict[str, pd.DataFrame]) -> float | 
     return float(math.exp(intercept + slope * math.log(float(cfg.target.params))))
 
 
+def method_frontiers(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each method's compute frontier (scaling/frontier.py); FitError for one with fewer than the
+    3 points a fit needs."""
+    fronts = {m: frontier(g) for m, g in data.groupby("method")}
+    for method, front in fronts.items():
+        if len(front) < 3:
+            raise FitError(f"method '{method}': {len(front)} frontier points; at least 3 are needed")
+    return fronts
+
+
 def load_inputs(cfg: DictConfig, console: Console | None = None):
     """The fit's points from `inputs`, checked (ConfigError, one line) before any run folder is
     made: the CLI calls it first and hands the points to run()."""
     if not cfg.inputs:
         raise ConfigError("inputs=[...] must name at least one run folder, .csv or .parquet file")
     try:
-        return load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
+        data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
+        method_frontiers(data)
     except FitError as err:
         raise ConfigError(str(err)) from None
+    return data
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, data=None) -> list[dict]:
@@ -65,10 +77,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, data=Non
 
 def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
     draws, rows, fits = int(cfg.bootstrap), [], {}
-    fronts = {m: frontier(g) for m, g in data.groupby("method")}
+    fronts = method_frontiers(data)
     for method, front in fronts.items():
-        if len(front) < 3:
-            raise FitError(f"method '{method}': {len(front)} frontier points; at least 3 are needed")
         plain, offset = fit_power(front.compute, front.loss), fit_power_offset(front.compute, front.loss)
         fits[method] = plain
         boot_plain = bootstrap(lambda s: [(f := fit_power(s["f"].compute, s["f"].loss)).alpha, f.log_cc],

@@ -24,7 +24,6 @@ from ..config import atomic_write_text
 
 LOCK_NAME = ".lhopt.lock"
 HOLDER_NAME = ".lhopt.lock.json"
-LOCK_FILES = (LOCK_NAME, HOLDER_NAME)
 
 
 class FolderBusy(RuntimeError):
