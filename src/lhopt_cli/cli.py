@@ -206,7 +206,9 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Fit scaling laws (compute frontier, parametric) to logged results.
 
     Reads lhopt run folders or any CSV/Parquet (map columns with `columns.*`), writes `fits.csv`,
-    `fits.json` (every parameter with a 95% bootstrap interval, the speedups), and figures.
+    `fits.json` (every parameter with a 95% bootstrap interval, the speedups), and figures. The
+    inputs together need runs of at least 2 model sizes per method and 3 points on each method's
+    compute frontier: `scripts/scaling_char_lm.sh` makes such folders (one `evaluate` per width).
 
     Examples:
 
