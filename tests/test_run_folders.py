@@ -348,8 +348,8 @@ def _folder_state(folder) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["other_policy", "grid_dir_file", "damaged_grid", "damaged_evaluate_table",
-                                  "too_few_frontier_points"])
+@pytest.mark.parametrize("case", ["other_policy", "grid_dir_file", "grid_dir_under_file", "damaged_grid",
+                                  "damaged_evaluate_table", "damaged_evaluate_grid", "too_few_frontier_points"])
 def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained, tmp_path, case):
     existing = tmp_path / "existing"
     existing.mkdir()
@@ -363,6 +363,13 @@ def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained
     elif case == "grid_dir_file":
         (tmp_path / "grid_file").write_text("x")
         command, expected = [*evaluate, f"grid_dir={tmp_path / 'grid_file'}"], "is a file, not a folder"
+    elif case == "grid_dir_under_file":
+        (tmp_path / "grid_file").write_text("x")
+        command, expected = [*evaluate, f"grid_dir={tmp_path / 'grid_file' / 'sub'}"], "is a file, not a folder"
+    elif case == "damaged_evaluate_grid":
+        (existing / "grid").mkdir()
+        (existing / "grid" / "runs.parquet").write_bytes(b"not parquet")
+        command, expected = evaluate, "damaged or not a Parquet table"
     elif case == "damaged_grid":
         (existing / "results.parquet").write_bytes(b"not parquet")
         command, expected = GRID + ["seeds=[0]"], "damaged or not a Parquet table"
@@ -379,7 +386,7 @@ def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained
     assert expected in one_error_line(lhopt(*command, f"run_dir={existing}"))
     assert _folder_state(existing) == before and not (existing / ".lhopt.lock").exists()
     nested = tmp_path / "new" / "deeper"
-    if case in ("other_policy", "damaged_grid", "damaged_evaluate_table"):
+    if case in ("other_policy", "damaged_grid", "damaged_evaluate_table", "damaged_evaluate_grid"):
         return  # these refusals need what the existing folder holds
     assert expected in one_error_line(lhopt(*command, f"run_dir={nested}"))
     assert not (tmp_path / "new").exists()  # nor the folders it would have made

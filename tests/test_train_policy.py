@@ -198,13 +198,16 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
     assert list(pd.read_csv(tmp_path / "c" / "meta_train.csv").iteration) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("override", ["ppo.anchor_coef=-1", "ppo.anchor_coef=inf", "ppo.polyak=2"])
+@pytest.mark.parametrize("override", ["ppo.anchor_coef=-1", "ppo.anchor_coef=inf", "ppo.polyak=2", "ppo.learning_rate=nan",
+                                      "ppo.update_epochs=0", "ppo.gamma=2", "reward_extrapolation=-1", "envs=0",
+                                      "validation.suite=nosuch"])
 def test_bad_ppo_settings_are_refused_before_the_run_folder_exists(tmp_path, override):
     run_dir = tmp_path / "new" / "run"
-    proc = subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, f"run_dir={run_dir}"],
+    proc = subprocess.run([str(LHOPT), "train-policy", *SMOKE, override, "validation.every=1", f"run_dir={run_dir}"],
                           capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert override.split("=")[0] in proc.stderr and not (tmp_path / "new").exists()
+    named = override.split("=")[0].split(".")[-1] if override.startswith("validation") else override.split("=")[0]
+    assert (override.split("=")[1] if named == "suite" else named) in proc.stderr and not (tmp_path / "new").exists()
 
 
 def test_an_anchored_run_holds_its_init_policy_as_the_anchor_through_a_resume(smoke_policy, run_cli, tmp_path):

@@ -197,7 +197,7 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
     # a refusal removes only the lock files it added and puts back an earlier command's holder record
     lock_file, holder = run_dir / LOCK_NAME, run_dir / HOLDER_NAME
     had_lock = lock_file.exists()
-    held_record = holder.read_text(errors="replace") if holder.is_file() else None
+    held_record = holder.read_bytes() if holder.is_file() else None
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     try:
         lock = folder_lock(run_dir, f"lhopt {cfg.command}")
@@ -223,7 +223,7 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
                 if held_record is None:
                     holder.unlink(missing_ok=True)
                 else:
-                    atomic_write_text(holder, held_record)
+                    holder.write_bytes(held_record)
         if refused and created:
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:

@@ -128,8 +128,8 @@ def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
 def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, RecurrentActorCritic, dict]:
     """What `run` checks before it writes anything: the executor, the extra baselines, the policy
     file, the protocol settings against it, every task's config (task_overrides applied) and,
-    given the `run_dir`, that it holds no other policy's runs nor a damaged table and that
-    `grid_dir` is no file.
+    given the `run_dir`, that it and `grid_dir` hold no other policy's runs nor a damaged table
+    and that `grid_dir` neither is nor lies under a file.
     Returns (policy path, agent, the file's metadata); raises ConfigError, PolicyFileError,
     ProtocolError or StoreError (one line each)."""
     baseline_grid.require_local_executor(cfg)
@@ -146,8 +146,11 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
         claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard), write=False)
         ResultsStore(run_dir)  # a damaged table there: StoreError
         grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-        if grid_dir.exists() and not grid_dir.is_dir():
-            raise ConfigError(f"grid_dir: {grid_dir} is a file, not a folder")
+        blocker = next((p for p in (grid_dir, *grid_dir.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ConfigError(f"grid_dir: {blocker} is a file, not a folder")
+        if grid_dir.is_dir():
+            ResultsStore(grid_dir)  # a damaged grid table: StoreError
     return policy_path, agent, policy_meta
 
 

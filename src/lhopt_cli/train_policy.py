@@ -198,6 +198,21 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def check_run_settings(cfg: DictConfig) -> None:
+    """ConfigError (one line) for run-level values no run can use: envs, workers or
+    checkpoint_every below 1, a reward_extrapolation that is not a finite number > 1, or a
+    validation suite that does not exist (the suite is composed only when passes will run)."""
+    for name in ("envs", "workers", "checkpoint_every"):
+        if int(cfg[name]) < 1:
+            raise ConfigError(f"{name} must be >= 1 (got {cfg[name]})")
+    extrapolation = float(cfg.reward_extrapolation)
+    if not 1 < extrapolation < math.inf:
+        raise ConfigError(f"reward_extrapolation must be a finite number > 1 (got {cfg.reward_extrapolation})")
+    every, suite_name, seeds = validation_settings(cfg)
+    if every:
+        ValidationSuite.suite_config(suite_name, seeds, cfg.get("debug"))
+
+
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
     """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
@@ -207,6 +222,7 @@ def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCriti
     checkpoint = run_dir / "checkpoint.pt"
     family_config(cfg)  # the protocol and the family (no held-out kind)
     ppo_config(cfg), reference_sweep(cfg)  # PPO's and the reward's settings
+    check_run_settings(cfg)
     initial = None
     if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
         initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file

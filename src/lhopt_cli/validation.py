@@ -62,13 +62,7 @@ class ValidationSuite:
     def __init__(self, suite: str, seeds: list[int], protocol: ObservationProtocol, grid_dir: Path,
                  debug: DictConfig | dict | None = None, stored: Path | None = None, console: Console | None = None):
         console = console or Console(soft_wrap=True)
-        if suite == "test":
-            raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
-        cfg = compose("evaluate", [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1",
-                                   *debug_overrides(debug)])
-        if cfg.suite.name == "test" or not cfg.suite.members:
-            raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
-        refuse_test_tasks(suite, OmegaConf.to_container(cfg.suite.members, resolve=True))
+        cfg = self.suite_config(suite, seeds, debug)
         self.seeds, self.protocol = list(seeds), protocol
         self.paper_lrs = list(cfg.grid.lrs)
         stored = Path(stored) if stored is not None else baseline_grid.STORED_GRIDS / suite
@@ -78,6 +72,19 @@ class ValidationSuite:
             curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             self.members.append(_Member(member["id"], task_cfg, curves))
+
+    @staticmethod
+    def suite_config(suite: str, seeds: list[int], debug: DictConfig | dict | None = None) -> DictConfig:
+        """The evaluate config of a validation suite; ConfigError (one line) for the test suite, a
+        suite that does not exist or lists no tasks, or one holding a test-suite task."""
+        if suite == "test":
+            raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
+        cfg = compose("evaluate", [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1",
+                                   *debug_overrides(debug)])
+        if cfg.suite.name == "test" or not cfg.suite.members:
+            raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
+        refuse_test_tasks(suite, OmegaConf.to_container(cfg.suite.members, resolve=True))
+        return cfg
 
     def score(self, agent: RecurrentActorCritic, greedy: bool = True, guard: bool = True,
               lr_decay: str | None = None) -> tuple[float, dict[str, float]]:
