@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -67,20 +68,18 @@ class PPOConfig:
             raise ValueError(f"ppo.polyak must be in [0, 1) or null (got {self.polyak})")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"ppo.target_kl must be > 0 or null (got {self.target_kl})")
-        inf = float("inf")
-        ranges = {"learning_rate": (0, inf, False), "clip_coef": (0, inf, False), "max_grad_norm": (0, inf, False),
-                  "gamma": (0, 1, True), "gae_lambda": (0, 1, True), "ent_coef": (0, inf, True), "vf_coef": (0, inf, True)}
-        for name, (low, high, closed) in ranges.items():  # also refuses nan
-            value = getattr(self, name)
-            inside = (low <= value if closed else low < value) and (value <= 1 if high == 1 else value < high)
-            if not inside:
-                bounds = f"in [{low}, {high}]" if high == 1 else f"a finite number {'>=' if closed else '>'} {low}"
-                raise ValueError(f"ppo.{name} must be {bounds} (got {value})")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm"):  # the comparisons also refuse nan
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"ppo.{name} must be a finite number > 0 (got {getattr(self, name)})")
+        for name in ("ent_coef", "vf_coef", "anchor_coef"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"ppo.{name} must be a finite number >= 0 (got {getattr(self, name)})")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"ppo.{name} must be in [0, 1] (got {getattr(self, name)})")
         for name in ("num_steps", "minibatch_size", "minibatch_episodes", "update_epochs", "iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ppo.{name} must be >= 1 (got {getattr(self, name)})")
-        if not 0 <= self.anchor_coef < float("inf"):
-            raise ValueError(f"ppo.anchor_coef must be a finite number >= 0 (got {self.anchor_coef})")
 
 
 def leave_one_out(batch: dict) -> torch.Tensor:
