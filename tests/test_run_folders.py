@@ -348,7 +348,7 @@ def _folder_state(folder) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["other_policy", "grid_dir_file", "grid_dir_under_file", "damaged_grid",
+@pytest.mark.parametrize("case", ["other_policy", "unreadable_policy_record", "grid_dir_file", "grid_dir_under_file", "damaged_grid",
                                   "damaged_evaluate_table", "damaged_evaluate_grid", "too_few_frontier_points"])
 def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained, tmp_path, case):
     existing = tmp_path / "existing"
@@ -360,6 +360,9 @@ def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained
     if case == "other_policy":
         (existing / "policy.json").write_text('{"path": "other.pt", "sha256": "0"}\n')
         command, expected = evaluate, "holds the runs of another policy"
+    elif case == "unreadable_policy_record":
+        (existing / "policy.json").write_text("[1]\n")
+        command, expected = evaluate, "not a readable policy record"
     elif case == "grid_dir_file":
         (tmp_path / "grid_file").write_text("x")
         command, expected = [*evaluate, f"grid_dir={tmp_path / 'grid_file'}"], "is a file, not a folder"
@@ -386,7 +389,7 @@ def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained
     assert expected in one_error_line(lhopt(*command, f"run_dir={existing}"))
     assert _folder_state(existing) == before and not (existing / ".lhopt.lock").exists()
     nested = tmp_path / "new" / "deeper"
-    if case in ("other_policy", "damaged_grid", "damaged_evaluate_table", "damaged_evaluate_grid"):
+    if case in ("other_policy", "unreadable_policy_record", "damaged_grid", "damaged_evaluate_table", "damaged_evaluate_grid"):
         return  # these refusals need what the existing folder holds
     assert expected in one_error_line(lhopt(*command, f"run_dir={nested}"))
     assert not (tmp_path / "new").exists()  # nor the folders it would have made

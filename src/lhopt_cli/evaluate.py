@@ -103,9 +103,10 @@ def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = 
     if record.exists():
         try:
             held = json.loads(record.read_text())
-            held.get("sha256")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            raise ConfigError(f"{record}: not a readable policy record; restore it or evaluate in another run_dir") from None
+        except (ValueError, UnicodeDecodeError):
+            held = None
+        if not isinstance(held, dict):
+            raise ConfigError(f"{record}: not a readable policy record; restore it or evaluate in another run_dir")
         if held.get("sha256") != digest:
             raise ConfigError(f"{run_dir} holds the runs of another policy ({held.get('path')}); "
                               "evaluate this one in another run_dir")
