@@ -1,5 +1,5 @@
-"""Compute the stored reference grids: the 5 x 7 AdamW grid (and its extension to learning rates
-3e-2 and 1e-1) for every member of the validation and test suites, 3 seeds each.
+"""Compute the stored reference grids: the 5 x 7 AdamW grid and the suite's extended grid (its
+`extended_lrs` with its `extended_schedules`) for every member of the suites given, 3 seeds each.
 
     python scripts/make_reference_grids.py                        # both suites, paper + extended lrs
     python scripts/make_reference_grids.py --suites test --members co2_forecast --seeds 0
@@ -31,16 +31,18 @@ from lhopt_cli.config import ConfigError, compose
 from lhopt_cli.evaluate import member_overrides
 
 PAPER_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-EXTENDED_LRS = PAPER_LRS + [3e-2, 1e-1]  # the stronger baseline: the same 7 schedules, lrs up to 1e-1
 REPO = Path(__file__).resolve().parents[1]
 
 
-def member_grid_config(member: dict, seeds: list[int], lrs: list[float], run_dir: Path, workers: int,
-                       overrides: list[str]):
+def member_grid_config(member: dict, seeds: list[int], extended: tuple[list[float], list[str] | None], run_dir: Path,
+                       workers: int, overrides: list[str]):
+    """The grid of one member: the paper's 5 x 7, then the `extended` (lrs, schedules) of its suite."""
     eval_points = int(compose("train_policy", []).controller.eval_points)
+    lrs, schedules = extended
     return compose("baseline_grid", [*member_overrides(member), f"task.eval_points={eval_points}",
-                                     f"seeds={seeds}", f"grid.lrs={lrs}", f"run_dir={run_dir}",
-                                     f"executor.workers={workers}", *overrides])
+                                     f"seeds={seeds}", f"grid.lrs={PAPER_LRS}", f"grid.extended_lrs={lrs}",
+                                     "grid.extended_schedules=" + ("null" if schedules is None else f"[{','.join(schedules)}]"),
+                                     f"run_dir={run_dir}", f"executor.workers={workers}", *overrides])
 
 
 def cpu_seconds() -> float:
@@ -71,7 +73,6 @@ def make(args: argparse.Namespace) -> None:
     if args.overrides and Path(args.out).resolve() == (REPO / "benchmarks" / "grids").resolve():
         raise ConfigError(f"overrides ({' '.join(args.overrides)}) would change the stored reference grids; "
                           "write such grids elsewhere with --out DIR")
-    lrs = PAPER_LRS if args.paper_only else EXTENDED_LRS
     suites = {name: OmegaConf.to_container(compose("evaluate", [f"suite={name}"]).suite, resolve=True)
               for name in args.suites}
     for name, suite in suites.items():
@@ -87,15 +88,20 @@ def make(args: argparse.Namespace) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         manifest_path = run_dir / "MANIFEST.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
+        evaluate_cfg = compose("evaluate", [f"suite={suite_name}"])  # the suite's extended grid (or evaluate's)
+        extended = ([], None) if args.paper_only else (list(evaluate_cfg.extended_lrs or []),
+                                                       None if evaluate_cfg.extended_schedules is None
+                                                       else list(evaluate_cfg.extended_schedules))
         call = {"command": "python scripts/make_reference_grids.py " + " ".join(sys.argv[1:]),
-                "date": date.today().isoformat(), "seeds": args.seeds, "lrs": lrs, "machine": platform.machine(),
+                "date": date.today().isoformat(), "seeds": args.seeds, "lrs": PAPER_LRS + extended[0],
+                "extended_schedules": extended[1], "machine": platform.machine(),
                 "packages": {name: version(name) for name in ("lhopt-cli", "torch", "numpy", "statsmodels",
                                                               "scikit-image", "scikit-learn")},
                 "members": [], "member_wall_s": {}, "member_cpu_s": {}}
         manifest["calls"].append(call)
         for member in members:
             console.print(f"[bold]{suite_name}/{member['id']}[/bold]")
-            cfg = member_grid_config(member, args.seeds, lrs, run_dir, args.workers, args.overrides)
+            cfg = member_grid_config(member, args.seeds, extended, run_dir, args.workers, args.overrides)
             start, cpu = time.perf_counter(), cpu_seconds()
             baseline_grid.run(cfg, run_dir, console)
             call["members"].append(member["id"])

@@ -57,8 +57,13 @@ def plan(cfg: DictConfig) -> list[GridRun]:
         raise ConfigError(f"unknown schedule '{unknown[0]}'; known: {', '.join(SCHEDULES)}")
     if not grid.lrs or not grid.schedules or not cfg.seeds:
         raise ConfigError("grid.lrs, grid.schedules and seeds must each list at least one value")
-    if any(lr <= 0 for lr in grid.lrs):
-        raise ConfigError("grid.lrs must all be positive")
+    extended_lrs = [float(lr) for lr in grid.get("extended_lrs") or []]
+    extended_schedules = list(grid.get("extended_schedules") or grid.schedules)
+    unknown = [s for s in extended_schedules if s not in SCHEDULES]
+    if unknown:
+        raise ConfigError(f"grid.extended_schedules: unknown schedule '{unknown[0]}'; known: {', '.join(SCHEDULES)}")
+    if any(lr <= 0 for lr in [*grid.lrs, *extended_lrs]):
+        raise ConfigError("grid.lrs and grid.extended_lrs must all be positive")
     require_local_executor(cfg)
     if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
         raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")
@@ -69,12 +74,23 @@ def plan(cfg: DictConfig) -> list[GridRun]:
     if chunks < 1 or not 0 <= chunk < chunks:
         raise ConfigError(f"chunk must be in [0, chunks) and chunks >= 1 (got chunk={chunk}, chunks={chunks})")
     key = task_key(task_cfg) + task_key(fixed)[:4]
+    settings = grid_settings(grid.lrs, grid.schedules, extended_lrs, extended_schedules)
     runs = [
         GridRun(f"{task_cfg['name']}-{key}-s{seed}-lr{lr:g}-{schedule}", task_json, int(seed), float(lr), schedule,
                 json.dumps(fixed, sort_keys=True))
-        for seed in cfg.seeds for lr in grid.lrs for schedule in grid.schedules
+        for seed in cfg.seeds for lr, schedule in settings
     ]
     return runs[chunk::chunks]  # interleaved, so every chunk mixes cheap and costly runs
+
+
+def grid_settings(lrs, schedules, extended_lrs=(), extended_schedules=None) -> list[tuple[float, str]]:
+    """The grid's (learning rate, schedule) settings: every lr of `lrs` with every schedule, then
+    each lr of `extended_lrs` not already there with `extended_schedules` (default: every schedule),
+    so a wide lr range can cost fewer runs outside the paper's five."""
+    settings = [(float(lr), s) for lr in lrs for s in schedules]
+    extra = list(schedules if extended_schedules is None else extended_schedules)
+    settings += [(float(lr), s) for lr in extended_lrs for s in extra if (float(lr), s) not in settings]
+    return settings
 
 
 def shard_name(cfg: DictConfig) -> str:
@@ -164,7 +180,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
                         console.print(f"[red]failed[/red] {run_row['run_id']}: {run_row['error']}")
                 bar.advance(progress, len(results))
     ids = {job.run_id for job in jobs}
-    return grid_table(store.runs[store.runs.run_id.isin(ids)], cfg.grid.lrs, cfg.grid.schedules)
+    lrs = sorted({float(lr) for lr in [*cfg.grid.lrs, *(cfg.grid.get("extended_lrs") or [])]})
+    return grid_table(store.runs[store.runs.run_id.isin(ids)], lrs, cfg.grid.schedules)
 
 
 def curves_reusing(cfg: DictConfig, run_dir: Path, stored: Path | None, console: Console) -> pd.DataFrame:

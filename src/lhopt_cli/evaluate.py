@@ -31,12 +31,14 @@ from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
-from .results.speedup import NoFinishedBaseline, ema, padded, speedup
+from .results.speedup import NoFinishedBaseline, best_single_run, ema, padded, speedup
 from .results.locks import FolderBusy, folder_lock
+from .results.summary import overall, per_task
 from .results.store import ResultsStore
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
+ADAMW_DEFAULT = (1e-3, "constant")  # what torch.optim.AdamW does untouched: its default lr, no schedule
 DEFAULT_TASKS = ["mlp_mnist"]  # without tasks or a suite
 SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
                    "best_at_edge", "speedup_extended", "best_lr_extended"]
@@ -78,13 +80,28 @@ def member_overrides(member: dict) -> list[str]:
     return [f"task={member['task']}", *(f"task.{key}={json.dumps(value)}" for key, value in member["params"].items())]
 
 
+def fixed_default(cfg: DictConfig) -> tuple[float, str] | None:
+    """The untuned fixed setting (lr, schedule) reported beside every method: `fixed_default`,
+    else the suite's record, else the test suite's (chosen on the leave-kinds-out validation
+    suite by scripts/choose_fixed_default.py); None where none is recorded."""
+    chosen = cfg.get("fixed_default")
+    if chosen is None and cfg.get("suite") is not None:
+        chosen = cfg.suite.get("fixed_default")
+    if chosen is None:
+        chosen = compose("evaluate", ["suite=test"]).suite.get("fixed_default")
+    return None if chosen is None else (float(chosen.lr), str(chosen.schedule))
+
+
 def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
     """The baseline grid's config for a suite member, validated at the protocol's points (a task
-    override that contradicts them is refused)."""
+    override that contradicts them is refused): the paper's grid, then `extended_lrs` with
+    `extended_schedules`."""
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
+    extended_schedules = cfg.get("extended_schedules")
     overrides = [*member_overrides(member), f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
                  f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
-                 f"grid.lrs={sorted(set(grid['lrs']) | set(cfg.extended_lrs))}",
+                 f"grid.lrs={list(grid['lrs'])}", f"grid.extended_lrs={list(cfg.extended_lrs or [])}",
+                 "grid.extended_schedules=" + ("null" if extended_schedules is None else f"[{','.join(extended_schedules)}]"),
                  f"grid.schedules=[{','.join(grid['schedules'])}]"]
     overrides += debug_overrides(cfg.get("debug"))  # the same debug values, overrides of them included
     overrides += list(cfg.task_overrides)
@@ -182,6 +199,11 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             stored = None
         store = ResultsStore(run_dir)
         summary, figures = [], []
+        untuned = {"adamw_default": ADAMW_DEFAULT}
+        fixed = fixed_default(cfg)
+        if fixed is not None:
+            untuned["fixed_default"] = fixed
+            console.print(f"fixed_default: lr {fixed[0]:g} {fixed[1]} (one setting for every task, chosen on validation)")
         for member in suite_members(cfg, console):
             task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
             gcfg = grid_config(cfg, member, grid_dir, protocol)
@@ -212,7 +234,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                                            task, result)])
             grid_curves = grid_curves[grid_curves.task_params == task_json]
             ours = store.curves[store.curves.task_params == task_json]
-            rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs))
+            rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs), untuned)
             summary += rows
             figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
             decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
@@ -234,10 +256,15 @@ def _best(curves: dict[str, pd.DataFrame], steps) -> pd.DataFrame:
     return curves[min(finals, key=finals.get) if finals else next(iter(curves))]
 
 
-def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame, paper_lrs: list[float]) -> list[dict]:
+def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame, paper_lrs: list[float],
+              untuned: dict[str, tuple[float, str]] | None = None) -> list[dict]:
     """Per seed: the best of the paper's grid (learning rates `paper_lrs`), and every other
     method's final loss and speedup over that grid and over the whole stored grid (the extended
-    learning rates too); `best_at_edge` flags a paper-grid best at its lowest or highest lr."""
+    learning rates too); `best_at_edge` flags a paper-grid best at its lowest or highest lr.
+
+    `untuned` ({method: (lr, schedule)}) names grid runs reported as methods of their own (the
+    untuned choices: AdamW's defaults, one fixed setting for every task); with it, `oracle` is
+    the best single run of the whole grid for this task and seed, chosen in hindsight."""
     rows = []
     in_paper = np.isclose(grid_curves.lr0.to_numpy(float)[:, None], np.asarray(paper_lrs, float)[None]).any(1)
     for seed in seeds:
@@ -253,6 +280,15 @@ def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFra
                 "best_at_edge": bool(np.isclose(best_lr, [min(paper_lrs), max(paper_lrs)]).any()),
                 "best_lr_extended": float(best_extended.lr0.iloc[0])}
         methods = [("best_baseline", best)] + [(m, g.sort_values("step")) for m, g in ours[ours.seed == seed].groupby("method")]
+        if untuned is not None:
+            runs = {(float(c.lr0.iloc[0]), c.schedule.iloc[0]): c.sort_values("step")
+                    for _, c in grid_curves[grid_curves.seed == seed].groupby("run_id")}
+            for method, (lr, schedule) in untuned.items():
+                match = [c for (run_lr, run_schedule), c in runs.items() if np.isclose(run_lr, lr) and run_schedule == schedule]
+                if match:
+                    methods.append((method, match[0]))
+            _, key = best_single_run(steps, {k: padded(c.valid_loss, len(steps)) for k, c in runs.items()}, baselines)
+            methods.append(("oracle", runs[key]))
         for method, curve in methods:
             loss = padded(curve.valid_loss, len(steps))
             try:
@@ -274,8 +310,23 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
         caption = ", ".join(f"seed {r.seed}: lr {r.best_lr:g} {r.best_schedule}" + (" (grid edge)" * r.best_at_edge)
                             for r in best.itertuples())
         shown.caption = f"best baseline per seed: {caption}"
-        for method, group in rows.groupby("method", sort=False):
+        for method in per_task(rows).method:
+            group = rows[rows.method == method]
             s, e = group.speedup.to_numpy(float), group.speedup_extended.to_numpy(float)
             shown.add_row(method, f"{group.final_valid_loss.median():.4f}", " ".join(f"{v:.2f}x" for v in s),
                           f"{np.median(s):.2f}x [{s.min():.2f}, {s.max():.2f}]", f"{np.median(e):.2f}x")
         console.print(shown)
+    if table.task.nunique() > 1:
+        print_totals(overall(per_task(table)), console)
+
+
+def print_totals(totals: pd.DataFrame, console: Console) -> None:
+    """The suite in one table: per method, the median over tasks (of the medians over seeds) against
+    the best of 35 and the extended grid, the worst task, and the median ratio to fixed_default."""
+    shown = Table(title="over the tasks: median of the per-task medians over seeds")
+    for column in ("method", "vs best of 35", "vs extended grid", "worst task", "vs fixed_default"):
+        shown.add_column(column, justify="left" if column in ("method", "worst task") else "right")
+    for r in totals.itertuples():
+        ratio = "" if r.vs_fixed_default is None or pd.isna(r.vs_fixed_default) else f"{r.vs_fixed_default:.2f}x"
+        shown.add_row(r.method, f"{r.median:.2f}x", f"{r.extended:.2f}x", f"{r.worst_task} {r.worst:.2f}x", ratio)
+    console.print(shown)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from omegaconf import MISSING
 
 
 @dataclass
@@ -46,6 +47,7 @@ class CharLmTask(TaskBase):
     d_model: int = 64
     n_head: int = 4
     context: int = 64
+    pretrain_steps: int = 0  # > 0: fine-tune weights pretrained on Python source (tasks/pretrain.py)
 
 
 @dataclass
@@ -165,6 +167,14 @@ class Mnist1dTransformerTask(TaskBase):
     d_model: int = 32
     n_head: int = 2
     n_layer: int = 1
+    pretrain_steps: int = 0  # > 0: fine-tune weights pretrained on other mnist1d signals
+
+
+@dataclass
+class Mnist1dLstmTask(TaskBase):
+    num_train: int = 16000
+    num_valid: int = 1000
+    hidden: int = 32
 
 
 @dataclass
@@ -207,6 +217,7 @@ TASK_SCHEMAS: dict[str, type] = {
     "friedman_regression": FriedmanRegressionTask,
     "lorenz_forecast": LorenzForecastTask,
     "mnist1d_transformer": Mnist1dTransformerTask,
+    "mnist1d_lstm": Mnist1dLstmTask,
 }
 
 
@@ -214,6 +225,8 @@ TASK_SCHEMAS: dict[str, type] = {
 class GridConfig:
     lrs: list[float] = field(default_factory=list)
     schedules: list[str] = field(default_factory=list)
+    extended_lrs: list[float] = field(default_factory=list)  # run at extended_schedules only
+    extended_schedules: Optional[list[str]] = None  # None: every schedule of `schedules`
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -380,10 +393,22 @@ class SuiteMember:
 
 
 @dataclass
+class FixedSetting:
+    """One AdamW setting of the grid, chosen without the suite it is reported on."""
+
+    lr: float = 1e-3
+    schedule: str = "constant"
+    chosen_on: Optional[str] = None  # the suite whose stored grid chose it
+
+
+@dataclass
 class SuiteConfig:
     name: str = "?"
     family: Optional[str] = None  # the train suite: a task family, not a list
     members: list[SuiteMember] = field(default_factory=list)
+    extended_lrs: Optional[list[float]] = MISSING  # the extended lrs its stored grid holds (unset: evaluate's)
+    extended_schedules: Optional[list[str]] = MISSING  # their schedules (None: every schedule; unset: evaluate's)
+    fixed_default: Optional[FixedSetting] = None  # recorded by scripts/choose_fixed_default.py
 
 
 @dataclass
@@ -413,6 +438,8 @@ class EvaluateConfig:
     grid_dir: Optional[str] = None
     extra_baselines: list[str] = field(default_factory=list)
     extended_lrs: list[float] = field(default_factory=list)
+    extended_schedules: Optional[list[str]] = None  # None: every schedule of the grid
+    fixed_default: Optional[FixedSetting] = None  # None: the suite's record, else the test suite's
     greedy: bool = True
     guard: bool = True
     run_dir: Optional[str] = None

@@ -78,3 +78,14 @@ def speedup(steps, method_curve, baseline_curves, decay: float = EMA_DECAY) -> f
         return 0.0
     t_env = first_step_reaching(steps, env, final)
     return (t_env if t_env is not None else total) / total
+
+
+def best_single_run(steps, runs: dict, baseline_curves, decay: float = EMA_DECAY) -> tuple[float, object]:
+    """The oracle: of `runs` ({key: curve on `steps`}), the one with the highest speedup over the
+    envelope of `baseline_curves`, chosen in hindsight. Returns (speedup, its key); raises
+    NoFinishedBaseline as `speedup` does, ValueError for no runs."""
+    if not runs:
+        raise ValueError("no runs to choose from")
+    scored = [(speedup(steps, curve, baseline_curves, decay), i) for i, curve in enumerate(runs.values())]
+    value, index = max(scored)
+    return value, list(runs)[index]

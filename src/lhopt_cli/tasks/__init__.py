@@ -5,7 +5,7 @@ from .algorithmic import Algorithmic
 from .autoencoder import MnistAutoencoder, PatchAutoencoder
 from .base import Task
 from .forecast import Co2Forecast
-from .heldout import FriedmanRegression, LorenzForecast, Mnist1dTransformer
+from .heldout import FriedmanRegression, LorenzForecast, Mnist1dLstm, Mnist1dTransformer
 from .mnist1d import Mnist1dConv
 from .nqm import Nqm
 from .synthetic_text import MarkovLm, SequenceClassification
@@ -37,9 +37,10 @@ TASKS: dict[str, type[Task]] = {
     "friedman_regression": FriedmanRegression,
     "lorenz_forecast": LorenzForecast,
     "mnist1d_transformer": Mnist1dTransformer,
+    "mnist1d_lstm": Mnist1dLstm,
 }
 
-HELDOUT_KINDS = ("friedman_regression", "lorenz_forecast", "mnist1d_transformer")
+HELDOUT_KINDS = ("friedman_regression", "lorenz_forecast", "mnist1d_transformer", "mnist1d_lstm")
 
 
 def build_task(cfg) -> Task:

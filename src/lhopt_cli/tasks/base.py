@@ -74,10 +74,22 @@ class Task(ABC):
         """Evenly spaced validation steps after step 0, the last one at the end of the run."""
         return eval_steps(self.total_steps, int(self.cfg.eval_points))
 
+    def pretrain_batches(self) -> Iterator[Any]:
+        """Batches of data this task never trains or validates on, for `pretrain_steps`
+        (tasks/pretrain.py); kinds that offer fine-tuning define it."""
+        raise ValueError(f"task {self.name} has no pretraining data: task.pretrain_steps must be 0")
+
     def make_model(self, seed: int) -> nn.Module:
+        """The model of run `seed`: freshly initialised from `seed`, or, with `pretrain_steps`,
+        the pretrained weights (the same for every seed; tasks/pretrain.py)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.build_model()
+            model = self.build_model()
+        if int(self.cfg.get("pretrain_steps") or 0) > 0:
+            from .pretrain import pretrained_state
+
+            model.load_state_dict(pretrained_state(self))
+        return model
 
     @cached_property
     def num_params(self) -> int:

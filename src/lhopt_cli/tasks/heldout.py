@@ -10,6 +10,8 @@ validates. mnist1d_transformer: a transformer classifier reads mnist1d's 40-samp
 tokens of 5 samples; the signals come from mnist1d's own generator (seed 42), as mnist1d_conv's
 do, so this kind holds out the architecture, not the data source (mnist1d draws num_samples // 10
 per class, so the validation split can be a few examples short of `num_valid`).
+mnist1d_lstm: an LSTM reads the same signals one sample per step (a sequence of 40) and classifies
+from its last step: a recurrent network on a long sequence.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import nn
 
 from .base import ArrayClassificationTask, ArrayRegressionTask
 from .data import mnist1d
+from .algorithmic import RecurrentNet
 from .vision import RowTransformer, mlp
 
 
@@ -101,8 +104,41 @@ class Mnist1dTransformer(ArrayClassificationTask):
         self.x_valid, self.y_valid = x[num_train:], y[num_train:]
         self._limit_valid()
 
+    def pretrain_batches(self):
+        """Fine-tuning's source: 8,000 other mnist1d signals (generator seed 43), batches of 32."""
+        data = mnist1d(8000, seed=43)
+        x, y = torch.from_numpy(data["x"]).view(-1, 8, 5), torch.from_numpy(data["y"])
+        for start in range(0, len(x) - 31, 32):
+            yield x[start:start + 32], y[start:start + 32]
+
     def build_model(self) -> nn.Module:
         c = self.cfg
         heads = int(c.n_head)
         width = heads * -(-int(c.d_model) // heads)  # d_model rounded up to a multiple of the heads
         return RowTransformer(8, 5, width, heads, int(c.n_layer), 10)
+
+
+class LastStepClassifier(nn.Module):
+    """A recurrent net (nn.Linear cells: the batched engine vmaps them) over a signal, one sample
+    per step; its last step's output are the class logits."""
+
+    def __init__(self, cell: str, hidden: int, classes: int):
+        super().__init__()
+        self.rnn = RecurrentNet(cell, 1, hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, classes)
+        return self.rnn(x.unsqueeze(-1))[:, -1]
+
+
+class Mnist1dLstm(ArrayClassificationTask):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        num_train, num_valid = int(self.cfg.num_train), int(self.cfg.num_valid)
+        data = mnist1d(num_train + num_valid)
+        x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])  # (N, 40) signals
+        self.x_train, self.y_train = x[:num_train], y[:num_train]
+        self.x_valid, self.y_valid = x[num_train:], y[num_train:]
+        self._limit_valid()
+
+    def build_model(self) -> nn.Module:
+        return LastStepClassifier("lstm", int(self.cfg.hidden), 10)

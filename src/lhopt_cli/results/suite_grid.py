@@ -1,0 +1,75 @@
+"""A suite's stored reference grid, member by member: which learning rate and schedule is best on
+each task and seed, and how one setting does over a whole suite.
+
+The stored grids (benchmarks/grids/<suite>/, scripts/make_reference_grids.py) hold every member's
+runs validated at the observation protocol's points; a member's runs are found by its task config
+as the grid composed it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from ..config import compose
+from .speedup import ema, padded, speedup
+from .store import load
+
+PAPER_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # conf/grid/default.yaml
+
+
+def suite_config(suite: str) -> dict:
+    """The suite's config (conf/suite/<suite>.yaml) as a dict; ConfigError for an unknown suite."""
+    return OmegaConf.to_container(compose("evaluate", [f"suite={suite}"]).suite, resolve=True)
+
+
+def member_task_json(member: dict) -> str:
+    """The task config of a suite member as its stored runs record it (validated at the protocol's points)."""
+    from ..evaluate import member_overrides
+
+    eval_points = int(compose("train_policy", []).controller.eval_points)
+    task = compose("baseline_grid", [*member_overrides(member), f"task.eval_points={eval_points}"]).task
+    return json.dumps(OmegaConf.to_container(task, resolve=True), sort_keys=True)
+
+
+def member_curves(suite: str, grids: Path) -> dict[str, pd.DataFrame]:
+    """{member id: its curves in the stored grid of `suite` under `grids`} (StoreError for a
+    damaged store, FileNotFoundError where none is stored); a member without runs maps to an empty frame."""
+    curves = load(Path(grids) / suite / "results.parquet")
+    return {m["id"]: curves[curves.task_params == member_task_json(m)] for m in suite_config(suite)["members"]}
+
+
+def runs_by_setting(curves: pd.DataFrame, seed: int) -> tuple[np.ndarray, dict[tuple[float, str], np.ndarray]]:
+    """The validation steps (P,) and {(lr, schedule): valid-loss curve (P,)} of one seed's runs; a
+    run that stopped early is padded with inf (padded)."""
+    part = curves[curves.seed == seed]
+    runs = {(float(g.lr0.iloc[0]), g.schedule.iloc[0]): g.sort_values("step") for _, g in part.groupby("run_id")}
+    steps = max(runs.values(), key=len).step.to_numpy(float)
+    return steps, {key: padded(g.valid_loss, len(steps)) for key, g in runs.items()}
+
+
+def best_setting(runs: dict[tuple[float, str], np.ndarray], lrs=None) -> tuple[float, str]:
+    """The (lr, schedule) of lowest smoothed final loss (as `lhopt evaluate` picks the best of the
+    grid), among the runs whose lr is in `lrs` (default: all)."""
+    kept = {k: c for k, c in runs.items() if lrs is None or np.isclose(k[0], lrs).any()}
+    return min(kept, key=lambda k: ema(kept[k])[-1])
+
+
+def setting_scores(members: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every (lr, schedule) that every member ran, scored per member as its median speedup over
+    seeds against that seed's paper-grid envelope (METHOD section 8, docs/method.md). Returns
+    columns lr, schedule, member, speedup."""
+    rows = []
+    for member, curves in members.items():
+        for seed in sorted(curves.seed.unique()):
+            steps, runs = runs_by_setting(curves, int(seed))
+            paper = [c for (lr, _), c in runs.items() if np.isclose(lr, PAPER_LRS).any()]
+            rows += [{"lr": lr, "schedule": schedule, "member": member, "seed": int(seed),
+                      "speedup": speedup(steps, curve, paper)} for (lr, schedule), curve in runs.items()]
+    table = pd.DataFrame(rows)
+    per_member = table.groupby(["lr", "schedule", "member"], as_index=False).speedup.median()
+    everywhere = per_member.groupby(["lr", "schedule"]).member.transform("nunique") == len(members)
+    return per_member[everywhere]
