@@ -135,7 +135,7 @@ def check_values(cfg: DictConfig) -> None:
     if executor is not None and executor.get("workers") is not None and int(executor.workers) < 0:
         raise ConfigError(f"executor.workers must be >= 0 (0: one per CPU core; got {executor.workers})")
     task = cfg.get("task")
-    if task is not None and task.get("name") == "char_lm" and task.get("text_path"):
+    if task is not None and task.get("name") in ("char_lm", "char_lm_finetune") and task.get("text_path"):
         _check_text_file(task)
     if cfg.get("command") == "evaluate" and cfg.get("tasks") is not None:
         if len(cfg.tasks) == 0:

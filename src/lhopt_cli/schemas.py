@@ -47,7 +47,11 @@ class CharLmTask(TaskBase):
     d_model: int = 64
     n_head: int = 4
     context: int = 64
-    pretrain_steps: int = 0  # > 0: fine-tune weights pretrained on Python source (tasks/pretrain.py)
+
+
+@dataclass
+class CharLmFinetuneTask(CharLmTask):
+    pretrain_steps: int = 1000  # AdamW steps on Python source before the run (tasks/pretrain.py)
 
 
 @dataclass
@@ -167,7 +171,6 @@ class Mnist1dTransformerTask(TaskBase):
     d_model: int = 32
     n_head: int = 2
     n_layer: int = 1
-    pretrain_steps: int = 0  # > 0: fine-tune weights pretrained on other mnist1d signals
 
 
 @dataclass
@@ -218,6 +221,7 @@ TASK_SCHEMAS: dict[str, type] = {
     "lorenz_forecast": LorenzForecastTask,
     "mnist1d_transformer": Mnist1dTransformerTask,
     "mnist1d_lstm": Mnist1dLstmTask,
+    "char_lm_finetune": CharLmFinetuneTask,
 }
 
 

@@ -10,7 +10,7 @@ from .mnist1d import Mnist1dConv
 from .nqm import Nqm
 from .synthetic_text import MarkovLm, SequenceClassification
 from .tabular import FairTabular, RandhieRegression, SyntheticTabular
-from .text_lm import CharLm, CodeLm
+from .text_lm import CharLm, CharLmFinetune, CodeLm
 from .vision import CnnMnist, DigitsTransformer, MlpDigits, MlpMnist, ResnetMnist
 
 TASKS: dict[str, type[Task]] = {
@@ -33,6 +33,7 @@ TASKS: dict[str, type[Task]] = {
     "patch_autoencoder": PatchAutoencoder,
     "resnet_mnist": ResnetMnist,
     "digits_transformer": DigitsTransformer,
+    "char_lm_finetune": CharLmFinetune,
     # kinds no training family draws and the test suite lacks (the leave-kinds-out validation suite)
     "friedman_regression": FriedmanRegression,
     "lorenz_forecast": LorenzForecast,

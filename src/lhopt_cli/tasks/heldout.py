@@ -104,13 +104,6 @@ class Mnist1dTransformer(ArrayClassificationTask):
         self.x_valid, self.y_valid = x[num_train:], y[num_train:]
         self._limit_valid()
 
-    def pretrain_batches(self):
-        """Fine-tuning's source: 8,000 other mnist1d signals (generator seed 43), batches of 32."""
-        data = mnist1d(8000, seed=43)
-        x, y = torch.from_numpy(data["x"]).view(-1, 8, 5), torch.from_numpy(data["y"])
-        for start in range(0, len(x) - 31, 32):
-            yield x[start:start + 32], y[start:start + 32]
-
     def build_model(self) -> nn.Module:
         c = self.cfg
         heads = int(c.n_head)

@@ -64,17 +64,6 @@ class CharLm(ArrayClassificationTask):
     def _bytes(self) -> bytes:
         return read_text_bytes(self.cfg.text_path, int(self.cfg.max_chars))
 
-    def pretrain_batches(self):
-        """Fine-tuning's source corpus: the standard library's source code (this task reads
-        prose: pydoc's topics, or a user's file), as many windows as the pretraining needs."""
-        c = self.cfg
-        needed = int(c.pretrain_steps) * int(c.batch_size) * int(c.context) + int(c.context) + 1
-        code = torch.frombuffer(bytearray(python_source(needed).encode()), dtype=torch.uint8).long()
-        windows = self._windows(code, int(c.context) + 1)
-        for start in range(0, len(windows) - int(c.batch_size) + 1, int(c.batch_size)):
-            chunk = windows[start:start + int(c.batch_size)]
-            yield chunk[:, :-1], chunk[:, 1:]
-
     @staticmethod
     def _windows(tokens: torch.Tensor, window: int) -> torch.Tensor:
         """Non-overlapping windows of `window` bytes (each target byte is seen once per epoch)."""
@@ -92,6 +81,23 @@ class CharLm(ArrayClassificationTask):
 
     def embedding_params(self, model: nn.Module) -> int:
         return model.token.weight.numel() + model.position.weight.numel()
+
+
+class CharLmFinetune(CharLm):
+    """char_lm fine-tuned: the transformer starts from weights pretrained for `pretrain_steps` on
+    the standard library's source code (cached; tasks/pretrain.py), then trains one epoch on prose
+    (pydoc's topics, or a user's file): a released checkpoint adapted to another corpus."""
+
+    def pretrain_batches(self):
+        """The source corpus: the standard library's source code, as many windows as the
+        pretraining needs, batches of `batch_size` windows of `context` + 1 bytes."""
+        c = self.cfg
+        needed = int(c.pretrain_steps) * int(c.batch_size) * int(c.context) + int(c.context) + 1
+        code = torch.frombuffer(bytearray(python_source(needed).encode()), dtype=torch.uint8).long()
+        windows = self._windows(code, int(c.context) + 1)
+        for start in range(0, len(windows) - int(c.batch_size) + 1, int(c.batch_size)):
+            chunk = windows[start:start + int(c.batch_size)]
+            yield chunk[:, :-1], chunk[:, 1:]
 
 
 class GruLm(nn.Module):
@@ -113,7 +119,6 @@ class CodeLm(CharLm):
     def _bytes(self) -> bytes:
         return python_source(int(self.cfg.max_chars)).encode()
 
-    pretrain_batches = ArrayClassificationTask.pretrain_batches  # its corpus is CharLm's pretraining source
 
     def build_model(self) -> nn.Module:
         return GruLm(self.VOCAB, int(self.cfg.d_model), int(self.cfg.hidden))
