@@ -39,7 +39,7 @@ bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (
 	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
 	$(PY) scripts/bench_overhead.py
 
-bench-speedup: install  ## the bundled policy, Prodigy, Schedule-Free vs the best of 35 and the extended grid: test suite x 3 seeds (docs/results.md)
+bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds (docs/results.md)
 	$(PY) scripts/bench_speedup.py --markdown
 
 clean:  ## remove build outputs (keeps .venv and outputs/)

@@ -26,20 +26,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lhopt_cli.config import ConfigError, compose
+from lhopt_cli.config import ConfigError, compose, known_options
 from lhopt_cli.results.store import StoreError
-from lhopt_cli.results.suite_grid import PAPER_LRS, best_setting, member_curves, runs_by_setting, suite_config
+from lhopt_cli.results.suite_grid import (HELDOUT_SUITES, PAPER_LRS, TEST_SUITES, best_setting, member_curves,
+                                         runs_by_setting, suite_config)
 
 MIN_SIZE = {"test": (10, 6), "validation": (12, 4)}  # (tasks, kinds)
 STEPS, MEDIAN_STEPS, CPU_S_PER_RUN = (500, 4000), 1000, 20.0
-TEST_SUITES = ("test", "test_short")
-VALIDATION_SUITES = ("validation_heldout", "validation_heldout_short")
-FAMILIES = ("default", "extended", "wide")  # conf/task_family/ that meta-training draws from
 
 
 def member_table(suite: str, grids: Path) -> pd.DataFrame:
-    """One row per member: kind, steps, CPU s per run, and (median over seeds) the best lr of the
-    extended grid and of the paper's 35, and whether the latter lies on the paper grid's edge."""
+    """One row per member: kind, steps, CPU s per run, (median over seeds) the best lr of the
+    extended grid and of the paper's 35, the extended grid's learning rates, and the best setting
+    of each seed."""
     members = {m["id"]: m for m in suite_config(suite)["members"]}
     manifest_path = grids / suite / "MANIFEST.json"
     calls = json.loads(manifest_path.read_text())["calls"] if manifest_path.exists() else []
@@ -56,19 +55,21 @@ def member_table(suite: str, grids: Path) -> pd.DataFrame:
         best, paper = [], []
         for seed in seeds:
             _, runs = runs_by_setting(curves, int(seed))
-            best.append(best_setting(runs)[0])
+            best.append(best_setting(runs))
             paper.append(best_setting(runs, PAPER_LRS)[0])
         runs_per_seed = curves[curves.seed == seeds[0]].run_id.nunique()
         rows.append({"member": member, "kind": members[member]["task"], "steps": int(curves.total_steps.max()),
                      "cpu_s_per_run": cpu.get(member, math.nan) / (runs_per_seed * len(seeds)),
-                     "best_lr": float(np.median(best)), "best_lr_35": float(np.median(paper)),
+                     "best_lr": float(np.median([lr for lr, _ in best])), "best_lr_35": float(np.median(paper)),
+                     "settings": ", ".join(f"{lr:g} {schedule}" for lr, schedule in best),
                      "extended_lrs": sorted(curves.lr0.unique())})
     return pd.DataFrame(rows)
 
 
 def training_kinds() -> set[str]:
-    """Every kind a meta-training task family can draw."""
-    return {kind for name in FAMILIES for kind in compose("train_policy", [f"task_family={name}"]).task_family.kinds}
+    """Every kind a meta-training task family (conf/task_family/, but the held-out kinds' own) can draw."""
+    families = [name for name in known_options("task_family") if name != "heldout"]
+    return {kind for name in families for kind in compose("train_policy", [f"task_family={name}"]).task_family.kinds}
 
 
 def criteria(suite: str, table: pd.DataFrame) -> list[tuple[str, bool]]:
@@ -81,7 +82,7 @@ def criteria(suite: str, table: pd.DataFrame) -> list[tuple[str, bool]]:
     edge = int(np.isclose(table.best_lr_35.to_numpy()[:, None], [min(PAPER_LRS), max(PAPER_LRS)]).any(1).sum())
     grid_edges = [(min(lrs), max(lrs)) for lrs in table.extended_lrs]
     on_extended_edge = [m for m, lr, (lo, hi) in zip(table.member, table.best_lr, grid_edges) if np.isclose(lr, [lo, hi]).any()]
-    others = VALIDATION_SUITES[:1] if role == "test" else TEST_SUITES[:1]
+    others = HELDOUT_SUITES[:1] if role == "test" else TEST_SUITES[:1]
     other_kinds = {m["task"] for m in suite_config(others[0])["members"]}
     shared = sorted(set(table.kind) & other_kinds)
     drawn = sorted(set(table.kind) & training_kinds())
@@ -90,7 +91,8 @@ def criteria(suite: str, table: pd.DataFrame) -> list[tuple[str, bool]]:
         (f"{n} tasks of {table.kind.nunique()} kinds (>= {tasks} of >= {kinds})", n >= tasks and table.kind.nunique() >= kinds),
         (f"steps {steps.min()} to {steps.max()} (within {STEPS[0]} to {STEPS[1]}), median {np.median(steps):.0f} "
          f"(>= {MEDIAN_STEPS})", STEPS[0] <= steps.min() and steps.max() <= STEPS[1] and np.median(steps) >= MEDIAN_STEPS),
-        (f"at most {table.cpu_s_per_run.max():.1f} CPU s per run (<= about {CPU_S_PER_RUN:.0f})",
+        (f"at most {table.cpu_s_per_run.max():.1f} CPU s per run (<= about {CPU_S_PER_RUN:.0f})"
+         if table.cpu_s_per_run.notna().all() else "CPU s per run: not recorded in MANIFEST.json for every member",
          not table.cpu_s_per_run.max() > CPU_S_PER_RUN * 1.1),
         (f"{low} of {n} tasks best at lr <= 1e-3 (>= a third)", 3 * low >= n),
         (f"{high} of {n} tasks best at lr >= 3e-3 (>= a third)", 3 * high >= n),
@@ -107,16 +109,16 @@ def main() -> None:
     parser.add_argument("--suite", default="test", help="a held-out suite: test or validation_heldout (or their _short)")
     parser.add_argument("--grids", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks" / "grids")
     args = parser.parse_args()
-    if args.suite not in TEST_SUITES + VALIDATION_SUITES:
-        sys.exit(f"error: --suite {args.suite}: the criteria are for {', '.join(TEST_SUITES + VALIDATION_SUITES)}")
+    if args.suite not in TEST_SUITES + HELDOUT_SUITES:
+        sys.exit(f"error: --suite {args.suite}: the criteria are for {', '.join(TEST_SUITES + HELDOUT_SUITES)}")
     try:
         table = member_table(args.suite, args.grids)
         results = criteria(args.suite, table)
     except (ConfigError, StoreError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
-    print(f"{'member':30s}{'kind':22s}{'steps':>7s}{'CPU s/run':>10s}{'best lr':>9s}{'of 35':>8s}")
+    print(f"{'member':30s}{'kind':20s}{'steps':>6s}{'CPU s/run':>10s}{'best lr':>9s}{'of 35':>7s}  best setting per seed")
     for r in table.itertuples():
-        print(f"{r.member:30s}{r.kind:22s}{r.steps:7d}{r.cpu_s_per_run:10.1f}{r.best_lr:9.0e}{r.best_lr_35:8.0e}")
+        print(f"{r.member:30s}{r.kind:20s}{r.steps:6d}{r.cpu_s_per_run:10.1f}{r.best_lr:9.0e}{r.best_lr_35:7.0e}  {r.settings}")
     print()
     for text, met in results:
         print(f"[{'met' if met else 'NOT met'}] {text}")

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from lhopt_cli.config import ConfigError
 from lhopt_cli.results.store import StoreError
-from lhopt_cli.results.suite_grid import member_curves, setting_scores
-
-TEST_SUITES = ("test", "test_short")
+from lhopt_cli.results.suite_grid import TEST_SUITES, member_curves, setting_scores
 
 
 def choose(suite: str, grids: Path):

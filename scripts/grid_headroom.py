@@ -4,7 +4,7 @@
 
 For every task and seed of a suite's stored grid (scripts/make_reference_grids.py), each run of the
 whole grid (the paper's 5 learning rates and the extended ones, x 7 schedules) is scored with the
-speedup `lhopt evaluate` reports (METHOD.md section 8) over the envelope of the paper's 35. The
+speedup `lhopt evaluate` reports (docs/method.md) over the envelope of the paper's 35. The
 best of them is what an oracle gets that knows, before the run, which single setting of the
 extended grid will do best on this task and seed. A controller that reaches the speedup goals
 (median >= 1.5x, every task >= 1.0x) has to beat that oracle wherever the oracle is below them.
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lhopt_cli.results.speedup import speedup
+from lhopt_cli.results.speedup import best_single_run
 from lhopt_cli.results.store import StoreError, load
+from lhopt_cli.results.suite_grid import PAPER_LRS
 
-PAPER_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # conf/grid/default.yaml
 
 
 def ceilings(curves: pd.DataFrame) -> pd.DataFrame:
@@ -42,9 +42,8 @@ def ceilings(curves: pd.DataFrame) -> pd.DataFrame:
         steps = next(iter(by_run.values())).step.to_numpy(float)
         paper = [run.valid_loss.to_numpy(float) for (lr, _), run in by_run.items()
                  if np.isclose(lr, PAPER_LRS).any()]
-        scored = [(speedup(steps, run.valid_loss.to_numpy(float), paper), lr, schedule)
-                  for (lr, schedule), run in by_run.items()]
-        best, lr, schedule = max(scored)
+        best, (lr, schedule) = best_single_run(steps, {key: run.valid_loss.to_numpy(float) for key, run in by_run.items()},
+                                               paper)
         rows.append({"task": label[task, params], "seed": int(seed), "speedup": best, "lr0": lr,
                      "schedule": schedule, "extended": not np.isclose(lr, PAPER_LRS).any()})
     return pd.DataFrame(rows)

@@ -7,6 +7,8 @@ import pytest
 from conftest import LHOPT, lhopt_env
 from lhopt_cli.api import default_policy_path
 from lhopt_cli.control.protocol import decision_steps
+from lhopt_cli.config import compose
+from lhopt_cli.results.speedup import speedup
 from lhopt_cli.results.store import load
 
 
@@ -17,10 +19,25 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary.columns) == ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
                                      "best_at_edge", "speedup_extended", "best_lr_extended"]
-    assert set(summary.method) == {"best_baseline", "lhopt", "schedulefree", "prodigy"}
+    assert set(summary.method) == {"best_baseline", "lhopt", "schedulefree", "prodigy", "adamw_default", "fixed_default",
+                                   "oracle"}
     assert (summary.speedup >= 0).all() and summary.loc[summary.method == "best_baseline", "speedup"].item() == 1.0
     grid = pd.read_parquet(tmp_path / "grid" / "runs.parquet")
-    assert sorted(grid.lr0.unique()) == pytest.approx([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])  # extended lrs too
+    # the extended grid: lrs 1e-5 to 1e-1 at half-decades, those outside the paper's five at 3 schedules
+    assert sorted(grid.lr0.unique()) == pytest.approx([1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
+    assert len(grid) == 35 + 4 * 3 and set(grid[grid.lr0 > 1.1e-2].schedule) == {"constant", "linear", "cosine"}
+    # the untuned choices are grid runs scored like any method; the oracle is the best of them all
+    grid_curves = load(tmp_path / "grid")
+    paper_curves = [c.sort_values("step").valid_loss.to_numpy() for _, c in grid_curves[grid_curves.lr0 <= 1.1e-2].groupby("run_id")]
+    steps = grid_curves.step.drop_duplicates().sort_values().to_numpy()
+    fixed = compose("evaluate", ["suite=test"]).suite.fixed_default
+    scores = {}
+    for (lr, schedule), run in grid_curves.groupby(["lr0", "schedule"]):
+        scores[lr, schedule] = speedup(steps, run.sort_values("step").valid_loss.to_numpy(), paper_curves)
+    by_method = summary.set_index("method").speedup
+    assert by_method["adamw_default"] == pytest.approx(scores[1e-3, "constant"])
+    assert by_method["fixed_default"] == pytest.approx(scores[fixed.lr, fixed.schedule])
+    assert by_method["oracle"] == pytest.approx(max(scores.values()))
     paper = grid[grid.lr0 <= 1e-2 + 1e-12]
     best = paper.loc[paper.final_valid_loss.idxmin()]
     assert summary.best_lr.iloc[0] == best.lr0 and summary.best_schedule.iloc[0] == best.schedule

@@ -38,17 +38,20 @@ def test_held_out_kinds_are_in_no_training_family_and_not_in_the_test_suite():
     heldout = suite_members("validation_heldout")
     assert len(heldout) == 12 and {m["task"] for m in heldout} == set(HELDOUT_KINDS)
     assert len({m["id"] for m in heldout}) == 12
+    short = suite_members("validation_heldout_short")  # the suite before it, sampled from the heldout family
+    assert {m["task"] for m in short} == set(family("heldout").names) < set(HELDOUT_KINDS)
     assert {"mnist_autoencoder", "synthetic_tabular"} <= set(family("wide").names)
     assert set(family("extended").names) < set(family("wide").names)
 
 
-def test_the_held_out_suite_is_what_its_script_samples(tmp_path):
-    out = tmp_path / "validation_heldout.yaml"
+def test_the_short_held_out_suite_is_what_its_script_samples(tmp_path):
+    out = tmp_path / "validation_heldout_short.yaml"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--family", "heldout",
-                           "--per-kind", "4", "--seed", "7200", "--name", "validation_heldout", "--out", str(out)],
+                           "--per-kind", "4", "--seed", "7200", "--name", "validation_heldout_short", "--out", str(out)],
                           capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load(out.read_text()) == yaml.safe_load((REPO / "conf" / "suite" / "validation_heldout.yaml").read_text())
+    stored = yaml.safe_load((REPO / "conf" / "suite" / "validation_heldout_short.yaml").read_text())
+    assert yaml.safe_load(out.read_text())["members"] == stored["members"]
     assert "Leave-kinds-out" in out.read_text().splitlines()[1]
 
 
@@ -96,6 +99,19 @@ def test_the_autoencoder_reconstructs_its_input_and_the_transformer_reads_the_si
     transformer = small("mnist1d_transformer", "task.num_train=3200", "task.num_valid=400", "task.n_head=3", "task.d_model=16")
     assert transformer.x_train.shape[1:] == (8, 5)
     assert transformer.build_model().embed.out_features == 18  # d_model rounded up to a multiple of the heads
+
+
+def test_the_lstm_reads_the_signal_one_sample_per_step_and_its_last_step_classifies():
+    lstm = small("mnist1d_lstm", "task.num_train=3200", "task.num_valid=400", "task.hidden=8")
+    transformer = small("mnist1d_transformer", "task.num_train=3200", "task.num_valid=400")
+    assert lstm.x_train.shape == (3200, 40) and torch.equal(lstm.x_train, transformer.x_train.flatten(1))
+    model = lstm.build_model()
+    assert model.rnn.cell == "lstm" and model.rnn.hh.in_features == 8
+    logits = model(lstm.x_train[:5])
+    assert logits.shape == (5, 10)
+    changed = lstm.x_train[:5].clone()
+    changed[:, 0] += 1.0  # the first sample reaches the last step through the recurrence
+    assert not torch.allclose(model(changed), logits)
 
 
 def test_the_critics_kind_inputs_keep_their_width_and_a_new_kind_reads_as_zeros():

@@ -53,11 +53,14 @@ def test_the_validation_suite_is_what_its_script_samples(tmp_path):
 
 def test_evaluate_runs_a_whole_suite(run_cli, smoke_policy, tmp_path):
     result = run_cli("evaluate", "debug=smoke", "suite=test", f"policy={smoke_policy}", "seeds=[0]", "extra_baselines=[]",
-                     "grid.lrs=[1e-3]", "grid.schedules=[constant]", "executor.workers=1", f"run_dir={tmp_path}")
+                     "grid.lrs=[1e-3]", "grid.schedules=[constant]", "extended_lrs=[]", "executor.workers=1",
+                     f"run_dir={tmp_path}")
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary.task.unique()) == [m["id"] for m in suite("test")["members"]]
-    assert set(summary.method) == {"best_baseline", "lhopt"}
+    # AdamW's defaults (lr 1e-3, constant) is a run of this one-setting grid; the oracle its best run
+    assert set(summary.method) == {"best_baseline", "lhopt", "adamw_default", "oracle"}
+    assert "over the tasks" in result.output and "fixed_default:" in result.output
 
 
 def test_a_suite_without_tasks_and_no_tasks_are_one_line(tmp_path):
@@ -79,11 +82,17 @@ def reference_grid_jobs(suite_name: str, member: dict):
     spec = importlib.util.spec_from_file_location("make_reference_grids", REPO / "scripts" / "make_reference_grids.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    cfg = script.member_grid_config(member, [0, 1, 2], script.EXTENDED_LRS, REPO / "unused", 1, [])
-    return baseline_grid.plan(cfg)
+    cfg = compose("evaluate", [f"suite={suite_name}"])
+    extended = (list(cfg.extended_lrs), None if cfg.extended_schedules is None else list(cfg.extended_schedules))
+    return baseline_grid.plan(script.member_grid_config(member, [0, 1, 2], extended, REPO / "unused", 1, []))
 
 
-@pytest.mark.parametrize("suite_name", ["validation", "validation_heldout", "test"])
+# runs per member: 3 seeds x (the paper's 5 x 7 + the extended lrs x their schedules)
+STORED_RUNS = {"validation": 3 * 7 * 7, "validation_heldout_short": 3 * 7 * 7, "test_short": 3 * 7 * 7,
+               "validation_heldout": 3 * (35 + 4 * 3), "test": 3 * (35 + 4 * 3)}
+
+
+@pytest.mark.parametrize("suite_name", list(STORED_RUNS))
 def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
     from lhopt_cli.results.store import ResultsStore
 
@@ -91,12 +100,13 @@ def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
     done = store.finished_ids()
     for member in suite(suite_name)["members"]:
         jobs = reference_grid_jobs(suite_name, member)
-        assert len(jobs) == 3 * 7 * 7  # 3 seeds x (5 paper + 2 extended lrs) x 7 schedules
+        assert len(jobs) == STORED_RUNS[suite_name]
         assert {job.run_id for job in jobs} <= done, f"{suite_name}/{member['id']}: stored grid incomplete"
 
 
-@pytest.mark.parametrize("suite_name, member_id", [("validation", "mlp_digits_0"), ("validation_heldout", "lorenz_forecast_2"),
-                                                   ("test", "fair_tabular")])
+@pytest.mark.parametrize("suite_name, member_id", [("validation", "mlp_digits_0"), ("validation_heldout_short", "lorenz_forecast_2"),
+                                                   ("test_short", "fair_tabular"), ("test", "fair_tabular_deep"),
+                                                   ("validation_heldout", "lorenz_forecast")])
 def test_a_stored_reference_run_recomputes_to_the_same_curve(suite_name, member_id):
     from lhopt_cli import baseline_grid
     from lhopt_cli.results.store import ResultsStore

@@ -16,12 +16,14 @@ EXTRA = {
     "mnist1d_conv": ["task.num_train=3200", "task.num_valid=400"],
     "char_lm": ["task.max_chars=60000"],
     "mnist1d_transformer": ["task.num_train=3200", "task.num_valid=400"],
+    "mnist1d_lstm": ["task.num_train=3200", "task.num_valid=400"],
+    "char_lm_finetune": ["task.max_chars=60000", "task.pretrain_steps=20"],
 }
 LR = {"mlp_mnist": 3e-3, "mlp_digits": 1e-2, "algorithmic": 1e-2, "cnn_mnist": 3e-3, "mnist1d_conv": 1e-2, "char_lm": 3e-3, "nqm": 0.1,
       "code_lm": 1e-2, "fair_tabular": 3e-3, "randhie_regression": 1e-3, "co2_forecast": 1e-2, "patch_autoencoder": 3e-3,
       "resnet_mnist": 1e-2, "digits_transformer": 3e-3, "markov_lm": 1e-2, "sequence_classification": 1e-2,
       "mnist_autoencoder": 3e-3, "synthetic_tabular": 3e-3, "friedman_regression": 3e-3, "lorenz_forecast": 1e-2,
-      "mnist1d_transformer": 3e-3}
+      "mnist1d_transformer": 3e-3, "mnist1d_lstm": 1e-2, "char_lm_finetune": 3e-3}
 NAMES = list(TASKS)
 USER_CACHE = os.environ.get("LHOPT_CACHE")  # before the fixtures point it at a temporary folder
 
@@ -64,7 +66,7 @@ def test_all_tasks_covered():
                           "code_lm", "fair_tabular", "randhie_regression", "co2_forecast", "patch_autoencoder",
                           "resnet_mnist", "digits_transformer", "markov_lm", "sequence_classification",
                           "mnist_autoencoder", "synthetic_tabular", "friedman_regression", "lorenz_forecast",
-                          "mnist1d_transformer"}
+                          "mnist1d_transformer", "mnist1d_lstm", "char_lm_finetune"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,7 +95,7 @@ def test_costs_are_positive(small_tasks, name):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert task.num_params > 0
     assert task.num_params == trainable - task.embedding_params(model)  # N leaves out lookup tables only
-    if name not in ("char_lm", "code_lm", "markov_lm", "sequence_classification"):  # no token embeddings
+    if name not in ("char_lm", "char_lm_finetune", "code_lm", "markov_lm", "sequence_classification"):  # no token embeddings
         assert task.num_params == trainable
     assert task.flops_per_step > 0
     assert task.examples_per_step > 0
@@ -131,14 +133,16 @@ def test_seed_fixes_curve_and_init(small_tasks, seed0_runs, name):
 
     a, b, c = task.make_model(0).state_dict(), task.make_model(0).state_dict(), task.make_model(1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert any(not torch.equal(a[k], c[k]) for k in a)
+    fine_tuned = int(task.cfg.get("pretrain_steps") or 0) > 0  # every seed starts from the one pretrained checkpoint
+    assert any(not torch.equal(a[k], c[k]) for k in a) != fine_tuned
     # different seeds also give different data orders
     batch0, batch0b, batch1 = next(iter(task.train_batches(0))), next(iter(task.train_batches(0))), next(iter(task.train_batches(1)))
     flat = lambda batch: batch[0] if isinstance(batch, tuple) else batch  # noqa: E731
     assert torch.equal(flat(batch0), flat(batch0b))
     assert not torch.equal(flat(batch0), flat(batch1))
     other = run(task, 1)
-    assert other.curve[0]["valid_loss"] != first.curve[0]["valid_loss"]
+    assert (other.curve[0]["valid_loss"] != first.curve[0]["valid_loss"]) != fine_tuned
+    assert other.curve[-1]["valid_loss"] != first.curve[-1]["valid_loss"]  # the data order differs
 
 
 def test_char_lm_num_params_excludes_embeddings(small_tasks):

@@ -70,3 +70,29 @@ def test_autoencoder_and_tabular_data_are_what_they_say():
     assert fair.x_train.mean(0).abs().max() < 1e-4  # standardised on the training split
     randhie = build_task(task_config("randhie_regression"))
     assert len(randhie.x_train) + len(randhie.x_valid) == 20190 and float(randhie.y_train.min()) >= 0.0
+
+
+def test_fine_tuning_starts_every_seed_from_one_cached_checkpoint_pretrained_on_code(tmp_path, monkeypatch):
+    from lhopt_cli.tasks.pretrain import pretrained_path
+
+    monkeypatch.setenv("LHOPT_CACHE", str(tmp_path))
+    cfg = task_config("char_lm_finetune", "task.pretrain_steps=30", "task.max_chars=60000", "task.max_steps=5",
+                      "task.eval_points=1")
+    task = build_task(cfg)
+    fresh = build_task({**cfg, "pretrain_steps": 0})  # the same network from its random initialisation
+    a, b = task.make_model(0).state_dict(), task.make_model(1).state_dict()
+    path = pretrained_path(task.cfg)
+    assert path.is_file() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], v) for k, v in fresh.make_model(0).state_dict().items())
+    code = next(iter(task.pretrain_batches()))  # the source corpus: Python code, not the prose it fine-tunes on
+    assert b"def " in bytes(code[0][0].tolist()) or b"import" in bytes(code[0][0].tolist())
+    with torch.no_grad():  # pretraining lowered the loss on code
+        assert task.loss(task.make_model(0), code) < fresh.loss(fresh.make_model(0), code)
+    path.write_bytes(b"not a checkpoint")  # a damaged cache is computed again, to the same weights
+    again = build_task(cfg).make_model(2).state_dict()
+    assert all(torch.equal(a[k], again[k]) for k in a)
+    # the pretrained weights depend on how they were trained, not on how the run is observed
+    assert pretrained_path({**task.cfg, "eval_points": 7}) == path
+    assert pretrained_path({**task.cfg, "batch_size": 8}) != path
+    result = train_one_epoch(task, 0, hparams=HParams(lr=1e-4))
+    assert result.status == "done" and result.steps == 5

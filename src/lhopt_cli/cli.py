@@ -169,16 +169,24 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Run a learned policy on one-epoch tasks against the best of the AdamW grid.
 
-    Tasks: `tasks=[...]` (default `mlp_mnist`) or a whole suite: `suite=test` (8 tasks of kinds the
-    policy never trained on: report on these), `suite=validation` (12 family instances: choose on
-    these), `suite=validation_heldout` (12 instances of kinds no training family draws),
-    `suite=smoke`. A suite's stored reference grids (`benchmarks/grids/`) are read, never written,
-    so only the compared methods run; otherwise the grid runs go into `grid_dir` (reused and
-    completed) or `run_dir/grid`.
+    Tasks: `tasks=[...]` (default `mlp_mnist`) or a whole suite: `suite=test` (12 tasks of kinds the
+    policy never trained on, whose best learning rates differ: report on these), `suite=validation`
+    (12 family instances), `suite=validation_heldout` (12 tasks of kinds no training family draws:
+    choose on these), `suite=test_short` and `suite=validation_heldout_short` (the suites they
+    replaced), `suite=smoke`. A suite's stored reference grids (`benchmarks/grids/`) are read, never
+    written, so only the compared methods run; otherwise the grid runs go into `grid_dir` (reused
+    and completed) or `run_dir/grid`.
+
+    Beside the policy, every table reports the untuned choices, read from the grid's own runs:
+    `adamw_default` (lr 1e-3, constant), `fixed_default` (one setting chosen on
+    validation_heldout, recorded in conf/suite/test.yaml), Prodigy and Schedule-Free at their
+    defaults, and the `oracle` (the best single grid run per task and seed, in hindsight); a suite
+    ends with each method's median over tasks and its ratio to `fixed_default`.
 
     Writes into `run_dir`: `summary.csv` (task, seed, method, final_valid_loss, speedup, best_lr,
     best_schedule, best_at_edge, speedup_extended, best_lr_extended: the speedup over the grid
-    extended to `extended_lrs`, and whether the best of the paper's grid lies on its edge),
+    extended to `extended_lrs` at `extended_schedules`, and whether the best of the paper's grid
+    lies on its edge),
     `results.parquet` (the curves), `decisions_<task>_s<seed>.csv` and, per task,
     `curves_<task>.png` and `hyperparameters_<task>.png`.
 

@@ -28,6 +28,7 @@ from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .evaluate import grid_config, summarize
+from .results.suite_grid import TEST_SUITES
 
 
 @dataclass
@@ -37,9 +38,16 @@ class _Member:
     grid_curves: pd.DataFrame  # the paper grid's curves of this member, every seed
 
 
+def refuse_test_suite(suite: str) -> None:
+    """ConfigError (one line) for a test suite named as the validation suite."""
+    if suite in TEST_SUITES:
+        raise ConfigError(f"validation.suite={suite}: the test suite is only reported on; select on suite=validation")
+
+
 def refuse_test_tasks(suite: str, members: list[dict]) -> None:
-    """ConfigError if any member is a task of the test suite: selection never reads it."""
-    test_tasks = {m["task"] for m in OmegaConf.to_container(compose("evaluate", ["suite=test"]).suite.members)}
+    """ConfigError if any member is a task of a test suite: selection never reads it."""
+    test_tasks = {m["task"] for name in TEST_SUITES
+                  for m in OmegaConf.to_container(compose("evaluate", [f"suite={name}"]).suite.members)}
     leaked = sorted({m["task"] for m in members} & test_tasks)
     if leaked:
         raise ConfigError(f"validation.suite={suite} holds test-suite tasks ({', '.join(leaked)}): "
@@ -77,11 +85,10 @@ class ValidationSuite:
     def suite_config(suite: str, seeds: list[int], debug: DictConfig | dict | None = None) -> DictConfig:
         """The evaluate config of a validation suite; ConfigError (one line) for the test suite, a
         suite that does not exist or lists no tasks, or one holding a test-suite task."""
-        if suite == "test":
-            raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
+        refuse_test_suite(suite)
         cfg = compose("evaluate", [f"suite={suite}", f"seeds={list(seeds)}", "extended_lrs=[]", "executor.workers=1",
                                    *debug_overrides(debug)])
-        if cfg.suite.name == "test" or not cfg.suite.members:
+        if cfg.suite.name in TEST_SUITES or not cfg.suite.members:
             raise ConfigError(f"validation.suite={suite}: not a suite of listed validation tasks")
         refuse_test_tasks(suite, OmegaConf.to_container(cfg.suite.members, resolve=True))
         return cfg
@@ -117,8 +124,7 @@ def validation_settings(cfg: DictConfig) -> tuple[int, str, list[int]]:
     every, suite, seeds = int(v.every), str(v.suite), [int(s) for s in v.seeds]
     if every < 0:
         raise ConfigError(f"validation.every must be >= 0 (0: no validation), got {every}")
-    if suite == "test":
-        raise ConfigError("validation.suite=test: the test suite is only reported on; select on suite=validation")
+    refuse_test_suite(suite)
     if not seeds or any(s < 0 for s in seeds):
         raise ConfigError(f"validation.seeds must list at least one seed, each >= 0 (got {seeds})")
     return every, suite, seeds

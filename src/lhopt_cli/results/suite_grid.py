@@ -19,6 +19,8 @@ from .speedup import ema, padded, speedup
 from .store import load
 
 PAPER_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # conf/grid/default.yaml
+TEST_SUITES = ("test", "test_short")  # reported on only: nothing is chosen or tuned on them
+HELDOUT_SUITES = ("validation_heldout", "validation_heldout_short")  # leave-kinds-out: chosen on
 
 
 def suite_config(suite: str) -> dict:
