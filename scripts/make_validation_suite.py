@@ -2,13 +2,15 @@
 
     python scripts/make_validation_suite.py [--per-kind 2] [--seed 7000] [--out conf/suite/validation.yaml]
     python scripts/make_validation_suite.py --family extended --per-kind 2 --seed 7100 --name validation_extended
-    python scripts/make_validation_suite.py --family heldout --per-kind 4 --seed 7200 --name validation_heldout
+    python scripts/make_validation_suite.py --family heldout --per-kind 4 --seed 7200 --name validation_heldout_short --out FILE
 
 Each kind the family (`--family`, a conf/task_family/ name) trains on gets `--per-kind` instances, drawn with the family's own
 sampler from a random stream (`--seed`) that meta-training never uses, so the suite holds tasks
 of the training distribution that no PPO update saw. `--family heldout` draws kinds no training
-family holds (`lhopt train-policy` refuses them), so a checkpoint is chosen by kinds it never saw. The list is written out in full: later
-changes to the family do not change the suite.
+family holds (`lhopt train-policy` refuses them), so a checkpoint is chosen by kinds it never saw
+(validation_heldout_short was drawn so: --name validation_heldout_short). The list is written
+out in full: later changes to the family do not change the suite. The hand-composed suites (test,
+test_short, validation_heldout, validation_heldout_short, train, smoke) are never overwritten.
 """
 from __future__ import annotations
 
@@ -49,8 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     suites = Path(__file__).resolve().parents[1] / "conf" / "suite"
     args.out = Path(args.out or suites / f"{args.name}.yaml")
-    if args.name in ("test", "train", "smoke") or args.out.resolve() in {suites.resolve() / f"{n}.yaml" for n in ("test", "train", "smoke")}:
-        sys.exit(f"error: --name {args.name} / --out {args.out}: the test, train and smoke suites are not validation suites")
+    composed = ("test", "test_short", "validation_heldout", "validation_heldout_short", "train", "smoke")
+    if args.out.resolve() in {suites.resolve() / f"{n}.yaml" for n in composed}:
+        sys.exit(f"error: --name {args.name} / --out {args.out}: {', '.join(composed)} are composed by hand, "
+                 "not sampled")
     if not 0 <= args.seed < 2**63:
         sys.exit(f"error: --seed must lie in [0, 2^63) (got {args.seed})")
     if args.per_kind < 1:
@@ -67,7 +71,9 @@ def main() -> None:
               f"({args.per_kind} per kind), sampled with seed {args.seed}\n# by scripts/make_validation_suite.py"
               f"{'' if args.family == 'default' else f' --family {args.family}'}. "
               f"{'Leave-kinds-out: c' if heldout else 'C'}heckpoints are chosen on it; no PPO update ever runs on it.\n")
-    body = yaml.safe_dump({"name": args.name, "members": members}, sort_keys=False, width=120)
+    # the extended grid its stored runs use: lrs 3e-2 and 1e-1 with all seven schedules
+    grid = {"extended_lrs": [3.0e-2, 1.0e-1], "extended_schedules": None}
+    body = yaml.safe_dump({"name": args.name, **grid, "members": members}, sort_keys=False, width=120)
     args.out.write_text(header + body)
     print(f"{args.out}: {len(members)} members")
 

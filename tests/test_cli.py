@@ -8,10 +8,10 @@ import yaml
 from conftest import LHOPT, lhopt_env
 from lhopt_cli.cli import main
 
-KNOWN_TASKS = ("algorithmic, char_lm, cnn_mnist, co2_forecast, code_lm, digits_transformer, fair_tabular, "
-               "friedman_regression, lorenz_forecast, markov_lm, mlp_digits, mlp_mnist, mnist1d_conv, "
-               "mnist1d_transformer, mnist_autoencoder, nqm, patch_autoencoder, randhie_regression, resnet_mnist, "
-               "sequence_classification, synthetic_tabular")
+KNOWN_TASKS = ("algorithmic, char_lm, char_lm_finetune, cnn_mnist, co2_forecast, code_lm, digits_transformer, "
+               "fair_tabular, friedman_regression, lorenz_forecast, markov_lm, mlp_digits, mlp_mnist, mnist1d_conv, "
+               "mnist1d_lstm, mnist1d_transformer, mnist_autoencoder, nqm, patch_autoencoder, randhie_regression, "
+               "resnet_mnist, sequence_classification, synthetic_tabular")
 
 
 def test_help_lists_all_four_commands(run_cli):

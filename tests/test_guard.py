@@ -134,7 +134,9 @@ def test_a_policy_that_drives_the_lr_up_is_sent_back_with_the_guard(loss_factor_
     guarded = run_policy(Doubling(), TASK, [0, 1], protocol, greedy=True, guard=True)
     for plain, run in zip(unguarded, guarded):
         assert plain.decisions[-1]["lr"] == 1.0 and plain.decisions[-1]["guard_returns"] == 0  # at the bound
-        assert run.result.status == "done" and run.decisions[-1]["lr"] < 1.0
+        lrs = [row["lr"] for row in run.decisions]
+        # the policy doubles on: each return halves the lr, which it raises again to the bound
+        assert run.result.status == "done" and min(lrs[lrs.index(1.0):]) < 1.0
         assert all(math.isfinite(p["valid_loss"]) for p in run.result.curve)
         returns = [row["guard_returns"] for row in run.decisions]
         assert returns == sorted(returns) and returns[-1] >= 3  # counted as they happen

@@ -110,8 +110,11 @@ def test_the_lstm_reads_the_signal_one_sample_per_step_and_its_last_step_classif
     logits = model(lstm.x_train[:5])
     assert logits.shape == (5, 10)
     changed = lstm.x_train[:5].clone()
-    changed[:, 0] += 1.0  # the first sample reaches the last step through the recurrence
+    changed[:, -5] += 1.0  # an earlier sample reaches the last step through the recurrence
     assert not torch.allclose(model(changed), logits)
+    last_only = lstm.x_train[:5].clone()
+    last_only[:, :-1] = 0.0
+    assert not torch.allclose(model(last_only), logits)  # more than the last sample is read
 
 
 def test_the_critics_kind_inputs_keep_their_width_and_a_new_kind_reads_as_zeros():

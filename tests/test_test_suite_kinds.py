@@ -73,6 +73,7 @@ def test_autoencoder_and_tabular_data_are_what_they_say():
 
 
 def test_fine_tuning_starts_every_seed_from_one_cached_checkpoint_pretrained_on_code(tmp_path, monkeypatch):
+    from lhopt_cli.tasks.data import python_source
     from lhopt_cli.tasks.pretrain import pretrained_path
 
     monkeypatch.setenv("LHOPT_CACHE", str(tmp_path))
@@ -85,7 +86,9 @@ def test_fine_tuning_starts_every_seed_from_one_cached_checkpoint_pretrained_on_
     assert path.is_file() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], v) for k, v in fresh.make_model(0).state_dict().items())
     code = next(iter(task.pretrain_batches()))  # the source corpus: Python code, not the prose it fine-tunes on
-    assert b"def " in bytes(code[0][0].tolist()) or b"import" in bytes(code[0][0].tolist())
+    context = int(task.cfg.context)
+    assert bytes(code[0][0].tolist()) == python_source(context).encode()[:context]
+    assert bytes(code[0][0].tolist()) != bytes(task.x_train[0].tolist())
     with torch.no_grad():  # pretraining lowered the loss on code
         assert task.loss(task.make_model(0), code) < fresh.loss(fresh.make_model(0), code)
     path.write_bytes(b"not a checkpoint")  # a damaged cache is computed again, to the same weights
