@@ -44,8 +44,10 @@ class ReferenceSweep:
 
     def curves(self, task: Task, seed: int) -> tuple[list[int], list[list[float]]]:
         """(validation steps (P,), one validation-loss curve per sweep member); a curve that
-        diverged is shorter than the steps."""
-        settings = [(float(lr), s) for lr in self.lrs for s in self.schedules]
+        diverged is shorter than the steps. On a rescaled instance (`param_scale` s) the sweep
+        runs at lr / s: the same tuned reference, measured in the network's own weights."""
+        scale = float(task.cfg.get("param_scale") or 1.0)
+        settings = [(float(lr) / scale, s) for lr in self.lrs for s in self.schedules]
         hooks = [ScheduleHook(s, HParams(lr=lr)) for lr, s in settings]
         results = train_batched(task, [seed] * len(settings), hooks, [HParams(lr=lr) for lr, _ in settings])
         steps = [0, *task.eval_steps()]

@@ -81,7 +81,8 @@ class Task(ABC):
 
     def make_model(self, seed: int) -> nn.Module:
         """The model of run `seed`: freshly initialised from `seed`, or, with `pretrain_steps`,
-        the pretrained weights (the same for every seed; tasks/pretrain.py)."""
+        the pretrained weights (the same for every seed; tasks/pretrain.py); with `param_scale`
+        s != 1, trained through w = s * w' (tasks/rescale.py: the best lr moves by 1/s)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.build_model()
@@ -89,6 +90,11 @@ class Task(ABC):
             from .pretrain import pretrained_state
 
             model.load_state_dict(pretrained_state(self))
+        scale = self.cfg.get("param_scale")
+        if scale is not None and float(scale) != 1.0:
+            from .rescale import Rescaled
+
+            model = Rescaled(model, float(scale))
         return model
 
     @cached_property

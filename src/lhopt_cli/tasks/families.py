@@ -3,6 +3,8 @@
 A family lists kinds of task with a weight and the ranges to sample: a [low, high] pair of
 numbers is sampled log-uniformly (integers rounded), a list of strings uniformly, a scalar is
 fixed. Sampling is separate from building, so a sampled config can be logged and rebuilt.
+A family-level `param_scale` range (scale augmentation, tasks/rescale.py) gives every sampled
+instance its own scale s, which moves its best learning rate by 1/s.
 """
 from __future__ import annotations
 
@@ -58,6 +60,12 @@ class TaskFamily:
         self.probs = weights / weights.sum()
         self.eval_points = int(cfg.get("eval_points", 14))
         self.max_steps = cfg.get("max_steps")  # a cap on every sampled task's steps (debug=smoke)
+        self.param_scale = cfg.get("param_scale")  # null, a number, or a [low, high] log-uniform range
+        if self.param_scale is not None:
+            bounds = self.param_scale if isinstance(self.param_scale, (list, tuple)) else [self.param_scale]
+            if not bounds or len(bounds) > 2 or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in bounds):
+                raise FamilyError(f"task_family.param_scale must be null, a positive number or a [low, high] range "
+                                  f"of positive numbers (got {self.param_scale!r})")
 
     def sample(self, rng: np.random.Generator) -> dict:
         """A task config (as conf/task/ would give) drawn from the family."""
@@ -79,6 +87,9 @@ class TaskFamily:
             cfg["channels"] = [int(cfg["channels"])] * 2
         if name == "cnn_mnist" and "channels" in cfg:
             cfg["channels"] = [int(cfg["channels"]), 2 * int(cfg["channels"])]
+        if self.param_scale is not None:  # drawn last: families without it sample as before
+            cfg["param_scale"] = float(_sample_value(rng, [float(v) for v in self.param_scale])
+                                       if isinstance(self.param_scale, (list, tuple)) else self.param_scale)
         return cfg
 
     def task_index(self, name: str) -> int:
