@@ -156,9 +156,10 @@ def test_the_controller_guards_a_plain_loop_as_the_engine_does(loss_factor_4):
     valid = plain_loop(task, 0, ctrl)
     assert len(ctrl.history) == len(engine.decisions) and ctrl.guard_returns >= 1
     first = next(i for i, row in enumerate(engine.decisions) if row["guard_returns"])
-    # the same decisions up to the first return and right after it: lr 1.0 halved, counted
+    # the same decisions up to the first return and right after it: lr 1.0 sent down, counted
+    # (halved on a blow-up; at most half the start's 1e-3 when the network stalled at chance)
     assert ctrl.history[: first + 1] == engine.decisions[: first + 1]
-    assert engine.decisions[first]["lr"] == 0.5 and engine.decisions[first - 1]["lr"] == 1.0
+    assert engine.decisions[first - 1]["lr"] == 1.0 and engine.decisions[first]["lr"] in (0.5, 5e-4)
     # (beyond it, at lr 0.5 on this net, float rounding between the vmapped engine and a plain
     # loop grows until the two runs part: the test of equality stops there)
     assert all(math.isfinite(v) for v in valid.values())
@@ -225,8 +226,60 @@ def test_guard_points_reuse_two_buffers_and_the_saved_state_is_a_copy():
         if step == 20:
             saved = ctrl.state_dict()
             kept = saved["guard"]["point"]["state"]["model"]["weight"].clone()
-    assert len(buffers) == 2  # the start's copy and one more, in turn: decisions allocate nothing
+    # the start's copy (kept: a stall goes back there) and two more in turn: decisions allocate nothing
+    assert len(buffers) <= 3 and ctrl.start_point["state"]["model"]["weight"].data_ptr() in buffers
     # the state_dict taken at step 20 is not rewritten by the decisions after it
     assert torch.equal(saved["guard"]["point"]["state"]["model"]["weight"], kept)
     held = ctrl.guard_point["state"]["model"]["weight"]
     assert not torch.equal(held, kept)  # later points hold later weights
+
+
+STALL_TASK = {"name": "mlp_digits", "hidden": [64, 64, 64], "activation": "relu", "norm": "none", "batch_size": 16,
+              "eval_points": 10}
+
+
+def test_a_run_that_stalls_at_chance_with_a_finite_loss_is_sent_back_below_its_start_lr():
+    from lhopt_cli.control.protocol import ObservationProtocol
+    import lhopt_cli.inner.guard as guard
+
+    protocol = ObservationProtocol(decisions=40, eval_points=10)
+    # lr doubled 12 times from 1e-3 (to the bound): a deep ReLU net at chance, its loss finite
+    (plain,) = run_policy(Doubling(12), STALL_TASK, [0], protocol, greedy=True, guard=False)
+    curve = [p["valid_loss"] for p in plain.result.curve]
+    assert all(math.isfinite(v) for v in curve) and curve[-1] >= curve[0]  # learned nothing, never NaN
+    (guarded,) = run_policy(Doubling(12), STALL_TASK, [0], protocol, greedy=True, guard=True)
+    lrs = [row["lr"] for row in guarded.decisions]
+    assert guarded.decisions[-1]["guard_returns"] >= 1 and min(lrs) <= 5e-4  # half the start's, or less
+    valid = [p["valid_loss"] for p in guarded.result.curve]
+    # back at the start's weights, where a ReLU net at chance has none alive, and learning again
+    assert valid[-1] < valid[0] and valid[-1] < curve[-1]
+    assert valid[3:] == sorted(valid[3:], reverse=True)  # falling from the return on
+    # the rule is what sent it back: without it the guard sees nothing wrong
+    old, guard.STALL_AFTER = guard.STALL_AFTER, math.inf
+    try:
+        (unchecked,) = run_policy(Doubling(12), STALL_TASK, [0], protocol, greedy=True, guard=True)
+    finally:
+        guard.STALL_AFTER = old
+    assert unchecked.decisions[-1]["guard_returns"] == 0
+
+
+def test_the_stall_rule_waits_a_quarter_of_the_run_and_needs_a_start():
+    from lhopt_cli.inner.guard import stalled
+
+    assert not stalled(2.3, 2.3, 24, 100) and stalled(2.3, 2.3, 25, 100) and stalled(2.5, 2.3, 90, 100)
+    assert not stalled(2.2, 2.3, 90, 100)  # below the start: learning
+    assert not stalled(2.3, None, 90, 100) and not stalled(2.3, math.nan, 90, 100) and not stalled(math.inf, 2.3, 90, 100)
+
+
+def test_the_controller_stalls_as_the_engine_does_and_keeps_its_yardstick_across_a_resume():
+    from lhopt_cli.control.protocol import ObservationProtocol
+
+    protocol = ObservationProtocol(decisions=40, eval_points=10)
+    task = build_task({**STALL_TASK, "max_steps": None, "valid_size": None})
+    (engine,) = run_policy(Doubling(12), {**STALL_TASK, "max_steps": None, "valid_size": None}, [0], protocol,
+                           greedy=True)
+    ctrl = Controller(Doubling(12), {"protocol": protocol.as_dict()})
+    plain_loop(task, 0, ctrl)
+    first = next(i for i, row in enumerate(engine.decisions) if row["guard_returns"])
+    assert ctrl.history[: first + 1] == engine.decisions[: first + 1]
+    assert ctrl.initial_valid is not None and ctrl.state_dict()["guard"]["initial_valid"] == ctrl.initial_valid

@@ -29,7 +29,7 @@ from .control.actions import EVAL_START, apply_action, restart_kind
 from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
-from .inner.guard import guarded_hparams, healthy
+from .inner.guard import guarded_hparams, healthy, stalled
 from .inner.hooks import clone_tree, restore, snapshot
 from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
@@ -136,9 +136,11 @@ class Controller:
         # the divergence guard's point (held: a finite loss was seen there) and the one offered at
         # the last decision (held once the next loss is finite); the start always holds
         self.guard_point = self._guard_state() if self._guarding else None
+        self.start_point = self.guard_point  # kept apart from the point's recycled tensors: a stall goes back here
         self.guard_offered, self.guard_returns = None, 0
         self._spare = None  # a former guard point whose tensors the next one is written into
         self.first_loss: float | None = None  # the run's first training loss: the guard's yardstick
+        self.initial_valid: float | None = None  # the validation loss at step 0: a stall's yardstick
         return self
 
     @property
@@ -151,11 +153,16 @@ class Controller:
         into = reuse["state"] if reuse is not None else None
         return {"state": snapshot(self.model, self.optimizer, self.clipper, into=into), "hparams": self.hparams.as_dict()}
 
-    def _return_to_guard_point(self) -> None:
-        """Back to the guard point with half the smaller learning rate (inner/guard.py)."""
+    def _return_to_guard_point(self, stall: bool = False) -> None:
+        """Back to the guard point (after a stall: to the run's start, which then remembers the
+        halved lr) with half the smaller learning rate (inner/guard.py)."""
+        if stall:
+            self.guard_point = self.start_point
         point, self._spare, self.guard_offered = self.guard_point, self.guard_offered, None
         restore(point["state"], self.model, self.optimizer, self.clipper)
         self.hparams = guarded_hparams(self.hparams, HParams(**point["hparams"]))
+        if stall:
+            self.start_point = self.guard_point = {**point, "hparams": self.hparams.as_dict()}
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
         self.guard_returns += 1
 
@@ -184,8 +191,9 @@ class Controller:
                             "registers": registers},
                 # copies: the controller writes later points into these tensors in place
                 "guard": {"point": clone_tree(self.guard_point), "offered": clone_tree(self.guard_offered),
+                          "start": None if self.start_point is self.guard_point else clone_tree(self.start_point),
                           "returns": self.guard_returns,
-                          "first_loss": self.first_loss}}
+                          "first_loss": self.first_loss, "initial_valid": self.initial_valid}}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue a run from `state_dict()`: call after attach() with the restored optimizer (and
@@ -221,6 +229,8 @@ class Controller:
         if "point" in guard:
             self.guard_point, self.guard_offered = guard["point"], guard["offered"]
             self.guard_returns, self.first_loss = int(guard["returns"]), guard.get("first_loss")
+            self.initial_valid = guard.get("initial_valid")
+            self.start_point = self.guard_point if guard.get("start") is None else guard["start"]
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
 
     def _counted_params(self) -> int:
@@ -249,9 +259,11 @@ class Controller:
         (the step still counts: a restart costs compute). A gradient that is not finite (mixed
         precision's overflow, after `scaler.unscale_(optimizer)`) returns False too, but that
         step does not count: the controller decides as if the call had not happened.
-        With the divergence guard, a loss that has blown up (not finite: inner/guard.py) or a
-        valid_loss that is not finite sends the run back to its last guard point (model,
-        optimizer, lr halved) and returns False; that step counts. Without it (guard=False, or no
+        With the divergence guard, a loss that has blown up (not finite: inner/guard.py), a
+        valid_loss that is not finite, or one at or above the valid_loss given at step 0 once a
+        quarter of the run has passed (a stall) sends the run back to its last guard point (model,
+        optimizer, lr halved; after a stall: the run's start, so the guard keeps a third copy of
+        the weights and optimizer state) and returns False; that step counts. Without it (guard=False, or no
         model attached) a non-finite loss returns False and counts: the run has diverged.
         A non-finite loss is a diverged model even under a GradScaler (its overflows show in the
         gradients, not in the loss). Raises ValueError for a loss tensor of more than one value."""
@@ -262,11 +274,15 @@ class Controller:
                                f"{self.total_steps}: attach again with the run's real number of steps")
         # the engine's order (inner/batched.py): a validation of diverged weights sends the run
         # back and spends this step; then the decision; then this step's loss is checked
-        returned = self._guarding and valid_loss is not None and not math.isfinite(float(valid_loss))
+        stall = (self._guarding and valid_loss is not None
+                 and stalled(float(valid_loss), self.initial_valid, self.step_index, self.total_steps))
+        returned = self._guarding and valid_loss is not None and (stall or not math.isfinite(float(valid_loss)))
         if returned:
-            self._return_to_guard_point()
+            self._return_to_guard_point(stall=stall)
         elif valid_loss is not None:
             self.valid, self.valid_is_new = float(valid_loss), True
+            if self.step_index == 0 and self.initial_valid is None:
+                self.initial_valid = self.valid
         if torch.is_tensor(loss) and loss.numel() != 1:
             raise ValueError(f"step(loss=...) takes the batch's mean loss (one number), not a tensor of shape "
                              f"{tuple(loss.shape)}")
@@ -294,7 +310,8 @@ class Controller:
                 self._return_to_guard_point()
             return False
         if self.guard_offered is not None:  # a healthy loss at the point offered: it holds
-            self._spare, self.guard_point, self.guard_offered = self.guard_point, self.guard_offered, None
+            spare = None if self.guard_point is self.start_point else self.guard_point  # the start is kept
+            self._spare, self.guard_point, self.guard_offered = spare, self.guard_offered, None
         self.interval_losses.append(loss_value)
         _, clipped = self.clipper(self.params, self.hparams.clip, norm, norm_value)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:

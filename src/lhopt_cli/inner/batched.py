@@ -8,9 +8,10 @@ betas), clipping rule and validation points. A member whose loss turns NaN/inf i
 marked diverged; the others go on. A member told to `skip_next_step` (after a restart) spends
 its next step without an update: no loss recorded, no clipping state, no moments, no statistics.
 
-With `guard`, a member whose training loss blows up (inner/guard.py) or whose validation loss turns NaN/inf is
-not frozen: it goes back to its last guard point with half the smaller of the learning rates
-then and now (inner/guard.py). A point offered by `set_guard_point` (at each decision) holds
+With `guard`, a member whose training loss blows up (inner/guard.py), whose validation loss turns NaN/inf, or
+whose validation loss stalls at or above its start's past a quarter of the run is not frozen: it
+goes back to its last guard point (after a stall: to its start) with half the smaller of the learning
+rates then and now (inner/guard.py). A point offered by `set_guard_point` (at each decision) holds
 once the next step's loss at it is healthy; the start always holds.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .loop import RunResult
 from .optim import HPARAM_NAMES, HParams
 from .schedules import SCHEDULES, lr_multiplier
 from .stats import adamw_stats
-from .guard import guarded_hparams, healthy
+from .guard import guarded_hparams, healthy, stalled
 
 
 # vmap runs attention member by member (no batching rule yet); correct, and measured by the
@@ -153,11 +154,15 @@ class BatchedRun:
         if self.guard:
             self.guard_offered[i] = {"state": self.save_member(i), "hparams": self.ctx[i].hparams}
 
-    def _return_to_guard_point(self, i: int) -> None:
+    def _return_to_guard_point(self, i: int, stall: bool = False) -> None:
         self.guard_offered[i] = None  # the weights offered gave this non-finite loss
+        if stall:  # back to the start, which remembers the halved lr (inner/guard.py)
+            self.guard_points[i] = self.start_points[i]
         point = self.guard_points[i]
         self.load_member(i, point["state"])
         self.ctx[i].hparams = guarded_hparams(self.ctx[i].hparams, point["hparams"])
+        if stall:
+            self.start_points[i] = self.guard_points[i] = {**point, "hparams": self.ctx[i].hparams}
         self.guard_restores[i] += 1
 
     def skip_next_step(self, i: int) -> None:
@@ -251,6 +256,7 @@ class BatchedRun:
             hook.on_start(c)
         if self.guard:
             self.guard_points = [{"state": self.save_member(i), "hparams": c.hparams} for i, c in enumerate(self.ctx)]
+            self.start_points = list(self.guard_points)  # where a stall goes back to (inner/guard.py)
 
     @property
     def finished(self) -> bool:
@@ -321,9 +327,11 @@ class BatchedRun:
         self.skip[:] = False
         if step + 1 in self._eval_at:
             valid = self.valid_losses()
-            bad = [i for i in live if self.guard and not math.isfinite(valid[i])]
+            total = self.task.total_steps
+            stalls = {i for i in live if self.guard and stalled(valid[i], self._initial[i], step + 1, total)}
+            bad = [i for i in live if self.guard and (not math.isfinite(valid[i]) or i in stalls)]
             for i in bad:  # the curve gets the loss at the point returned to; the hooks see no validation
-                self._return_to_guard_point(i)
+                self._return_to_guard_point(i, stall=i in stalls)
                 self.skip_next_step(i)  # as Controller: in a user's loop the next gradient is of the bad weights
             if bad:
                 again = self.valid_losses()

@@ -14,6 +14,15 @@ rule left the median unchanged but sent a noisy quadratic back on a batch loss (
 3.32x); docs/results.md. The step that found the bad loss takes no update but counts: a guard costs compute as
 a restart does. A run that keeps diverging halves its learning rate each time, down to the
 lowest value the actions allow, so it ends finite unless the task diverges at any rate.
+
+A run can also blow up without a non-finite loss: a learning rate far too high sends a network to
+chance-level loss, finite, where it stays (resnet_mnist under the policy bundled in 2026-11: lr
+0.25 in its first decisions, validation loss 2.31 to the end). A validation loss at or above the
+run's starting one once STALL_AFTER of the run has passed is such a stall. Its guard point may
+already be past saving (dead units, weights at chance), and nothing learned is lost by going back
+to the run's start: the run returns there, with half the smaller of the learning rates now and at
+the start (the start then remembers the halved value, so a run that stalls again halves again),
+and later returns go there too until a new point holds.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ from .optim import HParams
 GUARD_LR_FACTOR = 0.5
 GUARD_LOSS_FACTOR = math.inf  # a training loss this many times the first one has blown up
 LOWEST_LR = 1e-8  # the actions' lower bound on the learning rate (control/actions.py BOUNDS)
+STALL_AFTER = 0.25  # share of the run after which a validation loss at or above the start's is a stall
 
 
 def guarded_hparams(now: HParams, at_point: HParams) -> HParams:
@@ -33,6 +43,15 @@ def guarded_hparams(now: HParams, at_point: HParams) -> HParams:
     A zero learning rate (a user's frozen group scale) stays zero."""
     lr = min(now.lr, at_point.lr)
     return replace(at_point, lr=0.0 if lr == 0 else max(GUARD_LR_FACTOR * lr, LOWEST_LR))
+
+
+def stalled(valid: float, initial_valid: float | None, step: int, total_steps: int) -> bool:
+    """Whether a finite validation loss at `step` shows a run that has learned nothing since its
+    start: past STALL_AFTER of the run's `total_steps`, at or above the validation loss at step 0
+    (`initial_valid`; None or not finite: nothing to compare with)."""
+    if initial_valid is None or not math.isfinite(initial_valid) or not math.isfinite(valid):
+        return False
+    return step >= STALL_AFTER * total_steps and valid >= initial_valid
 
 
 def healthy(loss: float, first_loss: float | None) -> bool:
