@@ -1,4 +1,5 @@
 """`lhopt evaluate` end to end on a smoke-sized task, and its bad-input handling."""
+import json
 import subprocess
 
 import pandas as pd
@@ -48,6 +49,12 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     assert set(curves.method) == {"lhopt", "schedulefree", "prodigy"} and (curves.step.max() == 8)
     decisions = pd.read_csv(tmp_path / "decisions_mlp_mnist_s0.csv")
     assert {"step", "lr", "beta1", "clip", "restart"} <= set(decisions.columns)
+    from lhopt_cli.schedule_file import read_schedule  # the run's schedule, replayable elsewhere
+
+    schedule = read_schedule(tmp_path / "schedule_mlp_mnist_s0.json")
+    assert schedule["task"] == "mlp_mnist" and schedule["seed"] == 0 and len(schedule["points"]) == len(decisions) + 1
+    assert [p["lr"] for p in schedule["points"][1:]] == pytest.approx(decisions.lr.tolist())
+    assert schedule["policy_sha256"] == json.loads((tmp_path / "policy.json").read_text())["sha256"]
     for figure in ("curves_mlp_mnist.png", "hyperparameters_mlp_mnist.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
 

@@ -1,10 +1,19 @@
 """lhopt: learned optimizer-hyperparameter control (LHOPT) for torch's AdamW."""
 
-__all__ = ["Controller", "PolicyFileError", "ProtocolError", "default_policy_path"]
+__all__ = ["Controller", "PolicyFileError", "ProtocolError", "ReplaySchedule", "ScheduleFileError",
+           "default_policy_path"]
 
 
 def __getattr__(name: str):
     # imported on first use, so `lhopt --help` does not pay for torch
+    if name == "ReplaySchedule":
+        from .replay import ReplaySchedule
+
+        return ReplaySchedule
+    if name == "ScheduleFileError":
+        from .schedule_file import ScheduleFileError
+
+        return ScheduleFileError
     if name in __all__:
         from . import api
 

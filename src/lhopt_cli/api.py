@@ -16,6 +16,7 @@ the Controller in a plain loop makes the decisions `lhopt evaluate` makes on the
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 from dataclasses import replace
@@ -61,7 +62,8 @@ class Controller:
         optimizer state) and a NaN/inf loss sends the run back there with half the learning rate.
         The observation protocol (decisions per run, statistics cadence, validation points,
         parameter count) is the policy file's (`meta`)."""
-        self.agent, self.meta, self.greedy, self.guard = agent, meta, greedy, guard
+        self.agent, self.meta, self.greedy, self.guard, self.seed = agent, meta, greedy, guard, seed
+        self.policy_sha256: str | None = None  # the policy file's, when loaded from one (schedule files)
         self.protocol = policy_protocol(meta)
         self.decisions, self.stats_every = self.protocol.decisions, self.protocol.stats_every
         self.generator = torch.Generator().manual_seed(seed)
@@ -80,7 +82,9 @@ class Controller:
         if not isinstance(path, (str, Path)) or not str(path).strip():
             raise PolicyFileError(f"policy path {path!r}: give a policy file (or None for the bundled policy)")
         agent, meta = load_policy(Path(path))
-        return cls(agent, meta, **kwargs)
+        controller = cls(agent, meta, **kwargs)
+        controller.policy_sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return controller
 
     # --- attaching ---------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
@@ -165,6 +169,20 @@ class Controller:
             self.start_point = self.guard_point = {**point, "hparams": self.hparams.as_dict()}
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
         self.guard_returns += 1
+
+    def write_schedule(self, path: str | Path, task: str = "user") -> Path:
+        """Write the hyperparameters this run used so far as a schedule file (schedule_file.py;
+        strict JSON): the start, each decision's values at its progress, the policy's lr decay,
+        the param groups' ratios, the policy file's SHA-256 where known. `ReplaySchedule` plays
+        it back on another run, of any length. Raises RuntimeError before attach()."""
+        from .schedule_file import build_schedule, write_schedule
+
+        if self.optimizer is None:
+            raise RuntimeError("call attach(optimizer, total_steps=...) before write_schedule()")
+        ratios = [{"lr": g["lr"], "weight_decay": g["weight_decay"]} for g in self.group_scales]
+        schedule = build_schedule(self.tracker.start, self.history, self.total_steps, self.protocol.lr_decay, task,
+                                  self.seed, self.policy_sha256, ratios)
+        return write_schedule(path, schedule)
 
     # --- checkpoint and resume ---------------------------------------------------------------
     def state_dict(self) -> dict:

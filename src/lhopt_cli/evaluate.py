@@ -25,6 +25,7 @@ from rich.table import Table
 from . import baseline_grid
 from .api import default_policy_path
 from .config import ConfigError, compose, debug_overrides
+from .control.actions import EVAL_START
 from .control.checkpoint import load_policy, policy_protocol
 from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
@@ -35,6 +36,7 @@ from .results.speedup import NoFinishedBaseline, best_single_run, ema, padded, s
 from .results.locks import FolderBusy, folder_lock
 from .results.summary import overall, per_task
 from .results.store import ResultsStore
+from .schedule_file import build_schedule, write_schedule
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
@@ -222,8 +224,13 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                                          guard=bool(cfg.guard))
                 store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                         "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
+                digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
                 for s, pr in zip(todo, policy_runs):
                     pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
+                    # the hyperparameters it used, replayable on any AdamW (lhopt_cli.ReplaySchedule)
+                    write_schedule(run_dir / f"schedule_{task_name}_s{s}.json",
+                                   build_schedule(EVAL_START, pr.decisions, task.total_steps, protocol.lr_decay,
+                                                  task_name, s, digest))
             for name in cfg.extra_baselines:
                 for s in cfg.seeds:
                     run_id = f"{task_name}-{key}-s{s}-{name}"
