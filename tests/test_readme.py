@@ -33,3 +33,13 @@ def test_readme_lightning_and_hugging_face_examples_run(tmp_path):
         proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert expected in proc.stdout, proc.stdout[-2000:]
+
+
+def test_readme_replay_example_runs(tmp_path):
+    text = (REPO / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "ReplaySchedule" in b]
+    assert blocks, "README.md lost its replay example"
+    proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"replayed: final loss \d+\.\d+, lr at the end \S+", proc.stdout), proc.stdout
+    assert (tmp_path / "schedule.json").is_file()

@@ -171,3 +171,38 @@ def test_unreadable_and_non_strict_files_are_one_line(tmp_path):
         ReplaySchedule(opt, tmp_path / "nan.json", 10)
     with pytest.raises(ValueError, match="total_steps must be a positive integer"):
         ReplaySchedule(opt, {"format": "lhopt-schedule"}, 0)
+
+
+def test_evaluate_replays_a_schedule_file_as_a_method_beside_the_policy(run_cli, smoke_policy, tmp_path):
+    import pandas as pd
+
+    first = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[mlp_mnist]", "seeds=[0]",
+                    "extra_baselines=[]", f"run_dir={tmp_path / 'a'}")
+    assert first.exit_code == 0, first.output
+    schedule = tmp_path / "a" / "schedule_mlp_mnist_s0.json"
+    # replayed on the run it came from: the policy's own hyperparameters, the same curve
+    again = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[mlp_mnist]", "seeds=[0]",
+                    "extra_baselines=[]", f"replay={schedule}", f"run_dir={tmp_path / 'a'}")
+    assert again.exit_code == 0, again.output
+    summary = pd.read_csv(tmp_path / "a" / "summary.csv").set_index("method")
+    assert summary.loc["replay", "speedup"] == pytest.approx(summary.loc["lhopt", "speedup"])
+    assert summary.loc["replay", "final_valid_loss"] == pytest.approx(summary.loc["lhopt", "final_valid_loss"], rel=1e-4)
+    # and on another task, stretched to its length
+    other = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0,1]",
+                    "extra_baselines=[]", f"replay={schedule}", f"run_dir={tmp_path / 'b'}")
+    assert other.exit_code == 0, other.output
+    rows = pd.read_csv(tmp_path / "b" / "summary.csv")
+    assert set(rows[rows.method == "replay"].seed) == {0, 1}
+
+
+def test_evaluate_refuses_a_bad_replay_file_in_one_line_before_any_folder(tmp_path):
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    (tmp_path / "bad.json").write_text("{}")
+    proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", "tasks=[nqm]", f"replay={tmp_path / 'bad.json'}",
+                           f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f'error: replay={tmp_path / "bad.json"}: not an lhopt schedule (expected "format": "lhopt-schedule")']
+    assert not (tmp_path / "r").exists()

@@ -36,7 +36,8 @@ from .results.speedup import NoFinishedBaseline, best_single_run, ema, padded, s
 from .results.locks import FolderBusy, folder_lock
 from .results.summary import overall, per_task
 from .results.store import ResultsStore
-from .schedule_file import build_schedule, write_schedule
+from .replay import ReplayHook
+from .schedule_file import ScheduleFileError, build_schedule, hparams_at, read_schedule, write_schedule
 from .tasks import build_task
 
 EXTRA_BASELINES = ("schedulefree", "prodigy")
@@ -156,6 +157,11 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
+    if cfg.get("replay"):
+        try:
+            read_schedule(cfg.replay)
+        except ScheduleFileError as err:
+            raise ConfigError(f"replay={cfg.replay}: {str(err).split(': ', 1)[1]}") from None
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
     agent, policy_meta = load_policy(policy_path)
     protocol = policy_protocol(policy_meta)
@@ -201,6 +207,11 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             stored = None
         store = ResultsStore(run_dir)
         summary, figures = [], []
+        replay = read_schedule(cfg.replay) if cfg.get("replay") else None
+        replay_digest = hashlib.sha256(Path(cfg.replay).read_bytes()).hexdigest() if replay is not None else ""
+        if replay is not None:
+            console.print(f"replay: {cfg.replay} (recorded on {replay['task']}, seed {replay['seed']}, "
+                          f"{replay['total_steps']} steps)")
         untuned = {"adamw_default": ADAMW_DEFAULT}
         fixed = fixed_default(cfg)
         if fixed is not None:
@@ -231,6 +242,14 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                     write_schedule(run_dir / f"schedule_{task_name}_s{s}.json",
                                    build_schedule(EVAL_START, pr.decisions, task.total_steps, protocol.lr_decay,
                                                   task_name, s, digest))
+            if replay is not None:  # a recorded schedule on this task: no policy runs
+                for s in cfg.seeds:
+                    run_id = f"{task_name}-{key}-s{s}-replay-{replay_digest[:12]}"
+                    if run_id in store.finished_ids():
+                        continue
+                    result = train_one_epoch(task, s, ReplayHook(replay), hparams_at(replay, 0, task.total_steps))
+                    store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": "replay", "seed": s,
+                                                          "schedule": "replay"}, task, result)])
             for name in cfg.extra_baselines:
                 for s in cfg.seeds:
                     run_id = f"{task_name}-{key}-s{s}-{name}"

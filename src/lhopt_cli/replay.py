@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .inner.hooks import Hook
 from .inner.optim import RollingMaxClipper, apply_hparams, group_scales
 from .schedule_file import hparams_at, read_schedule
 
@@ -82,3 +83,14 @@ class ReplaySchedule:
         self.group_scales = [dict(g) for g in state["group_scales"]]
         if self.step_index < self.total_steps:
             self._apply()
+
+
+class ReplayHook(Hook):
+    """The engine's form of a replay (`lhopt evaluate replay=FILE`): each step's hyperparameters,
+    the clip fraction included, from the schedule at the step's progress."""
+
+    def __init__(self, schedule: dict):
+        self.schedule = schedule
+
+    def before_step(self, run) -> None:
+        run.hparams = hparams_at(self.schedule, run.step, run.total_steps)

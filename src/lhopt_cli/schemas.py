@@ -442,6 +442,7 @@ class EvaluateConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     grid_dir: Optional[str] = None
     extra_baselines: list[str] = field(default_factory=list)
+    replay: Optional[str] = None  # a schedule file, replayed on every task and seed as method "replay"
     extended_lrs: list[float] = field(default_factory=list)
     extended_schedules: Optional[list[str]] = None  # None: every schedule of the grid
     fixed_default: Optional[FixedSetting] = None  # None: the suite's record, else the test suite's

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHOD_ORDER = ("lhopt", "fixed_default", "adamw_default", "prodigy", "schedulefree", "oracle")
+METHOD_ORDER = ("lhopt", "replay", "fixed_default", "adamw_default", "prodigy", "schedulefree", "oracle")
 
 
 def _ordered(methods) -> list[str]:
