@@ -1,4 +1,4 @@
-"""Relative actions (METHOD.md section 2): one categorical head per hyperparameter, plus restarts.
+"""Relative actions (docs/method.md section 2): one categorical head per hyperparameter, plus restarts.
 
 Every choice multiplies (or, for the clip fraction, shifts in logit space) the current value,
 and the result is clipped to the hyperparameter's bounds. lr, eps and weight decay act on the

@@ -1,4 +1,4 @@
-"""Unitless features of a run (METHOD.md section 4), as a named dict in a fixed order.
+"""Unitless features of a run (docs/method.md section 4), as a named dict in a fixed order.
 
 The policy never sees a raw loss, norm or hyperparameter value: only log-ratios (squashed by
 tanh where they are near 1), cosines, fractions, and percentiles of a value within its own

@@ -8,7 +8,7 @@ they return, so every iteration ends on an episode boundary (what makes resume e
 Advantages are normalised over the whole iteration's batch, each episode weighing the same,
 before it is cut into minibatches of whole sequences drawn across all episode groups: with a
 sparse final reward, normalising inside one episode would keep only the sign of its outcome
-and turn its early steps against it (METHOD.md section 6). With `advantage="loo"` the critic is not
+and turn its early steps against it (docs/method.md section 6). With `advantage="loo"` the critic is not
 used for advantages: each episode's return is compared with the mean return of the other
 episodes of its group (one task instance and seed), and every decision of the episode gets that
 difference. An optional Polyak average of the weights is kept beside them (`polyak`).

@@ -1,4 +1,4 @@
-"""What the critic may see and the actor may not (METHOD.md section 4): inputs that explain an
+"""What the critic may see and the actor may not (docs/method.md section 4): inputs that explain an
 episode's return but carry units or name the task, so a policy acting on them would not
 transfer. Only meta-training computes them; `Controller` and `lhopt evaluate` never need them.
 """

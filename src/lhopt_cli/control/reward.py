@@ -1,4 +1,4 @@
-"""The log-speedup reward (METHOD.md section 5).
+"""The log-speedup reward (docs/method.md section 5).
 
 Two references: AdamW at its defaults (the paper's): fit a power law to its validation curve,
 invert it at the policy run's final loss, reward = clip(log(t_ref / T), -3, 3); or a small tuned

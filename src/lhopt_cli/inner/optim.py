@@ -12,7 +12,7 @@ HPARAM_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "clip")
 
 @dataclass
 class HParams:
-    """AdamW's controlled hyperparameters plus the clip fraction c (METHOD.md section 2).
+    """AdamW's controlled hyperparameters plus the clip fraction c (docs/method.md section 2).
 
     The clip threshold is c x the rolling max of the global gradient norm; c = 1 never clips.
     """

@@ -1,4 +1,4 @@
-"""The 7 baseline learning-rate schedules of METHOD.md section 8, as multipliers f(p).
+"""The 7 baseline learning-rate schedules of docs/method.md section 8, as multipliers f(p).
 
 p = step / total_steps is the progress when the step is taken (0 at the first step).
 """

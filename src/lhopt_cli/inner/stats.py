@@ -1,4 +1,4 @@
-"""Per-run optimizer statistics for the controller (METHOD.md section 4), on [K, N] tensors.
+"""Per-run optimizer statistics for the controller (docs/method.md section 4), on [K, N] tensors.
 
 Each statistic is a reduction over a member's flattened parameters; the interval's value is
 the mean over the sampled steps. Features (unitless transforms) are built from these.

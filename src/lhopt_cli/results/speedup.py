@@ -1,4 +1,4 @@
-"""Speedup of a method over the best of the baselines (METHOD.md section 8).
+"""Speedup of a method over the best of the baselines (docs/method.md section 8).
 
 Every validation curve is EMA-smoothed; the baseline envelope is the minimum over baselines at
 each step followed by a running minimum; L* is the envelope's final value. A method that
@@ -58,7 +58,7 @@ def speedup(steps, method_curve, baseline_curves, decay: float = EMA_DECAY) -> f
 
     A method whose curve ends diverged (its last value NaN/inf) scores 0 whatever it reached on
     the way: it did not finish training. Raises NoFinishedBaseline when no baseline curve ends
-    finite (METHOD.md section 8 needs the envelope's final loss)."""
+    finite (docs/method.md section 8 needs the envelope's final loss)."""
     steps = np.asarray(steps, dtype=float)
     total = float(steps[-1])
     if not any(np.isfinite(np.asarray(c, dtype=float)[-1]) for c in baseline_curves):

@@ -1,4 +1,4 @@
-"""Task families for meta-training (METHOD.md section 7): sample a task config, then build it.
+"""Task families for meta-training (docs/method.md section 7): sample a task config, then build it.
 
 A family lists kinds of task with a weight and the ranges to sample: a [low, high] pair of
 numbers is sampled log-uniformly (integers rounded), a list of strings uniformly, a scalar is
