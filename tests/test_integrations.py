@@ -287,3 +287,50 @@ def test_lightning_resumed_from_its_checkpoint_decides_as_the_uninterrupted_run(
     assert second.controller.history == whole.controller.history
     for ours, theirs in zip(net.parameters(), whole_net.parameters()):
         torch.testing.assert_close(ours, theirs)
+
+
+# --- a schedule file replayed in both frameworks ------------------------------------------------
+def replayed_plain(path, steps=STEPS):
+    """The plain loop of plain_run with the schedule replayed instead of the Controller."""
+    from lhopt_cli import ReplaySchedule
+
+    net, x, y = user_problem()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    replay = ReplaySchedule(opt, path, steps)
+    for step in range(steps):
+        idx = torch.arange(step * 16, step * 16 + 16) % 256
+        nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        replay.clip_gradients()
+        opt.step()
+        opt.zero_grad()
+        replay.step()
+    return net
+
+
+def test_lightning_and_the_hf_trainer_replay_a_schedule_file(policy_with_protocol, tmp_path):
+    from transformers import TrainerCallback
+
+    from lhopt_cli.integrations.hf import ReplayTrainerCallback
+    from lhopt_cli.integrations.lightning import ReplayCallback
+    from lhopt_cli.schedule_file import hparams_at, read_schedule
+    from test_replay import NoRestarts
+
+    ctrl, _ = plain_run(policy_with_protocol(decisions=8), NoRestarts(lively_agent(3)))
+    path = ctrl.write_schedule(tmp_path / "schedule.json")
+    assert len({row["lr"] for row in ctrl.history}) > 1
+    plain = replayed_plain(path)
+    net = lightning_run(ReplayCallback(path))  # the same batches in the same order: the same weights
+    for ours, theirs in zip(net.parameters(), plain.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+    class Used(TrainerCallback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    used = Used()
+    hf_run(tmp_path / "hf", [ReplayTrainerCallback(path), used])  # over the Trainer's linear decay
+    schedule = read_schedule(path)
+    assert used.lrs == pytest.approx([hparams_at(schedule, k, STEPS).lr for k in range(STEPS)])

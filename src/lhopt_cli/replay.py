@@ -52,6 +52,15 @@ class ReplaySchedule:
     def _apply(self) -> None:
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
 
+    def seek(self, step: int) -> None:
+        """Set the hyperparameters of update `step` (0-based): for loops that count steps
+        themselves (a framework's global step), in place of calling step() after each update.
+        Raises ValueError outside [0, total_steps)."""
+        if not 0 <= int(step) < self.total_steps:
+            raise ValueError(f"step {step} is outside the replay's 0 .. {self.total_steps - 1}")
+        self.step_index = int(step)
+        self._apply()
+
     def clip_gradients(self) -> float:
         """Clip the optimizer's gradients at the schedule's clip fraction x the rolling max of the
         global gradient norm (as the policy's runs clip); call between backward() and

@@ -23,6 +23,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..api import Controller
+from ..replay import ReplaySchedule
 from .bridge import ControllerBridge
 
 
@@ -72,3 +73,36 @@ class LhoptTrainerCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
         self.bridge.detach()
+
+
+class ReplayTrainerCallback(TrainerCallback):
+    """A schedule file replayed on the Trainer's AdamW: before every update the hyperparameters
+    of the step's progress (over the Trainer's LR scheduler, as LhoptTrainerCallback does) and
+    the gradient clipped at the file's clip fraction. No policy runs.
+
+        args = TrainingArguments(..., optim="adamw_torch", max_grad_norm=0.0)   # the replay clips
+        Trainer(..., args=args, callbacks=[ReplayTrainerCallback("schedule.json")]).train()
+
+    Raises ScheduleFileError for a file that is not a schedule (at construction), ValueError at
+    on_train_begin for the Trainer's own clipping or fp16's gradient scaler."""
+
+    def __init__(self, schedule: str | Path | dict):
+        from ..schedule_file import read_schedule
+
+        self.schedule = schedule if isinstance(schedule, dict) else read_schedule(schedule)
+        self.replay: ReplaySchedule | None = None
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if args.max_grad_norm and args.max_grad_norm > 0:
+            raise ValueError("ReplayTrainerCallback clips the gradient itself: set TrainingArguments(max_grad_norm=0)")
+        if args.fp16:
+            raise ValueError("ReplayTrainerCallback needs unscaled gradients before the update: use bf16 or fp32")
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        for group in inner.param_groups:  # the base lr, not a warmup scheduler's first value
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+        self.replay = ReplaySchedule(inner, self.schedule, int(state.max_steps))
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.replay.seek(min(state.global_step, self.replay.total_steps - 1))
+        self.replay.clip_gradients()

@@ -23,7 +23,24 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from ..api import Controller
+from ..replay import ReplaySchedule
 from .bridge import ControllerBridge
+
+
+def _check_trainer(trainer: pl.Trainer, pl_module: pl.LightningModule, who: str) -> int:
+    """The run's number of optimizer steps, after refusing what lhopt cannot share (ValueError)."""
+    if not pl_module.automatic_optimization:
+        raise ValueError(f"{who} needs automatic optimization (call Controller.step yourself in manual loops)")
+    if len(trainer.optimizers) != 1:
+        raise ValueError(f"{who} drives one AdamW; configure_optimizers returned {len(trainer.optimizers)}")
+    if trainer.lr_scheduler_configs:
+        raise ValueError(f"{who} sets the learning rate: return the optimizer without an LR scheduler")
+    if trainer.gradient_clip_val:
+        raise ValueError(f"{who} clips the gradient itself: leave Trainer(gradient_clip_val=...) unset")
+    steps = trainer.estimated_stepping_batches
+    if not math.isfinite(steps):
+        raise ValueError(f"{who} needs the run's number of optimizer steps: set Trainer(max_steps=...)")
+    return int(steps)
 
 
 class LhoptCallback(pl.Callback):
@@ -40,18 +57,8 @@ class LhoptCallback(pl.Callback):
         self._resumed: dict | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.automatic_optimization:
-            raise ValueError("LhoptCallback needs automatic optimization (call Controller.step yourself in manual loops)")
-        if len(trainer.optimizers) != 1:
-            raise ValueError(f"LhoptCallback drives one AdamW; configure_optimizers returned {len(trainer.optimizers)}")
-        if trainer.lr_scheduler_configs:
-            raise ValueError("LhoptCallback sets the learning rate: return the optimizer without an LR scheduler")
-        if trainer.gradient_clip_val:
-            raise ValueError("LhoptCallback clips the gradient itself: leave Trainer(gradient_clip_val=...) unset")
-        steps = trainer.estimated_stepping_batches
-        if not math.isfinite(steps):
-            raise ValueError("LhoptCallback needs the run's number of optimizer steps: set Trainer(max_steps=...)")
-        self.bridge.attach(trainer.optimizers[0], int(steps), pl_module)
+        steps = _check_trainer(trainer, pl_module, "LhoptCallback")
+        self.bridge.attach(trainer.optimizers[0], steps, pl_module)
         if self._resumed is not None:  # fit(ckpt_path=...): continue the controller where it was
             self.controller.load_state_dict(self._resumed)
             self._resumed = None
@@ -79,3 +86,39 @@ class LhoptCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.bridge.detach()
+
+
+class ReplayCallback(pl.Callback):
+    """A schedule file (`lhopt evaluate`'s schedule_<task>_s<seed>.json or
+    Controller.write_schedule's) replayed on the run's AdamW: before each optimizer step the
+    hyperparameters of the step's progress, and the gradient clipped at the file's clip fraction.
+    No policy runs. The replay's state goes into Lightning's checkpoints.
+
+        trainer = L.Trainer(max_steps=20000, callbacks=[ReplayCallback("schedule.json")])
+
+    Raises ScheduleFileError for a file that is not a schedule (at construction) and ValueError
+    at on_train_start for the settings LhoptCallback refuses."""
+
+    def __init__(self, schedule: str | Path | dict):
+        from ..schedule_file import read_schedule
+
+        self.schedule = schedule if isinstance(schedule, dict) else read_schedule(schedule)
+        self.replay: ReplaySchedule | None = None
+        self._resumed: dict | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        steps = _check_trainer(trainer, pl_module, "ReplayCallback")
+        self.replay = ReplaySchedule(trainer.optimizers[0], self.schedule, steps)
+        if self._resumed is not None:
+            self.replay.load_state_dict(self._resumed)
+            self._resumed = None
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        self.replay.seek(min(trainer.global_step, self.replay.total_steps - 1))
+        self.replay.clip_gradients()
+
+    def state_dict(self) -> dict:
+        return {"replay": self.replay.state_dict()} if self.replay is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resumed = state_dict.get("replay")
