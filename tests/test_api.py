@@ -581,3 +581,15 @@ def test_a_diverged_run_without_the_guard_still_counts_its_steps(policy_with_pro
     with pytest.raises(ValueError, match="one number"):
         Controller.from_checkpoint(policy_with_protocol(decisions=4)).attach(opt, total_steps=5).step(
             loss=torch.ones(3))
+
+
+def test_a_seeds_policy_run_is_the_same_whatever_seeds_run_beside_it():
+    from lhopt_cli.control.protocol import ObservationProtocol
+    from lhopt_cli.control.rollout import run_policy
+
+    task = {"name": "mlp_digits", "hidden": [32], "activation": "tanh", "norm": "none", "batch_size": 16, "eval_points": 10}
+    protocol = ObservationProtocol(decisions=20, eval_points=10)
+    alone = run_policy(lively_agent(3), task, [1], protocol, greedy=True)[0]
+    together = run_policy(lively_agent(3), task, [0, 1, 2], protocol, greedy=True)[1]
+    assert together.decisions == alone.decisions
+    assert [p["valid_loss"] for p in together.result.curve] == [p["valid_loss"] for p in alone.result.curve]

@@ -24,25 +24,34 @@ def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], pr
                greedy: bool = False, action_seed: int = 0, guard: bool = True) -> list[PolicyRun]:
     """One-epoch runs of `task_cfg` driven by `agent`, one per seed (sampled actions are seeded).
 
-    Raises ProtocolError if the task's validation points contradict `protocol`. The decision log
-    records the restarts that happened (a save, or a load of a filled register) and how often the
-    divergence guard (`guard`, inner/guard.py) has sent the run back so far (`guard_returns`)."""
+    Each seed runs on its own: batched with others, float rounding differs in the last bits and a
+    policy's discrete choices amplify it, so a seed's result would depend on which seeds ran
+    beside it. Raises ProtocolError if the task's validation points contradict `protocol`. The
+    decision log records the restarts that happened (a save, or a load of a filled register) and
+    how often the divergence guard (`guard`, inner/guard.py) has sent the run back so far
+    (`guard_returns`)."""
     protocol.check(f"task {task_cfg['name']}", eval_points=task_cfg.get("eval_points"))
+    return [_run_one(agent, task_cfg, seed, protocol, greedy, action_seed, guard) for seed in seeds]
+
+
+def _run_one(agent: RecurrentActorCritic, task_cfg: dict, seed: int, protocol: ObservationProtocol, greedy: bool,
+             action_seed: int, guard: bool) -> PolicyRun:
     family = TaskFamily({"kinds": {task_cfg["name"]: {}}})  # unused: the episode is fixed
-    env = VecLhoptEnv(family, num_envs=len(seeds), protocol=protocol.as_dict(), autoreset=False,
-                      fixed={"task": task_cfg, "seeds": seeds}, guard=guard)
+    env = VecLhoptEnv(family, num_envs=1, protocol=protocol.as_dict(), autoreset=False,
+                      fixed={"task": task_cfg, "seeds": [seed]}, guard=guard)
     obs, _ = env.reset()
-    state, done = agent.initial_state(len(seeds)), torch.zeros(len(seeds))
-    logs: list[list[dict]] = [[] for _ in seeds]
+    state, done = agent.initial_state(1), torch.zeros(1)
+    log: list[dict] = []
     generator = torch.Generator().manual_seed(action_seed)
     while True:
         action, state = agent.act(torch.as_tensor(obs), state, done, greedy=greedy, generator=generator)
         step = env.run.step_index
         obs, _, term, _, _ = env.step(action.numpy())
-        for i, (hparams, returns) in enumerate(env.decided):
-            kind, register = env.restarts[i]
-            logs[i].append({"step": step, **hparams.as_dict(), "restart": kind, "register": register,
-                            "guard_returns": returns})
+        for hparams, returns in env.decided:
+            kind, register = env.restarts[0]
+            log.append({"step": step, **hparams.as_dict(), "restart": kind, "register": register,
+                        "guard_returns": returns})
         if bool(np.all(term)):
             break
-    return [PolicyRun(result, log) for result, log in zip(env.run.results(), logs)]
+    (result,) = env.run.results()
+    return PolicyRun(result, log)
