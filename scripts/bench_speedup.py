@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--policy", default="default", help="a policy.pt, or `default` (the bundled one)")
     parser.add_argument("--label", default="bundled", help="names the run folder under --out")
-    parser.add_argument("--suite", default="test", help="test (reported on), validation (chosen on), smoke")
+    parser.add_argument("--suite", default="test", help="test (reported on), validation_heldout or validation (chosen on), test_short, smoke")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench-speedup"))
     actions = parser.add_mutually_exclusive_group()

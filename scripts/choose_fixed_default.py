@@ -25,7 +25,14 @@ from lhopt_cli.results.suite_grid import TEST_SUITES, member_curves, setting_sco
 def choose(suite: str, grids: Path):
     """(lr, schedule, score) of the chosen setting and the table of every setting's score
     (columns lr, schedule, median, worst), best first."""
-    scores = setting_scores(member_curves(suite, grids))
+    members = member_curves(suite, grids)
+    if not members:
+        raise ConfigError(f"suite {suite} lists no tasks")
+    empty = [m for m, curves in members.items() if curves.empty]
+    if empty:
+        raise ConfigError(f"{suite}/{empty[0]}: no runs in the stored grid {Path(grids) / suite} "
+                          f"(python scripts/make_reference_grids.py --suites {suite})")
+    scores = setting_scores(members)
     if scores.empty:
         raise ConfigError(f"the stored grid of {suite} holds no setting that every member ran")
     table = scores.groupby(["lr", "schedule"], as_index=False).agg(median=("speedup", "median"),
@@ -41,6 +48,8 @@ def main() -> None:
     parser.add_argument("--grids", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks" / "grids")
     parser.add_argument("--top", type=int, default=10, help="settings shown")
     args = parser.parse_args()
+    if args.top < 1:
+        sys.exit(f"error: --top must be at least 1 (got {args.top})")
     if args.suite in TEST_SUITES:
         sys.exit(f"error: --suite {args.suite}: the test suite is only reported on; choose on validation_heldout")
     try:

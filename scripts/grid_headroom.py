@@ -20,22 +20,28 @@ import pandas as pd
 
 from lhopt_cli.results.speedup import best_single_run
 from lhopt_cli.results.store import StoreError, load
-from lhopt_cli.results.suite_grid import PAPER_LRS
+from lhopt_cli.config import ConfigError
+from lhopt_cli.results.suite_grid import PAPER_LRS, member_task_json, suite_config
 
 
 
-def ceilings(curves: pd.DataFrame) -> pd.DataFrame:
+def ceilings(curves: pd.DataFrame, names: dict[str, str] | None = None) -> pd.DataFrame:
     """Per task instance and seed: the best single run's speedup over the paper grid's envelope.
 
     `curves`: the stored grid's results table (one row per run and evaluation point, columns
     task, task_params, seed, lr0, schedule, step, valid_loss). Returns columns task (the kind,
     numbered where a suite holds several instances of it), seed, speedup, lr0, schedule,
-    extended (the best run's lr lies outside the paper's 5)."""
+    extended (the best run's lr lies outside the paper's 5). `names`: {task_params: member id},
+    the suite's own names for its members (then only those are scored)."""
+    if names is not None:
+        curves = curves[curves.task_params.isin(names)]
     label, count = {}, {}
     for task, params in sorted(set(zip(curves.task, curves.task_params))):
         label[task, params] = f"{task}_{count.get(task, 0)}"
         count[task] = count.get(task, 0) + 1
     label = {key: name if count[key[0]] > 1 else key[0] for key, name in label.items()}
+    if names is not None:
+        label = {key: names[key[1]] for key in label}
     rows = []
     for (task, params, seed), runs in curves.groupby(["task", "task_params", "seed"], sort=True):
         by_run = {key: run.sort_values("step") for key, run in runs.groupby(["lr0", "schedule"])}
@@ -60,7 +66,11 @@ def main() -> None:
         sys.exit(f"error: no stored grid at {folder / 'results.parquet'} (scripts/make_reference_grids.py writes one)")
     try:
         curves = load(folder / "results.parquet")
-        table = ceilings(curves)
+        try:  # a suite's grid may still hold runs of members it has since replaced: score its own
+            names = {member_task_json(m): m["id"] for m in suite_config(args.suite)["members"]}
+        except ConfigError:
+            names = None  # a folder that is no suite of conf/suite/
+        table = ceilings(curves, names)
     except (StoreError, FileNotFoundError, KeyError, StopIteration) as error:
         sys.exit(f"error: no readable stored grid in {folder}: {error}")
     if table.empty:

@@ -54,7 +54,7 @@ def cpu_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", nargs="+", default=["validation", "test"])
+    parser.add_argument("--suites", nargs="+", default=["validation", "validation_heldout", "test"])
     parser.add_argument("--members", nargs="*", help="only these member ids (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--paper-only", action="store_true", help="the 5 x 7 grid without the extended lrs")

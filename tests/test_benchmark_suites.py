@@ -105,3 +105,36 @@ def test_a_bad_extended_schedule_is_one_line_and_leaves_no_folder(tmp_path):
         "error: grid.extended_schedules: unknown schedule 'warp'; known: constant, multistep, linear, quadratic, "
         "exponential, cosine, cosine_to_0.1"]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("fixed_default={lr: -1, schedule: constant, chosen_on: x}", "fixed_default: lr -1 constant is not a setting of the grid"),
+    ("fixed_default={lr: 0.002, schedule: linear}", "fixed_default: lr 0.002 linear is not a setting of the grid"),
+    ("fixed_default={lr: 0.003, schedule: bogus}", "fixed_default: lr 0.003 bogus is not a setting of the grid"),
+    ("fixed_default={lr: 0.003}", "fixed_default needs both lr and schedule (missing: schedule)"),
+    ("extended_lrs=[nan]", "extended_lrs must all be positive and finite (got nan)"),
+    ("extended_lrs=[inf]", "extended_lrs must all be positive and finite (got inf)"),
+])
+def test_an_untuned_setting_no_grid_runs_is_refused_in_one_line_before_any_folder(tmp_path, override, message):
+    proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", "tasks=[nqm]", override, f"run_dir={tmp_path / 'r'}"],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_extended_schedules_means_no_extended_runs():
+    base = ["task=nqm", "seeds=[0]", "grid.extended_lrs=[0.1]"]
+    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=[]"]))) == 35
+    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=null"]))) == 42
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "train"], "error: suite train lists no tasks"),
+    (["--grids", "/nonexistent"], "error: validation_heldout/friedman_regression_wide: no runs in the stored grid"),
+    (["--top", "0"], "error: --top must be at least 1 (got 0)"),
+])
+def test_choose_fixed_default_refuses_what_it_cannot_read_in_one_line(args, message):
+    proc = script("choose_fixed_default.py", *args, timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, lhopt_env
+from lhopt_cli.config import compose
 from lhopt_cli.control.checkpoint import load_policy
 
 
@@ -154,6 +155,15 @@ def test_grid_headroom_scores_the_best_single_run_of_a_stored_grid(tmp_path):
     for row in rows:  # the best of 35 is among the candidates, so no ceiling is below 1x
         assert float(row.split("|")[2].split("x")[0]) >= 1.0
     assert proc.stdout.strip().splitlines()[-1].startswith("median over tasks ")
+
+
+def test_grid_headroom_scores_only_the_suites_own_members_by_their_ids():
+    proc = script("grid_headroom.py", "--suite", "test", "--markdown", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "x [" in line]
+    names = sorted(line.split("|")[1].strip() for line in rows)
+    # the stored grid also holds a replaced member (digits_transformer at batch 2): not scored
+    assert names == sorted(m["id"] for m in compose("evaluate", ["suite=test"]).suite.members)
 
 
 def test_grid_headroom_finds_the_run_that_beats_the_paper_grid():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,14 @@ def plan(cfg: DictConfig) -> list[GridRun]:
     if not grid.lrs or not grid.schedules or not cfg.seeds:
         raise ConfigError("grid.lrs, grid.schedules and seeds must each list at least one value")
     extended_lrs = [float(lr) for lr in grid.get("extended_lrs") or []]
-    extended_schedules = list(grid.get("extended_schedules") or grid.schedules)
+    chosen = grid.get("extended_schedules")  # null: every schedule; []: no extended runs
+    extended_schedules = list(grid.schedules if chosen is None else chosen)
     unknown = [s for s in extended_schedules if s not in SCHEDULES]
     if unknown:
         raise ConfigError(f"grid.extended_schedules: unknown schedule '{unknown[0]}'; known: {', '.join(SCHEDULES)}")
-    if any(lr <= 0 for lr in [*grid.lrs, *extended_lrs]):
-        raise ConfigError("grid.lrs and grid.extended_lrs must all be positive")
+    bad = [lr for lr in [*map(float, grid.lrs), *extended_lrs] if not 0 < lr < math.inf]
+    if bad:
+        raise ConfigError(f"grid.lrs and grid.extended_lrs must all be positive and finite (got {bad[0]})")
     require_local_executor(cfg)
     if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
         raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -87,12 +88,42 @@ def fixed_default(cfg: DictConfig) -> tuple[float, str] | None:
     """The untuned fixed setting (lr, schedule) reported beside every method: `fixed_default`,
     else the suite's record, else the test suite's (chosen on the leave-kinds-out validation
     suite by scripts/choose_fixed_default.py); None where none is recorded."""
+    chosen = fixed_default_record(cfg)
+    return None if chosen is None else (float(chosen.lr), str(chosen.schedule))
+
+
+def fixed_default_record(cfg: DictConfig):
+    """The record behind fixed_default (lr, schedule, chosen_on), or None."""
     chosen = cfg.get("fixed_default")
     if chosen is None and cfg.get("suite") is not None:
         chosen = cfg.suite.get("fixed_default")
     if chosen is None:
         chosen = compose("evaluate", ["suite=test"]).suite.get("fixed_default")
-    return None if chosen is None else (float(chosen.lr), str(chosen.schedule))
+    return chosen
+
+
+def check_grid_settings(cfg: DictConfig) -> None:
+    """ConfigError (one line) for extended_lrs that are not positive and finite, and unless the
+    fixed setting is one of the grid's settings: both its lr and schedule given, a setting the
+    paper's or the extended grid runs."""
+    bad = [lr for lr in cfg.extended_lrs or [] if not 0 < float(lr) < math.inf]
+    if bad:
+        raise ConfigError(f"extended_lrs must all be positive and finite (got {bad[0]})")
+    record = fixed_default_record(cfg)
+    missing = [k for k in ("lr", "schedule") if record is not None and OmegaConf.is_missing(record, k)]
+    if missing:
+        raise ConfigError(f"fixed_default needs both lr and schedule (missing: {missing[0]}), e.g. "
+                          "fixed_default={lr: 0.003, schedule: linear}")
+    fixed = fixed_default(cfg)
+    if fixed is None:
+        return
+    lr, schedule = fixed
+    extended = cfg.get("extended_schedules")
+    settings = baseline_grid.grid_settings(list(cfg.grid.lrs), list(cfg.grid.schedules), list(cfg.extended_lrs or []),
+                                           None if extended is None else list(extended))
+    if not any(math.isclose(lr, a, rel_tol=1e-9) and schedule == b for a, b in settings):
+        raise ConfigError(f"fixed_default: lr {lr:g} {schedule} is not a setting of the grid (the paper's lrs and "
+                          "schedules, and extended_lrs at extended_schedules); give one that is")
 
 
 def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
@@ -154,6 +185,7 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     Returns (policy path, agent, the file's metadata); raises ConfigError, PolicyFileError,
     ProtocolError or StoreError (one line each)."""
     baseline_grid.require_local_executor(cfg)
+    check_grid_settings(cfg)
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
@@ -216,7 +248,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         fixed = fixed_default(cfg)
         if fixed is not None:
             untuned["fixed_default"] = fixed
-            console.print(f"fixed_default: lr {fixed[0]:g} {fixed[1]} (one setting for every task, chosen on validation)")
+            chosen_on = fixed_default_record(cfg).get("chosen_on")
+            console.print(f"fixed_default: lr {fixed[0]:g} {fixed[1]} (one setting for every task, chosen on "
+                          f"{chosen_on or 'an unnamed suite'})")
         for member in suite_members(cfg, console):
             task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
             gcfg = grid_config(cfg, member, grid_dir, protocol)

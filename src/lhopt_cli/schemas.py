@@ -401,8 +401,8 @@ class SuiteMember:
 class FixedSetting:
     """One AdamW setting of the grid, chosen without the suite it is reported on."""
 
-    lr: float = 1e-3
-    schedule: str = "constant"
+    lr: float = MISSING  # both given: a partial override must not fall back to a default
+    schedule: str = MISSING
     chosen_on: Optional[str] = None  # the suite whose stored grid chose it
 
 

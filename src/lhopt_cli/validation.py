@@ -41,7 +41,7 @@ class _Member:
 def refuse_test_suite(suite: str) -> None:
     """ConfigError (one line) for a test suite named as the validation suite."""
     if suite in TEST_SUITES:
-        raise ConfigError(f"validation.suite={suite}: the test suite is only reported on; select on suite=validation")
+        raise ConfigError(f"validation.suite={suite}: the test suite is only reported on; select on validation_heldout (or validation)")
 
 
 def refuse_test_tasks(suite: str, members: list[dict]) -> None:
