@@ -80,7 +80,7 @@ def test_a_family_gives_each_instance_its_own_scale_and_a_family_without_one_sam
     assert TaskFamily({**kinds, "param_scale": 3.0}).sample(np.random.default_rng(1))["param_scale"] == 3.0
 
 
-@pytest.mark.parametrize("bad", [[0.0, 10.0], [-1.0], "big", [1.0, math.inf], [1.0, 2.0, 3.0]])
+@pytest.mark.parametrize("bad", [[0.0, 10.0], [-1.0], [3.0], "big", [1.0, math.inf], [1.0, 2.0, 3.0]])
 def test_a_bad_family_scale_is_one_line(bad):
     with pytest.raises(FamilyError, match=r"^task_family.param_scale must be null, a positive number"):
         TaskFamily({"kinds": {"nqm": {}}, "param_scale": bad})

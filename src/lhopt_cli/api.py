@@ -32,11 +32,10 @@ from .control.features import FeatureTracker, Register, no_restart_mask, to_vect
 from .control.protocol import ProtocolError, decision_steps
 from .inner.guard import guarded_hparams, healthy, stalled
 from .inner.hooks import clone_tree, restore, snapshot
-from .inner.optim import HParams, RollingMaxClipper, apply_hparams, group_scales
+from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
-ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")
 
 
 def default_policy_path() -> Path:

@@ -239,6 +239,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             stored = None
         store = ResultsStore(run_dir)
         summary, figures = [], []
+        policy_digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()  # in every schedule file
         replay = read_schedule(cfg.replay) if cfg.get("replay") else None
         replay_digest = hashlib.sha256(Path(cfg.replay).read_bytes()).hexdigest() if replay is not None else ""
         if replay is not None:
@@ -269,13 +270,12 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                                          guard=bool(cfg.guard))
                 store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                         "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
-                digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
                 for s, pr in zip(todo, policy_runs):
                     pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
                     # the hyperparameters it used, replayable on any AdamW (lhopt_cli.ReplaySchedule)
                     write_schedule(run_dir / f"schedule_{task_name}_s{s}.json",
                                    build_schedule(EVAL_START, pr.decisions, task.total_steps, protocol.lr_decay,
-                                                  task_name, s, digest))
+                                                  task_name, s, policy_digest))
             if replay is not None:  # a recorded schedule on this task: no policy runs
                 for s in cfg.seeds:
                     run_id = f"{task_name}-{key}-s{s}-replay-{replay_digest[:12]}"

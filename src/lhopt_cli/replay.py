@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .inner.hooks import Hook
-from .inner.optim import RollingMaxClipper, apply_hparams, group_scales
+from .inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales
 from .schedule_file import hparams_at, read_schedule
 
 
@@ -33,8 +33,7 @@ class ReplaySchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str | Path | dict, total_steps: int):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer (got {total_steps!r})")
-        needed = ("lr", "betas", "eps", "weight_decay")
-        if not optimizer.param_groups or any(k not in g for g in optimizer.param_groups for k in needed):
+        if not optimizer.param_groups or any(k not in g for g in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: a replay sets lr, betas, eps and "
                             "weight_decay in its param groups")
         self.schedule = schedule if isinstance(schedule, dict) else read_schedule(schedule)

@@ -39,6 +39,7 @@ def make_adamw(params: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim
 
 
 GROUP_KEYS = ("lr", "one_minus_beta1", "one_minus_beta2", "eps", "weight_decay")
+ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")  # what an AdamW-like optimizer's param groups hold
 
 
 def _group_values(group: dict) -> dict[str, float]:

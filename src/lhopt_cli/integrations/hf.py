@@ -27,6 +27,16 @@ from ..replay import ReplaySchedule
 from .bridge import ControllerBridge
 
 
+def _at_base_lr(optimizer):
+    """The torch optimizer inside the Trainer's (accelerate wraps it), its groups set back to
+    their base lr: a warmup scheduler has already set its first value (often 0)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for group in inner.param_groups:
+        if "initial_lr" in group:
+            group["lr"] = group["initial_lr"]
+    return inner
+
+
 class LhoptTrainerCallback(TrainerCallback):
     """Args: policy: a policy file (None: the bundled default); controller_kwargs: Controller's
     (greedy, seed, guard). Raises ValueError at on_train_begin for settings lhopt cannot share
@@ -46,11 +56,7 @@ class LhoptTrainerCallback(TrainerCallback):
         if state.global_step > 0:
             raise ValueError("LhoptTrainerCallback cannot resume a Trainer run (resume_from_checkpoint): the "
                              "controller's state is not in the Trainer's checkpoint; start the run anew")
-        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        for group in inner.param_groups:  # a warmup scheduler has already set its first lr (often 0)
-            if "initial_lr" in group:
-                group["lr"] = group["initial_lr"]
-        self.bridge.attach(inner, int(state.max_steps), model)
+        self.bridge.attach(_at_base_lr(optimizer), int(state.max_steps), model)
         self._hook = model.register_forward_hook(self._read_loss)
 
     def _read_loss(self, module, inputs, outputs) -> None:
@@ -97,11 +103,7 @@ class ReplayTrainerCallback(TrainerCallback):
             raise ValueError("ReplayTrainerCallback clips the gradient itself: set TrainingArguments(max_grad_norm=0)")
         if args.fp16:
             raise ValueError("ReplayTrainerCallback needs unscaled gradients before the update: use bf16 or fp32")
-        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        for group in inner.param_groups:  # the base lr, not a warmup scheduler's first value
-            if "initial_lr" in group:
-                group["lr"] = group["initial_lr"]
-        self.replay = ReplaySchedule(inner, self.schedule, int(state.max_steps))
+        self.replay = ReplaySchedule(_at_base_lr(optimizer), self.schedule, int(state.max_steps))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.replay.seek(min(state.global_step, self.replay.total_steps - 1))

@@ -62,8 +62,9 @@ class TaskFamily:
         self.max_steps = cfg.get("max_steps")  # a cap on every sampled task's steps (debug=smoke)
         self.param_scale = cfg.get("param_scale")  # null, a number, or a [low, high] log-uniform range
         if self.param_scale is not None:
-            bounds = self.param_scale if isinstance(self.param_scale, (list, tuple)) else [self.param_scale]
-            if not bounds or len(bounds) > 2 or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in bounds):
+            ranged = isinstance(self.param_scale, (list, tuple))
+            bounds = self.param_scale if ranged else [self.param_scale]
+            if (ranged and len(bounds) != 2) or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in bounds):
                 raise FamilyError(f"task_family.param_scale must be null, a positive number or a [low, high] range "
                                   f"of positive numbers (got {self.param_scale!r})")
 
