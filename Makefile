@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 LHOPT := $(VENV)/bin/lhopt
 DEMO_DIR ?= outputs/demo
 
-.PHONY: help install demo test test-fast bench bench-speedup clean
+.PHONY: help install demo test test-fast bench bench-speedup bench-scaling clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (
 
 bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds (docs/results.md)
 	$(PY) scripts/bench_speedup.py --markdown
+
+bench-scaling: install  ## the paper's Figure 2: char_lm at 8 widths, grid vs the live policy vs its smallest-width schedule replayed; frontiers and speedups with intervals (resumes; docs/results.md)
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_scaling.py --workers 2
 
 clean:  ## remove build outputs (keeps .venv and outputs/)
 	rm -rf build dist .pytest_cache src/*.egg-info

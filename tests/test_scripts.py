@@ -323,3 +323,31 @@ def test_set_lr_decay_writes_a_copy_that_bundles_and_refuses_bad_input(smoke_run
         proc = script("set_lr_decay.py", str(source), str(out), "--lr-decay", decay, timeout=120)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_bench_scaling_fits_the_live_policy_and_the_replayed_schedule_and_resumes(tmp_path):
+    out = tmp_path / "scaling"
+    args = ("--out", str(out), "--widths", "8", "12", "16", "--smoke", "--bootstrap", "10")
+    proc = script("bench_scaling.py", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the schedule is the one the policy wrote at the smallest width, replayed at every width
+    assert (out / "schedule_smallest.json").read_bytes() == (out / "d8" / "schedule_char_lm_s0.json").read_bytes()
+    for width in (8, 12, 16):
+        methods = set(pd.read_parquet(out / f"d{width}" / "results.parquet").method)
+        assert methods == {"lhopt", "replay"}, methods
+    table = (out / "scaling.md").read_text()
+    for method in ("lhopt", "replay"):  # the constant and both slope-aware speedups, each with its interval
+        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+        assert row.count("x [") == 3, row
+    assert "| 16 | 10,944 |" in table and "2 widths" not in table
+    assert (out / "scaling_curves.png").stat().st_size > 10_000
+    again = script("bench_scaling.py", *args)  # everything stored: no run and no fit again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "policy runs for seeds" not in again.stdout and "lhopt scaling-fit" not in again.stdout
+    assert table == (out / "scaling.md").read_text() and table in again.stdout
+
+
+def test_bench_scaling_refuses_widths_it_cannot_build_in_one_line(tmp_path):
+    proc = script("bench_scaling.py", "--out", str(tmp_path / "s"), "--widths", "8", "10", "12", timeout=60)
+    assert proc.returncode == 2 and "--widths: at least 3 widths, each a multiple of 4" in proc.stderr
+    assert not (tmp_path / "s").exists()

@@ -128,6 +128,39 @@ def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | N
     return _save(fig, path)
 
 
+def scaling_curves_plot(data: pd.DataFrame, fits: dict[str, tuple[float, float]], path: Path) -> Path:
+    """The paper's Figure 2 layout: validation loss against compute (FLOPs, 6 N D), one colour per
+    model size: dotted the grid's best run at that size (lowest final loss), full the live policy
+    (method `lhopt`), dashed a replayed schedule (method `replay`); black lines the fitted
+    frontiers L = (C_c / C)^alpha, `fits` {method: (alpha, log C_c)}, dotted for `baseline`.
+    `data`: load_points' table (method, params, compute, loss, run_id)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sizes = sorted(data.params.unique())
+    colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(sizes)))
+    styles = {"baseline": ":", "lhopt": "-", "replay": "--"}
+    for size, color in zip(sizes, colors):
+        at_size = data[data.params == size]
+        for method, style in styles.items():
+            runs = at_size[at_size.method == method]
+            if runs.empty:
+                continue
+            finals = runs.sort_values("compute").groupby("run_id").loss.last()
+            curve = runs[runs.run_id == finals.idxmin()].sort_values("compute")
+            ax.plot(curve.compute, curve.loss, color=color, ls=style, lw=1.2,
+                    label=f"N = {size:,.0f}" if method == "baseline" else None)
+    grid = np.logspace(np.log10(data.compute.min()), np.log10(data.compute.max()), 100)
+    for method, (alpha, log_cc) in fits.items():
+        ax.plot(grid, np.exp(alpha * (log_cc - np.log(grid))), color="black", lw=1.0, ls=styles.get(method, "-."),
+                alpha=0.8, label=f"frontier {method}: alpha {alpha:.3f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute (FLOPs, 6 N D)")
+    ax.set_ylabel("validation loss")
+    ax.set_title("dotted: best of the AdamW grid; full: lhopt live; dashed: schedule replayed", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
 def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
     """Predicted against observed loss for the parametric fit L(N, D)."""
     fig, ax = plt.subplots(figsize=(5, 5))
