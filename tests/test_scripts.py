@@ -351,3 +351,14 @@ def test_bench_scaling_refuses_widths_it_cannot_build_in_one_line(tmp_path):
     proc = script("bench_scaling.py", "--out", str(tmp_path / "s"), "--widths", "8", "10", "12", timeout=60)
     assert proc.returncode == 2 and "--widths: at least 3 widths, each a multiple of 4" in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_makefile_benchmark_targets_run_scripts_that_are_smoke_tested_here():
+    dry = subprocess.run(["make", "-n", "bench", "bench-speedup", "bench-scaling"], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    named = {word.split("/", 1)[1] for word in dry.stdout.split() if word.startswith("scripts/")}
+    assert {"bench_engine.py", "bench_overhead.py", "bench_speedup.py", "bench_scaling.py"} <= named, named
+    tested = open(__file__).read()
+    for name in named:
+        assert (REPO / "scripts" / name).exists() and f'"{name}"' in tested, name
