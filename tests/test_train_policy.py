@@ -256,3 +256,15 @@ def test_init_policy_that_cannot_start_the_run_is_one_line_and_writes_nothing(sm
                     f"run_dir={run_dir}"], capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert sorted(p.name for p in run_dir.iterdir()) == [".lhopt.lock.json", "notes.txt"]
     assert (run_dir / ".lhopt.lock.json").read_text() == record
+
+
+def test_a_resume_of_a_complete_run_says_so_and_trains_nothing(run_cli, tmp_path):
+    assert run_cli("train-policy", *SMOKE, "ppo.iterations=2", f"run_dir={tmp_path}").exit_code == 0
+    kept = ("meta_train.csv", "checkpoint.pt", "policy.pt")  # the run's results (config.yaml records each command)
+    before = {name: (tmp_path / name).read_bytes() for name in kept}
+    for iterations in (2, 1):  # as many as done, or fewer: no "iteration 2 of 1" bar, nothing rewritten
+        again = run_cli("train-policy", *SMOKE, "resume=true", f"ppo.iterations={iterations}", f"run_dir={tmp_path}")
+        assert again.exit_code == 0, again.output
+        assert f"complete, 2 PPO iterations done (ppo.iterations={iterations})" in again.output
+        assert "Resuming" not in again.output
+        assert {name: (tmp_path / name).read_bytes() for name in kept} == before

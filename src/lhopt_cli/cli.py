@@ -216,7 +216,8 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     Reads lhopt run folders or any CSV/Parquet (map columns with `columns.*`), writes `fits.csv`,
     `fits.json` (every parameter with a 95% bootstrap interval, the speedups), and figures. The
     inputs together need runs of at least 2 model sizes per method and 3 points on each method's
-    compute frontier: `scripts/scaling_char_lm.sh` makes such folders (one `evaluate` per width).
+    compute frontier: `make bench-scaling` makes such folders (one `evaluate` per width), and
+    `experiment=scaling_char_lm` fits the stored ones.
 
     Examples:
 

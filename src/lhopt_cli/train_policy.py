@@ -253,6 +253,12 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
                       f"lr_decay={training_protocol(cfg).lr_decay} (controller.lr_decay)")
     every, suite_name, seeds = validation_settings(cfg)
     best = resumed_best(cfg, checkpoint, suite_name, seeds)
+    done = completed_iterations(cfg, checkpoint)
+    if done is not None and done >= int(cfg.ppo.iterations) and (run_dir / "policy.pt").exists():
+        # nothing to train: say so before any validation suite is built or any file rewritten
+        console.print(f"{run_dir}: complete, {done} PPO iterations done (ppo.iterations={cfg.ppo.iterations}); "
+                      f"raise ppo.iterations to train further")
+        return run_dir / "policy.pt"
     validation = None
     if every:
         start = time.perf_counter()
@@ -306,6 +312,13 @@ def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list
         raise ConfigError(f"{checkpoint}: best.pt was chosen on validation.suite={held.get('suite')} with "
                           f"validation.seeds={list(held.get('seeds', []))}; resume with those")
     return held
+
+
+def completed_iterations(cfg: DictConfig, checkpoint: Path) -> int | None:
+    """The PPO iterations a resumed run's checkpoint holds; None for a fresh run."""
+    if not (cfg.resume and checkpoint.exists()):
+        return None
+    return int(load_checkpoint(checkpoint)["ppo"]["iteration"])
 
 
 def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console,
