@@ -1,5 +1,6 @@
 """Scaling-law fits on synthetic data with known parameters, and bad inputs."""
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -218,3 +219,19 @@ def test_a_run_folder_with_diverged_runs_is_fitted_without_them(tmp_path, monkey
     assert exit_info.value.code == 0, out.err
     assert "dropped 12 points whose loss is not finite (diverged runs)" in out.out
     assert json.loads((tmp_path / "fit" / "fits.json").read_text())
+
+
+def test_tables_piped_into_a_file_keep_every_cell_whole(tmp_path):
+    from conftest import LHOPT, lhopt_env
+
+    pd.concat([curves("baseline", 1e8, 0.076), curves("lhopt", 0.5e8, 0.08)]).to_csv(tmp_path / "logs.csv", index=False)
+    env = {k: v for k, v in lhopt_env().items() if k != "COLUMNS"}
+    proc = subprocess.run([str(LHOPT), "scaling-fit", f"inputs=[{tmp_path / 'logs.csv'}]", "target.flops=1e22",
+                           "bootstrap=10", "parametric=false", f"run_dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "speedup" in line]
+    # rich's 80 columns cut these as "constant_spee…" and wrapped "[1.00, / 1.00]" over two lines
+    assert any("constant_speedup" in r for r in rows) and any("slope_aware_speedup" in r for r in rows), proc.stdout
+    assert "…" not in proc.stdout
+    assert all(line.count("[") == line.count("]") for line in proc.stdout.splitlines()), proc.stdout

@@ -1,6 +1,7 @@
 """The `lhopt` command line: parse, compose the config, call the command's run(cfg)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,7 +24,9 @@ app = typer.Typer(
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit.")]
-console = Console(soft_wrap=True)  # paths and messages stay on one line
+# paths and messages stay on one line; piped into a file or another program (no terminal, no
+# COLUMNS), tables get 160 columns instead of rich's 80, so they are not cut or wrapped mid-cell
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 @contextmanager
