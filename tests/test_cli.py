@@ -79,7 +79,8 @@ def test_every_train_policy_group_option_composes(run_cli, config_group):
     [
         ("task=foo", f"unknown task 'foo'; known: {KNOWN_TASKS}"),
         ("+foo=1", "Key 'foo' not in"),
-        ("nonsense=1", "Could not override 'nonsense'"),
+        ("nonsense=1", "unknown key 'nonsense'; `--cfg` prints every key"),
+        ("grid.lr=1", "unknown key 'grid.lr'; did you mean grid.lrs?"),  # not Hydra's "+grid.lr=1", which fails next
         ("task.batch_size=abc", "task.batch_size"),
         ("seeds=zero", "seeds"),
         ("grid.schedules=[cosine,bogus]", "unknown schedule 'bogus'"),
@@ -194,3 +195,15 @@ def test_cfg_job_prints_the_config_as_cfg_does(run_cli):
                                                                                    "debug=smoke")
     assert plain.exit_code == hydra_style.exit_code == 0
     assert hydra_style.output == plain.output and "command: baseline-grid" in plain.output
+
+
+@pytest.mark.parametrize("command, override, key, expected", [
+    ("evaluate", "tasks=mlp_digits", "tasks", ["mlp_digits"]),
+    ("evaluate", "seeds=3", "seeds", [3]),
+    ("baseline-grid", "grid.schedules=cosine", "grid", None),
+])
+def test_one_value_where_a_list_is_expected_is_a_list_of_one(run_cli, command, override, key, expected):
+    result = run_cli(command, "--cfg", override)
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.output)
+    assert cfg[key] == expected if expected is not None else cfg["grid"]["schedules"] == ["cosine"]

@@ -6,15 +6,17 @@ takes the composed config only, so a `hydra.main` entry point can launch it as w
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import json
 import math
 import os
+import re
 from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
@@ -58,12 +60,36 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
+        missing = re.match(r"Could not override '([^']+)'", str(err))
+        if missing:  # Hydra suggests `+key=value`, which only adds a key no command reads
+            raise ConfigError(f"unknown key '{missing[1]}'{_nearest_key(config_name, missing[1])}") from None
         hint = (" (quote a value with spaces or non-ASCII characters: key='value')"
                 if "LexerNoViableAlt" in str(err) or "token recognition" in str(err) else "")
         raise ConfigError(_one_line(err) + hint) from None
     finally:
         GlobalHydra.instance().clear()
     return validate(cfg)
+
+
+def _schema_keys(node, prefix: str = "") -> list[str]:
+    """Every dotted key of a structured config (sections left at None add only their own name)."""
+    keys = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child) and not child._is_none():
+            keys += _schema_keys(child, path + ".")
+    return keys
+
+
+def _nearest_key(config_name: str, key: str) -> str:
+    """'; did you mean grid.lrs?' for the closest key of the command's schema, else ''."""
+    schema = COMMAND_SCHEMAS.get(config_name.replace("_", "-"))
+    if schema is None:
+        return ""
+    close = difflib.get_close_matches(key, _schema_keys(OmegaConf.structured(schema)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else "; `--cfg` prints every key"
 
 
 def debug_overrides(debug: DictConfig | dict | None) -> list[str]:
@@ -87,13 +113,22 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 
 def _merge_schema(schema: type, cfg: DictConfig, prefix: str = "") -> DictConfig:
-    """cfg merged into a structured schema; a wrong key or type becomes one ConfigError line."""
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        msg = _one_line(getattr(err, "msg", err))
-        raise ConfigError(f"invalid config at '{prefix}{key}': {msg}" if key else f"invalid config: {msg}") from None
+    """cfg merged into a structured schema; a wrong key or type becomes one ConfigError line.
+    One value where the schema wants a list (`tasks=mlp_digits`) is read as a list of one."""
+    for _ in range(64):
+        try:
+            return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None)
+            if key and "is not a ListConfig" in str(err):
+                value = OmegaConf.select(cfg, key, throw_on_missing=False)
+                if value is not None and not OmegaConf.is_config(value):
+                    with open_dict(cfg):
+                        OmegaConf.update(cfg, key, [value], merge=False)
+                    continue
+            msg = _one_line(getattr(err, "msg", err))
+            raise ConfigError(f"invalid config at '{prefix}{key}': {msg}" if key else f"invalid config: {msg}") from None
+    raise ConfigError("invalid config: too many values given where lists are expected")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
