@@ -207,3 +207,31 @@ def test_one_value_where_a_list_is_expected_is_a_list_of_one(run_cli, command, o
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load(result.output)
     assert cfg[key] == expected if expected is not None else cfg["grid"]["schedules"] == ["cosine"]
+
+
+@pytest.mark.parametrize("command, groups", [
+    ("baseline-grid", ["task=", "grid=", "executor=", "debug="]),
+    ("train-policy", ["task_family=", "controller=", "ppo=", "executor=", "experiment=", "debug="]),
+    ("evaluate", ["grid=", "executor=", "suite=", "debug="]),
+    ("scaling-fit", ["experiment=", "debug="]),
+])
+def test_every_commands_help_lists_its_config_groups_and_their_options(command, groups):
+    proc = subprocess.run([str(LHOPT), command, "--help"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 0 and "Config groups" in proc.stdout, proc.stdout
+    for group in groups:
+        assert group in proc.stdout, group
+    if command == "evaluate":
+        assert "validation_heldout" in proc.stdout and "test" in proc.stdout
+
+
+@pytest.mark.parametrize("command, flag, message", [
+    ("evaluate", "-m", "-m: `lhopt evaluate` runs one job; give lists in one command"),
+    ("train-policy", "--multirun", "--multirun: `lhopt train-policy` runs one job"),
+    ("evaluate", "--info", "--info: not an lhopt flag; --help lists the config groups"),
+    ("scaling-fit", "--hydra-help", "--hydra-help: not an lhopt flag"),
+])
+def test_hydra_flags_lhopt_does_not_take_are_refused_in_one_line(tmp_path, command, flag, message):
+    proc = subprocess.run([str(LHOPT), command, flag, "seeds=[0],[1]" if flag == "-m" else "debug=smoke",
+                           f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -12,7 +12,7 @@ import typer
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from .config import ConfigError, compose, run_folder
+from .config import ConfigError, compose, config_groups_help, run_folder
 
 app = typer.Typer(
     help="lhopt: learned optimizer-hyperparameter control (LHOPT). Each command takes trailing "
@@ -50,13 +50,24 @@ def _resumable():
 HYDRA_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
 
-def hydra_habits(args: list[str], show: bool) -> list[str]:
+HYDRA_APP_FLAGS = ("--info", "-i", "--hydra-help", "--shell-completion", "-sc", "--resolve", "--package", "-p",
+                   "--run", "-r", "--experimental-rerun")
+
+
+def hydra_habits(args: list[str], show: bool, command: str = "baseline-grid") -> list[str]:
     """Hydra's command-line habits, taken where they mean something here and refused in one
     line (ConfigError) where they do not: `--cfg job` (and `--cfg all`) is `--cfg`; a config
-    folder or name flag, `--cfg hydra` and `hydra.*` overrides outside a -m sweep are refused
-    with what to use instead. Returns the overrides left."""
+    folder or name flag, Hydra's own app flags (--info, --hydra-help, ...), `-m` outside
+    `baseline-grid`, `--cfg hydra` and `hydra.*` overrides outside a -m sweep are refused with
+    what to use instead. Returns the overrides left."""
     for arg in args:
         flag = arg.split("=", 1)[0]
+        if flag in ("-m", "--multirun"):
+            raise ConfigError(f"{flag}: `lhopt {command}` runs one job; give lists in one command (seeds=[0,1,2], "
+                              "tasks=[a,b]), or sweep the grid's jobs with `lhopt baseline-grid -m`")
+        if flag in HYDRA_APP_FLAGS:
+            raise ConfigError(f"{flag}: not an lhopt flag; --help lists the config groups, --cfg prints the "
+                              "composed config")
         if flag in HYDRA_CONFIG_FLAGS:
             raise ConfigError(f"{flag}: lhopt's configs are built in (conf/, listed by --help); give values as "
                               "overrides (key=value) or a group option (experiment=..., task=...)")
@@ -73,14 +84,14 @@ def hydra_habits(args: list[str], show: bool) -> list[str]:
 
 
 def _compose(ctx: typer.Context, config_name: str, show: bool):
-    cfg = compose(config_name, hydra_habits(list(ctx.args), show))
+    cfg = compose(config_name, hydra_habits(list(ctx.args), show, ctx.command.name))
     if show:
         typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
         raise typer.Exit(0)
     return cfg
 
 
-@app.command("baseline-grid", context_settings=OVERRIDES)
+@app.command("baseline-grid", context_settings=OVERRIDES, epilog=config_groups_help("baseline_grid"))
 def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """The 5 x 7 AdamW baseline grid (learning rates x schedules), one epoch per run.
 
@@ -124,7 +135,7 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}{shards}")
 
 
-@app.command("train-policy", context_settings=OVERRIDES)
+@app.command("train-policy", context_settings=OVERRIDES, epilog=config_groups_help("train_policy"))
 def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Meta-train the LHOPT controller (recurrent policy) with PPO over a task family.
 
@@ -168,7 +179,7 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
 
-@app.command("evaluate", context_settings=OVERRIDES)
+@app.command("evaluate", context_settings=OVERRIDES, epilog=config_groups_help("evaluate"))
 def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Run a learned policy on one-epoch tasks against the best of the AdamW grid.
 
@@ -212,7 +223,7 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
         job.run(cfg, run_dir, console, checked[0])
 
 
-@app.command("scaling-fit", context_settings=OVERRIDES)
+@app.command("scaling-fit", context_settings=OVERRIDES, epilog=config_groups_help("scaling_fit"))
 def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     """Fit scaling laws (compute frontier, parametric) to logged results.
 

@@ -42,6 +42,23 @@ def known_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
+def config_groups_help(config_name: str) -> str:
+    """The config groups conf/<config_name>.yaml composes, with each group's options and default,
+    as the epilog of the command's --help (markdown)."""
+    import yaml
+
+    defaults = yaml.safe_load((conf_dir() / f"{config_name}.yaml").read_text()).get("defaults", [])
+    lines = []
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue
+        (group, default), = entry.items()
+        options = ", ".join(f"**{o}**" if o == default else o for o in known_options(group))
+        lines.append(f"- `{group}=`: {options}" + ("" if default else " (none by default)"))
+    return ("**Config groups** (`group=option`, default in bold; `--cfg` prints the composed config, "
+            "`key=value` sets any key in it):\n\n" + "\n".join(lines))
+
+
 def _one_line(text: object) -> str:
     """Collapse a library's multi-line message; OmegaConf's trailing key dump is dropped."""
     return " ".join(str(text).split("full_key:")[0].split())
