@@ -235,3 +235,13 @@ def test_hydra_flags_lhopt_does_not_take_are_refused_in_one_line(tmp_path, comma
                            f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["evaluate", "--help"], ["evaluate", "grid.lr=1"],
+                                  ["baseline-grid", "task=foo"], ["train-policy", "--cfg"], ["scaling-fit", "--info"]])
+def test_help_and_config_errors_do_not_wait_for_torch(args):
+    code = ("import sys\nfrom lhopt_cli.cli import main\nsys.argv = ['lhopt', *sys.argv[1:]]\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=lhopt_env(),
+                          timeout=120)
+    assert proc.stderr.strip().endswith("torch imported: False"), proc.stderr[-1000:]

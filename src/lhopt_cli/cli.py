@@ -107,17 +107,17 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     - `lhopt baseline-grid debug=smoke run_dir=/tmp/grid`
     - `lhopt baseline-grid -m task=nqm,cnn_mnist chunks=2 chunk=0,1 run_dir=outputs/grid hydra/launcher=joblib`
     """
-    from . import baseline_grid as job
-    from .plots import grid_heatmap
-    from .report import best_cell, print_grid, write_grid_csv
-
     if "--multirun" in ctx.args or "-m" in ctx.args:
         from .hydra_app import run_sweep
 
         with _resumable():
             run_sweep(list(ctx.args))
         return
-    cfg = _compose(ctx, "baseline_grid", cfg_only)
+    cfg = _compose(ctx, "baseline_grid", cfg_only)  # config errors before torch is imported
+    from . import baseline_grid as job
+    from .plots import grid_heatmap
+    from .report import best_cell, print_grid, write_grid_csv
+
     from .results.store import ResultsStore
 
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
@@ -171,9 +171,9 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     - `lhopt train-policy task_family=nqm_low_lr ppo.iterations=60 envs=8`
     - `lhopt train-policy executor=ray workers=8`
     """
+    cfg = _compose(ctx, "train_policy", cfg_only)  # config errors before torch is imported
     from . import train_policy as job
 
-    cfg = _compose(ctx, "train_policy", cfg_only)
     with run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir)) as run_dir, _resumable():
         policy = job.run(cfg, run_dir, console)
     console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
@@ -215,9 +215,9 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     - `lhopt evaluate policy=outputs/policy/best.pt suite=validation seeds=[0]`
     - `lhopt evaluate policy=outputs/policy/policy.pt grid_dir=outputs/grid debug=smoke`
     """
+    cfg = _compose(ctx, "evaluate", cfg_only)  # config errors before torch is imported
     from . import evaluate as job
 
-    cfg = _compose(ctx, "evaluate", cfg_only)
     checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
     with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir))) as run_dir, _resumable():
         job.run(cfg, run_dir, console, checked[0])
@@ -238,9 +238,9 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     - `lhopt scaling-fit inputs=[outputs/evaluate/run1] target.flops=1e18`
     - `lhopt scaling-fit inputs=[logs.csv] columns.loss=val_loss columns.params=n_params`
     """
+    cfg = _compose(ctx, "scaling_fit", cfg_only)  # config errors before torch is imported
     from . import scaling_fit as job
 
-    cfg = _compose(ctx, "scaling_fit", cfg_only)
     data = job.load_inputs(cfg, console)  # bad inputs are refused before a run folder exists
     with run_folder(cfg) as run_dir, _resumable():
         job.run(cfg, run_dir, console, data)
@@ -248,14 +248,21 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
-    from .control.checkpoint import PolicyFileError
-    from .control.protocol import ProtocolError
-    from .results.store import StoreError
-    from .tasks.data import DataUnavailable
-
     try:
         app(standalone_mode=True)
-    except (ConfigError, StoreError, DataUnavailable, PolicyFileError, ProtocolError) as err:
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except (ValueError, RuntimeError) as err:
+        # the other user errors' classes live beside torch code: imported only once one is raised,
+        # so --help and config errors do not wait for torch
+        from .control.checkpoint import PolicyFileError
+        from .control.protocol import ProtocolError
+        from .results.store import StoreError
+        from .tasks.data import DataUnavailable
+
+        if not isinstance(err, (StoreError, DataUnavailable, PolicyFileError, ProtocolError)):
+            raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
     except OSError as err:  # the file system said no (a full or read-only disk): one line, no traceback

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import TASKS
+from . import KINDS
 
 DEPTH_KEYS = {"mlp_mnist", "mlp_digits", "mnist_autoencoder", "synthetic_tabular", "friedman_regression", "lorenz_forecast"}
 
@@ -49,9 +49,9 @@ class TaskFamily:
         check_family_shape(cfg)
         kinds = {k: dict(v) for k, v in cfg["kinds"].items()}
         excluded = set(cfg.get("exclude") or [])
-        unknown = [k for k in list(kinds) + list(excluded) if k not in TASKS]
+        unknown = [k for k in list(kinds) + list(excluded) if k not in KINDS]
         if unknown:
-            raise FamilyError(f"task_family: unknown task kind '{unknown[0]}'; known: {', '.join(sorted(TASKS))}")
+            raise FamilyError(f"task_family: unknown task kind '{unknown[0]}'; known: {', '.join(sorted(KINDS))}")
         self.kinds = {k: v for k, v in kinds.items() if k not in excluded and float(v.get("weight", 1.0)) > 0}
         if not self.kinds:
             raise FamilyError("task_family: no task kind left to sample (all excluded or weight 0)")
