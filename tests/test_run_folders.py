@@ -393,3 +393,11 @@ def test_a_command_refused_on_what_its_run_dir_holds_leaves_it_as_it_was(trained
         return  # these refusals need what the existing folder holds
     assert expected in one_error_line(lhopt(*command, f"run_dir={nested}"))
     assert not (tmp_path / "new").exists()  # nor the folders it would have made
+
+
+def test_a_run_folder_records_the_overrides_as_typed(run_cli, tmp_path):
+    import yaml
+
+    args = ["debug=smoke", "seeds=[0]", "grid.lrs=[1e-3]", "grid.schedules=[constant]", f"run_dir={tmp_path / 'g'}"]
+    assert run_cli("baseline-grid", *args).exit_code == 0
+    assert yaml.safe_load((tmp_path / "g" / "overrides.yaml").read_text()) == args

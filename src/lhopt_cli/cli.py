@@ -122,7 +122,7 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
     # a damaged table already in run_dir is refused before this command writes there
-    with run_folder(cfg, check=ResultsStore) as run_dir, _resumable():
+    with run_folder(cfg, check=ResultsStore, overrides=ctx.args) as run_dir, _resumable():
         table = job.run(cfg, run_dir, console, jobs)
     title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
     print_grid(table, title, console)
@@ -174,7 +174,7 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "train_policy", cfg_only)  # config errors before torch is imported
     from . import train_policy as job
 
-    with run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir)) as run_dir, _resumable():
+    with run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir), overrides=ctx.args) as run_dir, _resumable():
         policy = job.run(cfg, run_dir, console)
     console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
@@ -219,7 +219,8 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import evaluate as job
 
     checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
-    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir))) as run_dir, _resumable():
+    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir)),
+                    overrides=ctx.args) as run_dir, _resumable():
         job.run(cfg, run_dir, console, checked[0])
 
 
@@ -242,7 +243,7 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import scaling_fit as job
 
     data = job.load_inputs(cfg, console)  # bad inputs are refused before a run folder exists
-    with run_folder(cfg) as run_dir, _resumable():
+    with run_folder(cfg, overrides=ctx.args) as run_dir, _resumable():
         job.run(cfg, run_dir, console, data)
 
 

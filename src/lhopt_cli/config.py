@@ -237,10 +237,12 @@ def make_run_dir(cfg: DictConfig) -> Path:
 
 
 @contextmanager
-def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
+def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, overrides: list[str] | None = None):
     """The command's run folder, held for the body: created, locked against a second command
     (results/locks.py; FolderBusy names the holder), `check(run_dir)` run (it may refuse, with
-    nothing written yet), then config.yaml saved. File-system refusals are one ConfigError line."""
+    nothing written yet), then config.yaml saved and, given `overrides` (the command line as
+    typed), overrides.yaml (Hydra's record of what made a run). File-system refusals are one
+    ConfigError line."""
     from .results.locks import HOLDER_NAME, LOCK_NAME, FolderBusy, folder_lock
 
     run_dir = _run_dir_path(cfg)
@@ -265,6 +267,8 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None):
                 refused = True
                 raise
         _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
+        if overrides is not None:
+            _writable(lambda: atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides))), run_dir)
         yield run_dir
     finally:
         lock.__exit__(None, None, None)
