@@ -30,6 +30,7 @@ import pandas as pd
 
 from lhopt_cli.plots import scaling_curves_plot
 from lhopt_cli.results.store import load
+from lhopt_cli.scaling.frontier import frontier
 from lhopt_cli.scaling.inputs import load_points
 
 WIDTHS = [12, 16, 24, 32, 48, 64, 96, 128]
@@ -71,7 +72,7 @@ def fit(args: argparse.Namespace, method: str, multiple: int, largest: float) ->
 
 
 def cell(row: pd.Series) -> str:
-    return f"{row.estimate:.2f}x [{row.low:.2f}, {row.high:.2f}]"
+    return f"{row.estimate:.3g}x [{row.low:.3g}, {row.high:.3g}]"
 
 
 def per_width(args: argparse.Namespace) -> list[str]:
@@ -126,9 +127,15 @@ def main() -> None:
              f"{min(args.sizes.values()):,} to {max(args.sizes.values()):,} non-embedding parameters, "
              f"{max(args.sizes.values()) / min(args.sizes.values()):.0f}x; one seed; bootstrap {args.bootstrap})", ""]
     lines += per_width(args) + [""]
-    lines += ["| method vs the grid | frontier exponent alpha | constant speedup (shared alpha) | "
-              + " | ".join(f"slope-aware at {k}x the largest compute" for k in MULTIPLES) + " |",
-              "|---|---|---|" + "---|" * len(MULTIPLES)]
+    # which runs make each frontier: a frontier drawn by a few small models only extrapolates poorly
+    fronts = {m: frontier(g) for m, g in data.groupby("method")}
+    lines += ["| method | frontier points (from model sizes) |", "|---|---|"]
+    for method in ("baseline", *METHODS):
+        sizes = ", ".join(f"{int(n):,}" for n in sorted(fronts[method].params.unique()))
+        lines.append(f"| {'grid (baseline)' if method == 'baseline' else method} | {len(fronts[method])} ({sizes}) |")
+    lines += ["", "| method vs the grid | frontier exponent alpha | constant speedup (shared alpha) | "
+              + " | ".join(f"slope-aware at {k}x the largest compute ({k * largest:.2g} FLOPs)" for k in MULTIPLES)
+              + " |", "|---|---|---|" + "---|" * len(MULTIPLES)]
     curves = {}
     for method in METHODS:
         table = fits[(method, MULTIPLES[0])]
