@@ -337,8 +337,10 @@ def test_bench_scaling_fits_the_live_policy_and_the_replayed_schedule_and_resume
         assert methods == {"lhopt", "replay"}, methods
     table = (out / "scaling.md").read_text()
     for method in ("lhopt", "replay"):  # the constant and both slope-aware speedups, each with its interval
-        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
-        assert row.count("x [") == 3, row
+        rows = [line for line in table.splitlines() if line.startswith(f"| {method} |")]
+        assert len(rows) == 2 and rows[1].count("x [") == 3, rows
+        points, sizes = rows[0].split("|")[2].split("(")  # the frontier's points and the model sizes they come from
+        assert int(points) >= 3 and set(sizes.rstrip(") ").split(", ")) <= {"4,064", "7,120", "10,944"}, rows
     assert "| 16 | 10,944 |" in table and "2 widths" not in table
     assert (out / "scaling_curves.png").stat().st_size > 10_000
     again = script("bench_scaling.py", *args)  # everything stored: no run and no fit again
