@@ -286,3 +286,17 @@ def test_a_protocol_without_min_interval_is_one_written_before_it_existed():
     old = {"decisions": 64, "stats_every": 4, "eval_points": 25, "parameter_count": "all"}
     assert ObservationProtocol.from_dict(old).min_interval == 1
     assert decision_steps(100, 64) == decision_steps(100, 64, 1)
+
+
+def test_run_policy_reports_each_seeds_inner_step_as_it_goes():
+    from lhopt_cli.control.checkpoint import load_policy
+    from lhopt_cli.api import default_policy_path
+
+    agent, _ = load_policy(default_policy_path())
+    heard = []
+    runs = run_policy(agent, _nqm(40), [0, 1], ObservationProtocol(decisions=12, eval_points=25), greedy=True,
+                      progress=lambda k, step: heard.append((k, step)))
+    assert len(runs) == 2 and {k for k, _ in heard} == {0, 1}
+    for k in (0, 1):  # each seed's run is heard up to its last step
+        steps = [step for kk, step in heard if kk == k]
+        assert len(steps) >= 2 and steps[-1] == 40 and 0 <= min(steps)

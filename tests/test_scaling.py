@@ -1,5 +1,6 @@
 """Scaling-law fits on synthetic data with known parameters, and bad inputs."""
 import json
+import re
 import subprocess
 import sys
 
@@ -234,4 +235,6 @@ def test_tables_piped_into_a_file_keep_every_cell_whole(tmp_path):
     # rich's 80 columns cut these as "constant_spee…" and wrapped "[1.00, / 1.00]" over two lines
     assert any("constant_speedup" in r for r in rows) and any("slope_aware_speedup" in r for r in rows), proc.stdout
     assert "…" not in proc.stdout
+    # the refits say how far they are (2 methods x (10 + 20) frontier draws, 2 x 10 speedup draws)
+    assert re.search(r"bootstrap refits .* 80/80", proc.stdout), proc.stdout
     assert all(line.count("[") == line.count("]") for line in proc.stdout.splitlines()), proc.stdout

@@ -37,6 +37,7 @@ from .results.speedup import NoFinishedBaseline, best_single_run, ema, padded, s
 from .results.locks import FolderBusy, folder_lock
 from .results.summary import overall, per_task
 from .results.store import ResultsStore
+from .progress import progress_bar
 from .replay import ReplayHook
 from .schedule_file import ScheduleFileError, build_schedule, hparams_at, read_schedule, write_schedule
 from .tasks import build_task
@@ -266,8 +267,12 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
             if todo:
                 console.print(f"{task_name}: policy runs for seeds {todo}")
-                policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
-                                         guard=bool(cfg.guard))
+                with progress_bar(console) as bar:  # one bar over the seeds' inner steps
+                    total = task.total_steps
+                    job = bar.add_task(f"{task_name} policy", total=len(todo) * total)
+                    policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
+                                             guard=bool(cfg.guard),
+                                             progress=lambda k, step: bar.update(job, completed=k * total + step))
                 store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                         "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
                 for s, pr in zip(todo, policy_runs):

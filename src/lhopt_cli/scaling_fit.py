@@ -76,15 +76,29 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, data=Non
 
 
 def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
-    draws, rows, fits = int(cfg.bootstrap), [], {}
+    from .progress import progress_bar
+
+    draws = int(cfg.bootstrap)
     fronts = method_frontiers(data)
+    parametric_on = bool(cfg.parametric) and {"params", "tokens"} <= set(data.columns)
+    pair = cfg.baseline in fronts and cfg.method in fronts
+    has_target = cfg.target.flops is not None or cfg.target.params is not None
+    total = (len(fronts) * (draws + max(draws // 4, 20)) + pair * draws * (1 + has_target)
+             + parametric_on * data.method.nunique() * max(draws // 10, 10))
+    with progress_bar(console) as bar:  # the refits take minutes on large inputs: say so as they go
+        job = bar.add_task("bootstrap refits", total=total)
+        return _fit_all(cfg, run_dir, console, data, fronts, draws, lambda: bar.advance(job))
+
+
+def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, draws: int, tick) -> list[dict]:
+    rows, fits = [], {}
     for method, front in fronts.items():
         plain, offset = fit_power(front.compute, front.loss), fit_power_offset(front.compute, front.loss)
         fits[method] = plain
         boot_plain = bootstrap(lambda s: [(f := fit_power(s["f"].compute, s["f"].loss)).alpha, f.log_cc],
-                               {"f": front}, draws)
+                               {"f": front}, draws, tick=tick)
         boot_offset = bootstrap(lambda s: [(f := fit_power_offset(s["f"].compute, s["f"].loss)).alpha, f.log_cc, f.e],
-                                {"f": front}, max(draws // 4, 20))
+                                {"f": front}, max(draws // 4, 20), tick=tick)
         rows += [_row(method, "L=(Cc/C)^alpha", "alpha", plain.alpha, boot_plain[:, 0]),
                  _row(method, "L=(Cc/C)^alpha", "log_Cc", plain.log_cc, boot_plain[:, 1]),
                  _row(method, "L=E+(Cc/C)^alpha", "alpha", offset.alpha, boot_offset[:, 0]),
@@ -95,13 +109,13 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
     if base in fronts and other in fronts:
         pair = {base: fronts[base], other: fronts[other]}
         rows.append(_row(f"{other} vs {base}", "shared alpha", "constant_speedup", constant_speedup(pair, base, other),
-                         bootstrap(lambda s: constant_speedup(s, base, other), pair, draws)))
+                         bootstrap(lambda s: constant_speedup(s, base, other), pair, draws, tick=tick)))
         if target is not None:
             def slope_aware(s):
                 return slope_aware_speedup(fit_power(s[base].compute, s[base].loss),
                                            fit_power(s[other].compute, s[other].loss), target)
             rows.append(_row(f"{other} vs {base}", f"at C={target:.3g}", "slope_aware_speedup", slope_aware(pair),
-                             bootstrap(slope_aware, pair, draws)))
+                             bootstrap(slope_aware, pair, draws, tick=tick)))
     parametric = {}
     if cfg.parametric and {"params", "tokens"} <= set(data.columns):
         for method, group in data.groupby("method"):
@@ -114,7 +128,7 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
                 again = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=4, warm=fit)
                 return [getattr(again, name) for name in PARAMETRIC_NAMES] + list(again.exponents().values())
 
-            boot = bootstrap(refit, {"g": group}, max(draws // 10, 10))
+            boot = bootstrap(refit, {"g": group}, max(draws // 10, 10), tick=tick)
             for k, name in enumerate(PARAMETRIC_NAMES):
                 rows.append(_row(method, "L=E+A/N^alpha+B/D^beta", name, getattr(fit, name), boot[:, k]))
             for k, (name, value) in enumerate(fit.exponents().items()):

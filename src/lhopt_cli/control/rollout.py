@@ -1,8 +1,10 @@
-"""Run a trained policy on one task: one episode per seed, batched, from AdamW's defaults,
+"""Run a trained policy on one task: one episode per seed, each on its own, from AdamW's defaults,
 observed by the policy's observation protocol."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,7 +23,8 @@ class PolicyRun:
 
 
 def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], protocol: ObservationProtocol,
-               greedy: bool = False, action_seed: int = 0, guard: bool = True) -> list[PolicyRun]:
+               greedy: bool = False, action_seed: int = 0, guard: bool = True,
+               progress: Callable[[int, int], None] | None = None) -> list[PolicyRun]:
     """One-epoch runs of `task_cfg` driven by `agent`, one per seed (sampled actions are seeded).
 
     Each seed runs on its own: batched with others, float rounding differs in the last bits and a
@@ -29,13 +32,15 @@ def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], pr
     beside it. Raises ProtocolError if the task's validation points contradict `protocol`. The
     decision log records the restarts that happened (a save, or a load of a filled register) and
     how often the divergence guard (`guard`, inner/guard.py) has sent the run back so far
-    (`guard_returns`)."""
+    (`guard_returns`). `progress(k, step)`, if given, hears after every decision that the k-th
+    seed's run is at inner step `step` (it may go back after a restart)."""
     protocol.check(f"task {task_cfg['name']}", eval_points=task_cfg.get("eval_points"))
-    return [_run_one(agent, task_cfg, seed, protocol, greedy, action_seed, guard) for seed in seeds]
+    return [_run_one(agent, task_cfg, seed, protocol, greedy, action_seed, guard,
+                     None if progress is None else partial(progress, k)) for k, seed in enumerate(seeds)]
 
 
 def _run_one(agent: RecurrentActorCritic, task_cfg: dict, seed: int, protocol: ObservationProtocol, greedy: bool,
-             action_seed: int, guard: bool) -> PolicyRun:
+             action_seed: int, guard: bool, progress: Callable[[int], None] | None = None) -> PolicyRun:
     family = TaskFamily({"kinds": {task_cfg["name"]: {}}})  # unused: the episode is fixed
     env = VecLhoptEnv(family, num_envs=1, protocol=protocol.as_dict(), autoreset=False,
                       fixed={"task": task_cfg, "seeds": [seed]}, guard=guard)
@@ -51,6 +56,8 @@ def _run_one(agent: RecurrentActorCritic, task_cfg: dict, seed: int, protocol: O
             kind, register = env.restarts[0]
             log.append({"step": step, **hparams.as_dict(), "restart": kind, "register": register,
                         "guard_returns": returns})
+        if progress is not None:
+            progress(env.run.step_index)
         if bool(np.all(term)):
             break
     (result,) = env.run.results()

@@ -94,11 +94,14 @@ def slope_aware_speedup(base_fit: PowerFit, method_fit: PowerFit, target_compute
     return float(base_fit.compute_for(loss) / target_compute)
 
 
-def bootstrap(fn, frames: dict[str, pd.DataFrame], draws: int, seed: int = 0) -> np.ndarray:
-    """fn(resampled frames) for `draws` resamples of each frame's rows; failed refits are skipped."""
+def bootstrap(fn, frames: dict[str, pd.DataFrame], draws: int, seed: int = 0, tick=None) -> np.ndarray:
+    """fn(resampled frames) for `draws` resamples of each frame's rows; failed refits are skipped.
+    `tick()`, if given, is called after each draw (a progress bar)."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(draws):
+        if tick is not None:
+            tick()
         sample = {k: f.iloc[rng.integers(0, len(f), len(f))] for k, f in frames.items()}
         try:
             values.append(fn(sample))
