@@ -268,3 +268,13 @@ def test_a_resume_of_a_complete_run_says_so_and_trains_nothing(run_cli, tmp_path
         assert f"complete, 2 PPO iterations done (ppo.iterations={iterations})" in again.output
         assert "Resuming" not in again.output
         assert {name: (tmp_path / name).read_bytes() for name in kept} == before
+
+
+def test_smoke_runs_validate_on_the_smoke_suite_unless_told_otherwise(run_cli):
+    import yaml
+
+    smoke = yaml.safe_load(run_cli("train-policy", "--cfg", "debug=smoke").output)
+    assert smoke["validation"]["suite"] == "smoke"  # 2 small tasks: no 12-member grid of smoke-sized runs to compute
+    told = yaml.safe_load(run_cli("train-policy", "--cfg", "debug=smoke", "validation.suite=validation_heldout").output)
+    assert told["validation"]["suite"] == "validation_heldout"
+    assert yaml.safe_load(run_cli("train-policy", "--cfg").output)["validation"]["suite"] == "validation"

@@ -258,6 +258,7 @@ class DebugConfig:
     envs: Optional[int] = None
     decisions: Optional[list[int]] = None
     validation_every: Optional[int] = None
+    validation_suite: Optional[str] = None
     pretrain_steps: Optional[int] = None
 
 
