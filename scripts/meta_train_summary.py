@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from lhopt_cli.plots import meta_training_plot
 
 
 def main() -> None:
@@ -43,21 +41,7 @@ def main() -> None:
               f"{rows.mean_episode_reward.mean():+.3f} | {rows.entropy.mean():.2f} | {rows.explained_variance.mean():.2f} |"
               + score)
     if args.png:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot(log.iteration, log.mean_episode_reward, lw=0.5, alpha=0.4, label="per iteration")
-        ax.plot(log.iteration, log.mean_episode_reward.rolling(50, min_periods=1).mean(), lw=2, label="rolling mean (50)")
-        ax.set(xlabel="PPO iteration", ylabel="mean episode reward (log speedup)", title=path.parent.name)
-        ax.legend(loc="lower left")
-        if validated:
-            scored = log.dropna(subset=["validation_speedup"])
-            right = ax.twinx()
-            right.plot(scored.iteration, scored.validation_speedup, "o-", color="C3", label="validation speedup")
-            if averaged:
-                right.plot(scored.iteration, scored.validation_speedup_polyak, "s--", color="C4", label="Polyak weights")
-            right.set_ylabel("validation median speedup (x)", color="C3")
-            right.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=120)
+        meta_training_plot(log, path.parent.name, args.png)
         print(f"\nfigure: {args.png}")
 
 

@@ -26,6 +26,8 @@ def test_smoke_run_writes_log_and_a_loadable_policy(run_cli, tmp_path):
     agent, meta = load_policy(tmp_path / "policy.pt")
     assert meta["feature_names"] == list(FEATURE_NAMES) and meta["config"]["command"] == "train-policy"
     assert agent.obs_rms.count > 1  # the input normaliser travelled with the weights
+    assert (tmp_path / "meta_training.png").stat().st_size > 10_000  # the curve, in the run folder
+    assert f"figure: {tmp_path / 'meta_training.png'}" in result.output
 
 
 def test_existing_run_needs_resume(run_cli, tmp_path):

@@ -161,6 +161,28 @@ def scaling_curves_plot(data: pd.DataFrame, fits: dict[str, tuple[float, float]]
     return _save(fig, path)
 
 
+def meta_training_plot(log: pd.DataFrame, title: str, path: Path) -> Path:
+    """A meta-training run's curve from its meta_train.csv rows: the mean episode reward (log
+    speedup) per PPO iteration and its rolling mean; on a second axis, the validation median
+    speedup of each pass (raw weights, and Polyak-averaged weights where logged)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    reward = pd.to_numeric(log.mean_episode_reward, errors="coerce")
+    ax.plot(log.iteration, reward, lw=0.5, alpha=0.4, label="per iteration")
+    ax.plot(log.iteration, reward.rolling(50, min_periods=1).mean(), lw=2, label="rolling mean (50)")
+    ax.set(xlabel="PPO iteration", ylabel="mean episode reward (log speedup)", title=title)
+    ax.legend(loc="lower left")
+    scored = log[pd.to_numeric(log.get("validation_speedup"), errors="coerce").notna()] if "validation_speedup" in log else log.iloc[:0]
+    if len(scored):
+        right = ax.twinx()
+        right.plot(scored.iteration, scored.validation_speedup.astype(float), "o-", color="C3", label="validation speedup")
+        polyak = pd.to_numeric(scored.get("validation_speedup_polyak"), errors="coerce") if "validation_speedup_polyak" in scored else None
+        if polyak is not None and polyak.notna().any():
+            right.plot(scored.iteration, polyak, "s--", color="C4", label="Polyak weights")
+        right.set_ylabel("validation median speedup (x)", color="C3")
+        right.legend(loc="lower right")
+    return _save(fig, path)
+
+
 def parametric_plot(data: pd.DataFrame, fits: dict, path: Path) -> Path:
     """Predicted against observed loss for the parametric fit L(N, D)."""
     fig, ax = plt.subplots(figsize=(5, 5))

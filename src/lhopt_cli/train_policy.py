@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -272,6 +273,10 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
     save_policy(ppo.agent, policy_path, OmegaConf.to_container(cfg, resolve=True), training_protocol(cfg))
+    from .plots import meta_training_plot
+
+    figure = meta_training_plot(pd.read_csv(log_path), run_dir.name, run_dir / "meta_training.png")
+    console.print(f"figure: {figure}")
     return policy_path
 
 
