@@ -593,3 +593,45 @@ def test_a_seeds_policy_run_is_the_same_whatever_seeds_run_beside_it():
     together = run_policy(lively_agent(3), task, [0, 1, 2], protocol, greedy=True)[1]
     assert together.decisions == alone.decisions
     assert [p["valid_loss"] for p in together.result.curve] == [p["valid_loss"] for p in alone.result.curve]
+
+
+def _misuse_loop(steplr: bool = False, validate: bool = True, backward: bool = True, steps: int = 40):
+    """A plain loop with the bundled policy; returns the ControllerMisuseWarning messages."""
+    import warnings
+
+    import lhopt_cli as lhopt
+
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 8), torch.randn(256, 1)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ctrl = lhopt.Controller.from_pretrained().attach(opt, total_steps=steps, model=net)
+    other = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5) if steplr else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(steps):
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            if backward:
+                loss.backward()
+            with torch.no_grad():
+                valid = torch.nn.functional.mse_loss(net(x), y).item() if validate and step in ctrl.validation_steps else None
+            if ctrl.step(loss=loss.item(), valid_loss=valid):
+                opt.step()
+            opt.zero_grad()
+            if other is not None:
+                other.step()
+    return [str(w.message) for w in caught if issubclass(w.category, lhopt.ControllerMisuseWarning)]
+
+
+def test_a_loop_that_uses_the_controller_as_documented_hears_nothing():
+    assert _misuse_loop() == []
+
+
+@pytest.mark.parametrize("misuse, expected", [
+    ({"steplr": True}, "the learning rate changed between two Controller.step() calls"),
+    ({"validate": False}, "no valid_loss at step 0, one of ctrl.validation_steps"),
+    ({"backward": False}, "Controller.step() found no gradient on any parameter"),
+])
+def test_a_loop_that_works_against_the_controller_is_told_once(misuse, expected):
+    messages = _misuse_loop(**misuse)
+    assert len(messages) == 1 and messages[0].startswith(expected), messages

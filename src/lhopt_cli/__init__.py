@@ -1,6 +1,6 @@
 """lhopt: learned optimizer-hyperparameter control (LHOPT) for torch's AdamW."""
 
-__all__ = ["Controller", "PolicyFileError", "ProtocolError", "ReplaySchedule", "ScheduleFileError",
+__all__ = ["Controller", "ControllerMisuseWarning", "PolicyFileError", "ProtocolError", "ReplaySchedule", "ScheduleFileError",
            "default_policy_path"]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import warnings
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,14 @@ from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, 
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
+
+
+class ControllerMisuseWarning(UserWarning):
+    """A training loop that works against the Controller, said once per kind and run: another
+    scheduler or code changed the learning rate between two steps (the Controller sets it; a
+    StepLR beside it fights it), no validation loss at the protocol's validation steps (the
+    policy was trained to see one there), a step() with no parameter holding a gradient (called
+    before loss.backward(), or after zero_grad())."""
 
 
 def default_policy_path() -> Path:
@@ -144,6 +153,9 @@ class Controller:
         self._spare = None  # a former guard point whose tensors the next one is written into
         self.first_loss: float | None = None  # the run's first training loss: the guard's yardstick
         self.initial_valid: float | None = None  # the validation loss at step 0: a stall's yardstick
+        self._validation_set = set(self.validation_steps)
+        self._lr_left: float | None = None  # the lr the last step() left in the optimizer: another writer shows
+        self._warned: set[str] = set()
         return self
 
     @property
@@ -249,6 +261,7 @@ class Controller:
             self.initial_valid = guard.get("initial_valid")
             self.start_point = self.guard_point if guard.get("start") is None else guard["start"]
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
+        self._lr_left = None  # the restored optimizer's lr is the Controller's own
 
     def _counted_params(self) -> int:
         """N of the protocol: the optimizer's parameters, less those of the model's nn.Embedding
@@ -283,7 +296,39 @@ class Controller:
         the weights and optimizer state) and returns False; that step counts. Without it (guard=False, or no
         model attached) a non-finite loss returns False and counts: the run has diverged.
         A non-finite loss is a diverged model even under a GradScaler (its overflows show in the
-        gradients, not in the loss). Raises ValueError for a loss tensor of more than one value."""
+        gradients, not in the loss). Raises ValueError for a loss tensor of more than one value.
+        A loop that works against the controller is said once per kind (ControllerMisuseWarning):
+        the lr changed between two calls by something else (another scheduler), no valid_loss at
+        one of `validation_steps`, no parameter with a gradient."""
+        if self.optimizer is not None and self.step_index < self.total_steps:
+            self._check_loop(valid_loss)
+        taken = self._step(loss, valid_loss)
+        self._lr_left = float(self.optimizer.param_groups[0]["lr"])
+        return taken
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, ControllerMisuseWarning, stacklevel=4)
+
+    def _check_loop(self, valid_loss) -> None:
+        """The loop's misuses (ControllerMisuseWarning, once per kind): the lr changed since the
+        last step() by something else, no valid_loss at a validation step, no gradient at all."""
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if self._lr_left is not None and not math.isclose(lr, self._lr_left, rel_tol=1e-9, abs_tol=0.0):
+            self._warn_once("lr", f"the learning rate changed between two Controller.step() calls ({self._lr_left:.3g} "
+                            f"-> {lr:.3g}) by something else, e.g. a torch lr scheduler: the Controller sets the lr "
+                            "(the policy's decay included); remove the other scheduler")
+        if valid_loss is None and self.step_index in self._validation_set:
+            self._warn_once("valid", f"no valid_loss at step {self.step_index}, one of ctrl.validation_steps: the "
+                            "policy was trained to see a validation loss there; without it its decisions "
+                            "use a stale one and the divergence guard cannot see a stall")
+        if all(p.grad is None for p in self.params):
+            self._warn_once("grad", "Controller.step() found no gradient on any parameter: call it after "
+                            "loss.backward() and before optimizer.zero_grad()")
+
+    def _step(self, loss: float | torch.Tensor, valid_loss: float | None = None) -> bool:
+        """step() without the loop checks."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before step()")
         if self.step_index >= self.total_steps:  # as torch's OneCycleLR: the schedule has ended
@@ -390,4 +435,4 @@ class Controller:
         return kind == "load"
 
 
-__all__ = ["Controller", "PolicyFileError", "ProtocolError", "default_policy_path"]
+__all__ = ["Controller", "ControllerMisuseWarning", "PolicyFileError", "ProtocolError", "default_policy_path"]
