@@ -635,3 +635,17 @@ def test_a_loop_that_uses_the_controller_as_documented_hears_nothing():
 def test_a_loop_that_works_against_the_controller_is_told_once(misuse, expected):
     messages = _misuse_loop(**misuse)
     assert len(messages) == 1 and messages[0].startswith(expected), messages
+
+
+def test_attaching_to_an_adamw_without_weight_decay_says_the_policy_cannot_set_it():
+    import warnings
+
+    import lhopt_cli as lhopt
+
+    net = torch.nn.Linear(4, 1)
+    for decay, heard in ((0.0, 1), (0.01, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lhopt.Controller.from_pretrained().attach(torch.optim.AdamW(net.parameters(), weight_decay=decay), total_steps=10)
+        messages = [str(w.message) for w in caught if issubclass(w.category, lhopt.ControllerMisuseWarning)]
+        assert len(messages) == heard and all("weight-decay actions do nothing" in m for m in messages)

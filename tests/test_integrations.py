@@ -334,3 +334,29 @@ def test_lightning_and_the_hf_trainer_replay_a_schedule_file(policy_with_protoco
     hf_run(tmp_path / "hf", [ReplayTrainerCallback(path), used])  # over the Trainer's linear decay
     schedule = read_schedule(path)
     assert used.lrs == pytest.approx([hparams_at(schedule, k, STEPS).lr for k in range(STEPS)])
+
+
+def test_the_hf_trainer_logs_the_learning_rate_each_update_used(policy_with_protocol, tmp_path):
+    from transformers import TrainerCallback
+
+    from lhopt_cli.api import ControllerMisuseWarning
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    class LearningRates(TrainerCallback):
+        def __init__(self):
+            self.used = []
+
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            self.used.append(optimizer.param_groups[0]["lr"])
+
+    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8, lr_decay="linear")), LearningRates()
+    callback.controller.agent = lively_agent(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = hf_run(tmp_path, [callback, rates], logging_strategy="steps", logging_steps=1)
+    logged = [row["learning_rate"] for row in trainer.state.log_history if "learning_rate" in row]
+    # the Trainer's linear schedule would log 1e-3 falling to 0; it logs what the updates used
+    assert len(logged) == STEPS and logged == pytest.approx(rates.used)
+    assert len(set(round(v, 12) for v in rates.used)) > STEPS // 2  # the decay moved it at every step
+    # the Trainer's own scheduler is not taken for a loop that fights the controller
+    assert not [w for w in caught if issubclass(w.category, ControllerMisuseWarning) and "learning rate" in str(w.message)]

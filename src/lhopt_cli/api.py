@@ -44,7 +44,8 @@ class ControllerMisuseWarning(UserWarning):
     scheduler or code changed the learning rate between two steps (the Controller sets it; a
     StepLR beside it fights it), no validation loss at the protocol's validation steps (the
     policy was trained to see one there), a step() with no parameter holding a gradient (called
-    before loss.backward(), or after zero_grad())."""
+    before loss.backward(), or after zero_grad()), and at attach() a weight decay of 0 in every
+    param group (relative actions keep it at 0)."""
 
 
 def default_policy_path() -> Path:
@@ -156,6 +157,10 @@ class Controller:
         self._validation_set = set(self.validation_steps)
         self._lr_left: float | None = None  # the lr the last step() left in the optimizer: another writer shows
         self._warned: set[str] = set()
+        if all(float(group["weight_decay"]) == 0.0 for group in optimizer.param_groups):
+            self._warn_once("weight_decay", "every param group has weight_decay 0: the policy's actions are relative, "
+                            "so a zero stays zero and its weight-decay actions do nothing; give AdamW its default "
+                            "0.01 (the Hugging Face Trainer's default is 0.0) to let the policy set it", stacklevel=3)
         return self
 
     @property
@@ -306,10 +311,20 @@ class Controller:
         self._lr_left = float(self.optimizer.param_groups[0]["lr"])
         return taken
 
-    def _warn_once(self, kind: str, message: str) -> None:
+    def reassert_hparams(self) -> None:
+        """Write the controller's hyperparameters (its lr decay included) back into the optimizer
+        over whatever a framework's own scheduler wrote since the last step(); the framework
+        callbacks call it before each step(), so their schedulers are not taken for misuse."""
+        hp = self.hparams
+        if self.protocol.lr_decay != "constant" and self.step_index > 0:
+            hp = replace(hp, lr=hp.lr * self.protocol.lr_factor(self.step_index - 1, self.total_steps))
+        apply_hparams(self.optimizer, hp, self.group_scales)
+        self._lr_left = float(self.optimizer.param_groups[0]["lr"])
+
+    def _warn_once(self, kind: str, message: str, stacklevel: int = 4) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, ControllerMisuseWarning, stacklevel=4)
+            warnings.warn(message, ControllerMisuseWarning, stacklevel=stacklevel)
 
     def _check_loop(self, valid_loss) -> None:
         """The loop's misuses (ControllerMisuseWarning, once per kind): the lr changed since the

@@ -9,7 +9,6 @@ import math
 import torch
 
 from ..api import Controller
-from ..inner.optim import apply_hparams
 
 
 class StepGate:
@@ -69,7 +68,7 @@ class ControllerBridge:
         if ctrl.step_index >= ctrl.total_steps:  # a framework running past its estimate: hold still
             self.gate.take = True
             return True
-        apply_hparams(ctrl.optimizer, ctrl.hparams, ctrl.group_scales)
+        ctrl.reassert_hparams()
         if not self.losses:
             raise RuntimeError("lhopt: no training loss was seen before this optimizer step")
         loss = torch.stack([x.to(self.losses[0].device) for x in self.losses]).mean()

@@ -10,10 +10,10 @@ AdamW inside the Trainer's optimizer, for `state.max_steps` optimizer steps, wit
 model's output (`outputs["loss"]`, what Trainer.compute_loss uses) by a forward hook; at
 `on_pre_optimizer_step` the Controller clips the gradient, decides at its decision points and
 says whether the coming update is taken. It also writes its hyperparameters into the optimizer
-before every update, so the Trainer's LR scheduler cannot override them (the `learning_rate`
-the Trainer logs is its scheduler's; the policy's is in `controller.history`, times the lr decay of
-its protocol in the param groups; the policy starts
-from the scheduler's base lr, warmup or not). An evaluation's
+before every update, so the Trainer's LR scheduler cannot override them; the `learning_rate`
+the Trainer logs is the lr each update used (the policy's, times its protocol's lr decay; the
+policy's own values are in `controller.history`). The policy starts from the scheduler's base lr,
+warmup or not. An evaluation's
 `eval_loss` reaches the Controller at the next step. Install with `pip install lhopt-cli[hf]`.
 """
 from __future__ import annotations
@@ -70,6 +70,12 @@ class LhoptTrainerCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.bridge.before_update()
+
+    def on_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):
+        # the Trainer logs `learning_rate` from its scheduler's last value, read right after the
+        # update: make that the lr the update used (the policy's, decayed), not the overridden schedule
+        if lr_scheduler is not None and hasattr(lr_scheduler, "_last_lr"):
+            lr_scheduler._last_lr = [group["lr"] for group in self.controller.optimizer.param_groups]
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and "eval_loss" in metrics:
