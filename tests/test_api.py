@@ -649,3 +649,35 @@ def test_attaching_to_an_adamw_without_weight_decay_says_the_policy_cannot_set_i
             lhopt.Controller.from_pretrained().attach(torch.optim.AdamW(net.parameters(), weight_decay=decay), total_steps=10)
         messages = [str(w.message) for w in caught if issubclass(w.category, lhopt.ControllerMisuseWarning)]
         assert len(messages) == heard and all("weight-decay actions do nothing" in m for m in messages)
+
+
+def test_lhopt_adamw_makes_the_controllers_decisions_and_updates_in_fewer_lines():
+    import lhopt_cli as lhopt
+
+    def run(own_controller: bool):
+        torch.manual_seed(0)
+        x, y = torch.randn(256, 8), torch.randn(256, 1)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        if own_controller:
+            opt = lhopt.LhoptAdamW(net.parameters(), total_steps=60, model=net)
+            ctrl = opt.controller
+        else:
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+            ctrl = lhopt.Controller.from_pretrained().attach(opt, total_steps=60, model=net)
+        for step in range(60):
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            with torch.no_grad():
+                valid = torch.nn.functional.mse_loss(net(x), y).item() if step in ctrl.validation_steps else None
+            if own_controller:
+                opt.step(loss=loss.item(), valid_loss=valid)
+            elif ctrl.step(loss=loss.item(), valid_loss=valid):
+                opt.step()
+            opt.zero_grad()
+        return ctrl.history, [p.detach().clone() for p in net.parameters()]
+
+    (history, weights), (plain_history, plain_weights) = run(True), run(False)
+    assert history == plain_history and len(history) > 1
+    assert all(torch.equal(a, b) for a, b in zip(weights, plain_weights))
+    with pytest.raises(TypeError, match="needs the step's loss"):
+        lhopt.LhoptAdamW(torch.nn.Linear(2, 1).parameters(), total_steps=5).step()

@@ -6,9 +6,24 @@ import sys
 from conftest import REPO
 
 
-def test_readme_example_runs():
+def _blocks() -> list[str]:
+    """The README's python examples after the first screen's (LhoptAdamW), in order."""
     text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "LhoptAdamW(" not in b]
+
+
+def test_readme_first_screen_example_runs_without_a_word_from_the_controller():
+    text = (REPO / "README.md").read_text()
+    first = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    assert "LhoptAdamW(" in first and text.index(first) < 4000  # on the first screen
+    proc = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", first], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"train loss \d+\.\d+, \d+ decisions", proc.stdout), proc.stdout
+
+
+def test_readme_example_runs():
+    blocks = _blocks()
     assert blocks, "README.md has no python example"
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -16,8 +31,7 @@ def test_readme_example_runs():
 
 
 def test_readme_param_groups_mixed_precision_and_resume_example_runs(tmp_path):
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = _blocks()
     assert len(blocks) >= 2, "README.md lost its second python example"
     proc = subprocess.run([sys.executable, "-c", blocks[1]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -26,8 +40,7 @@ def test_readme_param_groups_mixed_precision_and_resume_example_runs(tmp_path):
 
 
 def test_readme_lightning_and_hugging_face_examples_run(tmp_path):
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = _blocks()
     assert len(blocks) >= 4, "README.md lost its framework examples"
     for block, expected in ((blocks[2], "lightning: 64 decisions"), (blocks[3], "hf: 64 decisions")):
         proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -36,8 +49,7 @@ def test_readme_lightning_and_hugging_face_examples_run(tmp_path):
 
 
 def test_readme_replay_example_runs(tmp_path):
-    text = (REPO / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "ReplaySchedule" in b]
+    blocks = [b for b in _blocks() if "ReplaySchedule" in b]
     assert blocks, "README.md lost its replay example"
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

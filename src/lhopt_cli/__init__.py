@@ -1,11 +1,15 @@
 """lhopt: learned optimizer-hyperparameter control (LHOPT) for torch's AdamW."""
 
-__all__ = ["Controller", "ControllerMisuseWarning", "PolicyFileError", "ProtocolError", "ReplaySchedule", "ScheduleFileError",
-           "default_policy_path"]
+__all__ = ["Controller", "ControllerMisuseWarning", "LhoptAdamW", "PolicyFileError", "ProtocolError", "ReplaySchedule",
+           "ScheduleFileError", "default_policy_path"]
 
 
 def __getattr__(name: str):
     # imported on first use, so `lhopt --help` does not pay for torch
+    if name == "LhoptAdamW":
+        from .adamw import LhoptAdamW
+
+        return LhoptAdamW
     if name == "ReplaySchedule":
         from .replay import ReplaySchedule
 
