@@ -33,7 +33,7 @@ from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
-from .results.speedup import NoFinishedBaseline, best_single_run, ema, padded, speedup
+from .results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
 from .results.locks import FolderBusy, folder_lock
 from .results.summary import overall, per_task
 from .results.store import ResultsStore
@@ -301,10 +301,12 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             ours = store.curves[store.curves.task_params == task_json]
             rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs), untuned)
             summary += rows
-            figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png"))
+            figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png",
+                                               paper_lrs=list(cfg.grid.lrs)))
             decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
             if decisions_files:
-                figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png"))
+                figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png",
+                                                   protocol.lr_decay, task.total_steps))
         table = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
         table.to_csv(run_dir / "summary.csv", index=False)
         print_summary(table, console)
@@ -313,12 +315,6 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         grids = ", ".join(str(d) for d in (stored, grid_dir) if d is not None and (d / "runs.parquet").exists())
         console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grids})")
         return table
-
-
-def _best(curves: dict[str, pd.DataFrame], steps) -> pd.DataFrame:
-    """The curve of lowest smoothed final loss among the complete ones."""
-    finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
-    return curves[min(finals, key=finals.get) if finals else next(iter(curves))]
 
 
 def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame, paper_lrs: list[float],
@@ -337,7 +333,7 @@ def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFra
         for name, part in (("paper", grid_curves[in_paper]), ("extended", grid_curves)):
             curves = {rid: g.sort_values("step") for rid, g in part[part.seed == seed].groupby("run_id")}
             steps = max(curves.values(), key=len).step.to_numpy()
-            grids[name] = (steps, [padded(c.valid_loss, len(steps)) for c in curves.values()], _best(curves, steps))
+            grids[name] = (steps, [padded(c.valid_loss, len(steps)) for c in curves.values()], best_curve(curves, steps))
         steps, baselines, best = grids["paper"]
         _, extended, best_extended = grids["extended"]
         best_lr = float(best.lr0.iloc[0])

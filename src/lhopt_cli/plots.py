@@ -52,36 +52,61 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path) -> Path:
+def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path,
+                        paper_lrs: list[float] | None = None) -> Path:
     """Validation loss (EMA-smoothed) of the policy, the extra baselines, the best baseline and
-    the baseline envelope, for the first seed (the paper's Figure 3)."""
-    from .results.speedup import ema, envelope, padded
+    the baseline envelope, for the first seed (the paper's Figure 3). With `paper_lrs`, the
+    envelope and the best baseline are the paper grid's (those learning rates), as the tables
+    compute them: the same best run, the same target. A dotted line marks the target loss (the
+    envelope's final value, docs/method.md section 8) and a dot where each method first reaches
+    it; the y-axis holds every method's curve, so a stalled run stays in view."""
+    from .results.speedup import best_curve, ema, envelope, first_step_reaching, padded
 
     seed = int(sorted(grid_curves.seed.unique())[0])
     grid = grid_curves[grid_curves.seed == seed]
+    if paper_lrs is not None:
+        grid = grid[np.isclose(grid.lr0.to_numpy(float)[:, None], np.asarray(paper_lrs, float)[None]).any(1)]
     curves = {rid: g.sort_values("step") for rid, g in grid.groupby("run_id")}
     steps = max(curves.values(), key=len).step.to_numpy()
     smoothed = {rid: ema(padded(c.valid_loss, len(steps))) for rid, c in curves.items()}
-    best = min(smoothed, key=lambda rid: smoothed[rid][-1])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(steps, envelope(list(smoothed.values())), color="gray", lw=4, alpha=0.4, label="baseline envelope")
-    b = curves[best]
-    ax.plot(steps, smoothed[best], "--", color="black", label=f"best baseline (lr {b.lr0.iloc[0]:g}, {b.schedule.iloc[0]})")
+    env = envelope(list(smoothed.values()))
+    target = float(env[-1])
+    ax.plot(steps, env, color="gray", lw=4, alpha=0.4, label="baseline envelope")
+    b = best_curve(curves, steps)
+    ax.plot(steps, smoothed[b.run_id.iloc[0]], "--", color="black",
+            label=f"best baseline (lr {b.lr0.iloc[0]:g}, {b.schedule.iloc[0]})")
+    shown = [env[np.isfinite(env)]]
     for method, g in ours[ours.seed == seed].groupby("method"):
         g = g.sort_values("step")
-        ax.plot(g.step, ema(g.valid_loss.to_numpy(float)), lw=2 if method == "lhopt" else 1.2, label=method)
+        curve = ema(g.valid_loss.to_numpy(float))
+        line, = ax.plot(g.step, curve, lw=2 if method == "lhopt" else 1.2, label=method)
+        shown.append(curve[np.isfinite(curve)])
+        reached = first_step_reaching(g.step.to_numpy(float), curve, target)
+        if reached is not None:
+            ax.plot([reached], [target], "o", color=line.get_color(), ms=6, zorder=4)
+    if np.isfinite(target):
+        ax.axhline(target, color="gray", lw=0.8, ls=":", label=f"target: the envelope's final loss {target:.4g}")
     finite = np.concatenate([v[np.isfinite(v)] for v in smoothed.values()])
+    ours_finite = np.concatenate(shown)
     if finite.size:
-        ax.set_ylim(finite.min() * 0.95, np.percentile(finite, 90))
+        top = max(np.percentile(finite, 90), ours_finite.max() if ours_finite.size else -np.inf)
+        low = min(finite.min(), ours_finite.min() if ours_finite.size else np.inf)
+        ax.set_ylim(low * 0.95 if low > 0 else low - 0.05 * abs(low), top * 1.02 if top > 0 else top + 0.05 * abs(top))
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (EMA)")
-    ax.set_title(f"{task}, seed {seed}: one epoch")
+    ax.set_title(f"{task}, seed {seed}: one epoch (dots: where each method reaches the target)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Path:
-    """The hyperparameters the policy chose over the run (one line per seed); restarts marked."""
+def hyperparameter_plot(task: str, decision_files: list[Path], path: Path, lr_decay: str = "constant",
+                        total_steps: int | None = None) -> Path:
+    """The hyperparameters the policy chose over the run (one line per seed); restarts marked.
+    Under an lr decay (`lr_decay`, over `total_steps`), the lr panel also shows, dashed, the lr
+    each step used: the policy's times the decay."""
+    from .inner.schedules import lr_multiplier
+
     panels = [("lr", "learning rate", True), ("beta1", "1 - beta1", True), ("beta2", "1 - beta2", True),
               ("eps", "eps", True), ("weight_decay", "weight decay", True), ("clip", "clip fraction", False)]
     fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharex=True)
@@ -91,6 +116,12 @@ def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Pa
         for ax, (column, title, logscale) in zip(axes.flat, panels):
             values = 1 - log[column] if column in ("beta1", "beta2") else log[column]
             line, = ax.plot(log.step, values, drawstyle="steps-post", label=label)
+            if column == "lr" and lr_decay != "constant" and total_steps:
+                step = np.arange(total_steps)
+                chosen = log.lr.to_numpy(float)[np.clip(np.searchsorted(log.step.to_numpy(), step, side="right") - 1,
+                                                        0, len(log) - 1)]
+                used = chosen * np.array([lr_multiplier(lr_decay, int(k), total_steps) for k in step])
+                ax.plot(step, used, ls="--", lw=0.9, color=line.get_color())
             for kind, marker in (("save", "^"), ("load", "v")):
                 marks = log[log.restart == kind]
                 shown = 1 - marks[column] if column in ("beta1", "beta2") else marks[column]
@@ -98,10 +129,13 @@ def hyperparameter_plot(task: str, decision_files: list[Path], path: Path) -> Pa
             ax.set_title(title, fontsize=9)
             if logscale:
                 ax.set_yscale("log")
-    axes.flat[0].legend(fontsize=7, title="seed (^ save, v load)", title_fontsize=7)
+    axes.flat[0].legend(fontsize=7, title="seed", title_fontsize=7)
+    if lr_decay != "constant" and total_steps:
+        axes.flat[0].set_title(f"learning rate (solid: the policy's; dashed: used, x {lr_decay} decay)", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("step")
-    fig.suptitle(f"{task}: hyperparameters chosen by the policy")
+    fig.suptitle(f"{task}: hyperparameters chosen by the policy\n"
+                 "markers: ^ the policy saved a checkpoint, v it restarted the run from one", fontsize=10)
     return _save(fig, path)
 
 
@@ -119,11 +153,15 @@ def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | N
         ax.plot(grid, fit.loss(grid), color=color, ls="-" if method != "baseline" else "--",
                 label=f"{method}: alpha {fit.alpha:.3f}")
     if target:
-        ax.axvline(target, color="gray", lw=0.8, ls=":")
+        ax.axvline(target, color="gray", lw=0.8, ls=":", label=f"target compute {target:.3g} FLOPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.tick_params(which="both", labelsize=7)
     ax.set_xlabel("compute (FLOPs)")
     ax.set_ylabel("loss")
+    ax.set_title("compute frontier per method: faint dots every evaluation, large dots the frontier,\n"
+                 "lines the fitted L = (C_c / C)^alpha (dashed: the baseline)", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

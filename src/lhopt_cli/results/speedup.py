@@ -49,6 +49,13 @@ def first_step_reaching(steps, curve, level: float) -> float | None:
     return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
 
 
+def best_curve(curves: dict, steps):
+    """The baseline run the tables call best: of the curves ({run id: rows with valid_loss})
+    complete on `steps`, the one of lowest smoothed final loss (the first curve if none is)."""
+    finals = {rid: ema(c.valid_loss.to_numpy(float))[-1] for rid, c in curves.items() if len(c) == len(steps)}
+    return curves[min(finals, key=finals.get) if finals else next(iter(curves))]
+
+
 class NoFinishedBaseline(ValueError):
     """Every baseline curve ends non-finite: there is nothing to measure a speedup against."""
 

@@ -1,0 +1,51 @@
+"""The figures say what the tables say: the same best run, the target, every method's curve in view."""
+import numpy as np
+import pandas as pd
+
+from lhopt_cli import plots
+
+
+def _capture(monkeypatch) -> list:
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def _curve(run_id, lr, schedule, losses, method="baseline"):
+    return pd.DataFrame({"run_id": run_id, "lr0": lr, "schedule": schedule, "seed": 0, "method": method,
+                         "step": np.arange(len(losses)) * 10, "valid_loss": losses})
+
+
+def test_curves_name_the_paper_grids_best_mark_the_target_and_keep_a_stalled_run_in_view(monkeypatch, tmp_path):
+    figures = _capture(monkeypatch)
+    steps = 11
+    grid = pd.concat([
+        _curve("a", 1e-3, "cosine", np.linspace(2.0, 0.5, steps)),
+        _curve("b", 1e-2, "constant", np.linspace(2.0, 0.8, steps)),
+        _curve("x", 1e-1, "linear", np.linspace(2.0, 0.3, steps)),  # an extended lr: better, but not the paper grid's
+    ])
+    ours = pd.concat([_curve("p", np.nan, "lhopt", np.linspace(2.0, 0.45, steps), method="lhopt"),
+                      _curve("s", np.nan, "sf", np.full(steps, 9.0), method="stalled")])
+    plots.learning_curve_plot("t", grid, ours, tmp_path / "c.png", paper_lrs=[1e-3, 1e-2])
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "best baseline (lr 0.001, cosine)" in labels  # the table's best of the paper grid, not lr 0.1
+    target = next(float(label.rsplit(" ", 1)[1]) for label in labels if label.startswith("target: the envelope's final"))
+    assert ax.get_ylim()[1] >= 9.0  # the stalled run is not cut off at the starting loss
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    # lhopt reaches the target once; the stalled run never
+    assert len(dots) == 1 and np.isclose(dots[0].get_ydata()[0], target, rtol=1e-3)
+
+
+def test_the_lr_panel_shows_the_lr_each_step_used_under_the_policys_decay(monkeypatch, tmp_path):
+    figures = _capture(monkeypatch)
+    log = pd.DataFrame({"step": [0, 50], "lr": [1e-3, 1e-2], "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                        "weight_decay": 0.01, "clip": 0.8, "restart": ["none", "save"]})
+    log.to_csv(tmp_path / "decisions_t_s0.csv", index=False)
+    plots.hyperparameter_plot("t", [tmp_path / "decisions_t_s0.csv"], tmp_path / "h.png", "linear", 100)
+    lr_panel = figures[0].axes[0]
+    used = [line for line in lr_panel.get_lines() if line.get_linestyle() == "--"]
+    assert len(used) == 1
+    values = used[0].get_ydata()
+    assert values[0] == 1e-3 and np.isclose(values[50], 1e-2 * 0.5) and values[-1] < 2e-4  # x (1 - step / 100)
+    assert "saved a checkpoint" in figures[0]._suptitle.get_text()
