@@ -401,3 +401,36 @@ def test_a_run_folder_records_the_overrides_as_typed(run_cli, tmp_path):
     args = ["debug=smoke", "seeds=[0]", "grid.lrs=[1e-3]", "grid.schedules=[constant]", f"run_dir={tmp_path / 'g'}"]
     assert run_cli("baseline-grid", *args).exit_code == 0
     assert yaml.safe_load((tmp_path / "g" / "overrides.yaml").read_text()) == args
+
+
+def test_a_run_folder_keeps_a_log_of_what_each_command_printed(tmp_path):
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    run_dir = tmp_path / "g"
+    args = [str(LHOPT), "baseline-grid", "debug=smoke", "seeds=[0]", "grid.lrs=[1e-3]", "grid.schedules=[constant]",
+            f"run_dir={run_dir}"]
+    first = subprocess.run(args, capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    again = subprocess.run(args, capture_output=True, text=True, env=lhopt_env(), timeout=300)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    log = (run_dir / "lhopt.log").read_text()
+    assert log.count("$ lhopt baseline-grid debug=smoke") == 2  # one header per command, appended
+    assert "best: lr=0.001 schedule=constant" in log and "All 1 runs are already done" in log
+    assert "\x1b[" not in log  # plain text: no colours, no cursor moves of the progress bar
+
+
+def test_a_link_planted_at_the_log_is_refused_in_one_line(tmp_path):
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    run_dir, outside = tmp_path / "g", tmp_path / "outside.txt"
+    run_dir.mkdir()
+    outside.write_text("mine\n")
+    (run_dir / "lhopt.log").symlink_to(outside)
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "seeds=[0]", "grid.lrs=[1e-3]",
+                           "grid.schedules=[constant]", f"run_dir={run_dir}"], capture_output=True, text=True,
+                          env=lhopt_env(), timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert outside.read_text() == "mine\n"

@@ -47,6 +47,36 @@ def _resumable():
             signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _logged(run_dir, ctx: typer.Context):
+    """What the command prints also goes, as plain text, into run_dir/lhopt.log (appended, one
+    header line per command: when, and the command line as typed), as lightning-hydra-template
+    keeps a train.log; progress bars stay on the terminal."""
+    import datetime
+    import shlex
+
+    path = run_dir / "lhopt.log"
+    # appended, never through a link planted at its name (O_NOFOLLOW: a link is refused, one line)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')} "
+                     f"$ lhopt {ctx.command.name} {shlex.join(ctx.args)}\n")
+        to_file = Console(file=handle, width=160, no_color=True, soft_wrap=True, force_terminal=False)
+        printed = console.print
+
+        def both(*objects, **kwargs):
+            printed(*objects, **kwargs)
+            if not any(type(o).__name__ == "Control" for o in objects):  # a live display's cursor moves
+                to_file.print(*objects, **kwargs)
+                handle.flush()
+
+        console.print = both
+        try:
+            yield
+        finally:
+            del console.print  # the instance attribute: the class's method again
+
+
 HYDRA_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
 
@@ -122,17 +152,17 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     jobs = job.plan(cfg)  # checks the grid's values before anything is written
     # a damaged table already in run_dir is refused before this command writes there
-    with run_folder(cfg, check=ResultsStore, overrides=ctx.args) as run_dir, _resumable():
+    with run_folder(cfg, check=ResultsStore, overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
         table = job.run(cfg, run_dir, console, jobs)
-    title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
-    print_grid(table, title, console)
-    csv_path = write_grid_csv(table, run_dir / "grid_table.csv")
-    png_path = grid_heatmap(table, title, run_dir / "grid_heatmap.png")
-    best = best_cell(table)
-    if best:
-        console.print(f"best: lr={best[0]:g} schedule={best[1]} loss={table.loc[best[0], best[1]]:.4f}")
-    shards = " and shards/ (a multirun's jobs)" if (run_dir / "shards").is_dir() else ""
-    console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}{shards}")
+        title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
+        print_grid(table, title, console)
+        csv_path = write_grid_csv(table, run_dir / "grid_table.csv")
+        png_path = grid_heatmap(table, title, run_dir / "grid_heatmap.png")
+        best = best_cell(table)
+        if best:
+            console.print(f"best: lr={best[0]:g} schedule={best[1]} loss={table.loc[best[0], best[1]]:.4f}")
+        shards = " and shards/ (a multirun's jobs)" if (run_dir / "shards").is_dir() else ""
+        console.print(f"table: {csv_path}\nheatmap: {png_path}\ncurves: {run_dir / 'results.parquet'}{shards}")
 
 
 @app.command("train-policy", context_settings=OVERRIDES, epilog=config_groups_help("train_policy"))
@@ -174,9 +204,10 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "train_policy", cfg_only)  # config errors before torch is imported
     from . import train_policy as job
 
-    with run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir), overrides=ctx.args) as run_dir, _resumable():
+    with (run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir), overrides=ctx.args) as run_dir,
+          _logged(run_dir, ctx), _resumable()):
         policy = job.run(cfg, run_dir, console)
-    console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
+        console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
 
 @app.command("evaluate", context_settings=OVERRIDES, epilog=config_groups_help("evaluate"))
@@ -220,7 +251,7 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
     with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir)),
-                    overrides=ctx.args) as run_dir, _resumable():
+                    overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
         job.run(cfg, run_dir, console, checked[0])
 
 
@@ -243,7 +274,7 @@ def scaling_fit(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     from . import scaling_fit as job
 
     data = job.load_inputs(cfg, console)  # bad inputs are refused before a run folder exists
-    with run_folder(cfg, overrides=ctx.args) as run_dir, _resumable():
+    with run_folder(cfg, overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
         job.run(cfg, run_dir, console, data)
 
 
