@@ -434,3 +434,32 @@ def test_a_link_planted_at_the_log_is_refused_in_one_line(tmp_path):
                           env=lhopt_env(), timeout=300)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert outside.read_text() == "mine\n"
+
+
+def test_grid_workers_end_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import LHOPT, lhopt_env
+
+    proc = subprocess.Popen([str(LHOPT), "baseline-grid", "task=char_lm", "seeds=[0]", "executor.workers=2",
+                             "grid.lrs=[1e-3,1e-2]", "grid.schedules=[constant]", f"run_dir={tmp_path / 'g'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lhopt_env())
+    children: set[int] = set()
+    for _ in range(240):  # until both workers are up
+        time.sleep(0.25)
+        listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        children = {int(p) for p in listing.split()}
+        if len(children) >= 2:
+            break
+    assert len(children) >= 2, "the grid never started its workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") and
+                                         open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in children):
+        time.sleep(0.25)
+    alive = [pid for pid in children if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    assert not alive, f"workers {alive} outlived their killed parent"

@@ -16,9 +16,25 @@ def resolve_workers(requested: int, jobs: int) -> int:
     return max(1, min(workers, jobs))
 
 
-def _init_worker() -> None:
+def end_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """In a worker process: exit once the parent (`parent`, its pid, as the parent passed it: a
+    parent killed while this worker still imports would otherwise go unseen) is gone, so a kill -9
+    leaves no orphan running for minutes with its memory; a daemon thread notices within `poll_s`."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lhopt-end-with-parent", daemon=True).start()
+
+
+def _init_worker(parent: int) -> None:
     import signal
 
+    end_with_parent(parent)  # first: torch's import takes seconds
     import torch
 
     torch.set_num_threads(1)  # processes, not threads, share the cores
@@ -35,7 +51,8 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> Iterator[
             yield job, fn(job)
         return
     pending = list(reversed(jobs))
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         running = {}
         while pending or running:

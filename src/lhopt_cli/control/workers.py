@@ -10,11 +10,13 @@ retry) with the same state. The learner (ppo.PPO) keeps the states and checkpoin
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
+from ..executor import end_with_parent
 from ..tasks.families import TaskFamily
 from .env import VecLhoptEnv
 from .policy import lhopt_agent
@@ -88,10 +90,11 @@ class RolloutWorker:
 _PROCESS_WORKER: RolloutWorker | None = None  # one per local worker process
 
 
-def _init_process(family_cfg: dict, env_kwargs: dict, agent_kwargs: dict) -> None:
+def _init_process(family_cfg: dict, env_kwargs: dict, agent_kwargs: dict, parent: int) -> None:
     import signal
 
     global _PROCESS_WORKER
+    end_with_parent(parent)
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     _PROCESS_WORKER = RolloutWorker(family_cfg, env_kwargs, agent_kwargs)
@@ -110,7 +113,8 @@ class LocalWorkers:
             self.workers = [RolloutWorker(family_cfg, env_kwargs, agent_kwargs) for _ in range(count)]
         else:
             self.pool = ProcessPoolExecutor(self.processes, mp_context=mp.get_context("spawn"),
-                                            initializer=_init_process, initargs=(family_cfg, env_kwargs, agent_kwargs))
+                                            initializer=_init_process,
+                                            initargs=(family_cfg, env_kwargs, agent_kwargs, os.getpid()))
 
     def collect(self, weights: dict, states: list[dict]) -> list[tuple[dict, dict]]:
         if self.processes == 1:
