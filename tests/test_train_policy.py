@@ -280,3 +280,17 @@ def test_smoke_runs_validate_on_the_smoke_suite_unless_told_otherwise(run_cli):
     told = yaml.safe_load(run_cli("train-policy", "--cfg", "debug=smoke", "validation.suite=validation_heldout").output)
     assert told["validation"]["suite"] == "validation_heldout"
     assert yaml.safe_load(run_cli("train-policy", "--cfg").output)["validation"]["suite"] == "validation"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda lines: lines[:-1] + [lines[-1][: len(lines[-1]) // 2]], "the row of iteration 2 is torn"),
+    (lambda lines: [lines[0], lines[2]], "rows are missing up to the checkpoint's iteration 2 (iteration 1)"),
+])
+def test_a_torn_or_gapped_log_is_refused_on_resume_in_one_line(run_cli, tmp_path, damage, message):
+    assert run_cli("train-policy", *SMOKE, "ppo.iterations=2", "checkpoint_every=1", f"run_dir={tmp_path}").exit_code == 0
+    log = tmp_path / "meta_train.csv"
+    log.write_text("\n".join(damage(log.read_text().strip().splitlines())) + "\n")
+    before = log.read_bytes()
+    again = run_cli("train-policy", *SMOKE, "ppo.iterations=3", "resume=true", f"run_dir={tmp_path}")
+    assert again.exit_code != 0 and message in str(again.exception), again.output
+    assert log.read_bytes() == before  # nothing rewritten

@@ -172,12 +172,21 @@ def _log_rows(path: Path, keep_through: int) -> list[dict]:
     not meta_train.csv (garbled, no iteration column)."""
     if not path.exists():
         return []
+    fix = "restore it or remove it to resume from the checkpoint alone"
     try:
         with path.open(newline="") as handle:
-            return [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_through]
+            rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_through]
     except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable meta-training log ({type(err).__name__}); "
-                          "restore it or remove it to resume from the checkpoint alone") from None
+        raise ConfigError(f"{path}: not a readable meta-training log ({type(err).__name__}); {fix}") from None
+    for row in rows:  # a row torn mid-write has too few fields (None) or too many (key None)
+        if None in row or any(value is None for value in row.values()):
+            raise ConfigError(f"{path}: the row of iteration {row['iteration']} is torn (a write cut short); {fix}")
+    iterations = [int(row["iteration"]) for row in rows]
+    if iterations and iterations != list(range(1, keep_through + 1)):
+        missing = sorted(set(range(1, keep_through + 1)) - set(iterations))
+        shown = f"iteration {missing[0]}" if missing else "iterations out of order"
+        raise ConfigError(f"{path}: rows are missing up to the checkpoint's iteration {keep_through} ({shown}); {fix}")
+    return rows
 
 
 def load_checkpoint(path: Path) -> dict:
