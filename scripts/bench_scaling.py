@@ -19,6 +19,8 @@ frontiers). Every step resumes: rerunning skips the runs and fits already stored
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -48,15 +50,35 @@ def lhopt(args: argparse.Namespace, *command: str) -> None:
 
 def evaluate(args: argparse.Namespace, width: int, replay: Path | None) -> None:
     overrides = [f"task.d_model={width}", "task.n_layer=2", "task.n_head=4", f"task.max_chars={args.max_chars}"]
-    command = ["evaluate", "tasks=[char_lm]", "seeds=[0]", "extra_baselines=[]", f"policy={args.policy}",
-               "extended_lrs=[0.03,0.1]", "extended_schedules=[constant,linear,cosine]",
+    grid = (["debug=smoke", "grid.lrs=[0.001,0.01]", "grid.schedules=[constant,linear]", "extended_lrs=[]"]
+            if args.smoke else ["extended_lrs=[0.03,0.1]", "extended_schedules=[constant,linear,cosine]"])
+    command = ["evaluate", "tasks=[char_lm]", "seeds=[0]", "extra_baselines=[]", f"policy={args.policy}", *grid,
                f"task_overrides=[{','.join(repr(o) for o in overrides)}]", f"grid_dir={args.out / 'grid'}",
                f"run_dir={args.out / f'd{width}'}", f"executor.workers={args.workers}"]
     if replay is not None:
         command.append(f"replay={replay}")
-    if args.smoke:
-        command += ["debug=smoke", "grid.lrs=[0.001,0.01]", "grid.schedules=[constant,linear]", "extended_lrs=[]"]
     lhopt(args, *command)
+
+
+def check_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The folder holds this experiment or none: experiment.json records what made it (widths,
+    text, policy file's SHA-256, smoke), and a rerun with other settings is refused in one line,
+    as is a schedule_smallest.json of another run (it would be replayed at every width)."""
+    record = {"widths": args.widths, "max_chars": args.max_chars, "smoke": args.smoke,
+              "policy_sha256": hashlib.sha256(Path(args.policy_path).read_bytes()).hexdigest()}
+    path = args.out / "experiment.json"
+    if path.exists():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError):
+            parser.error(f"--out {args.out}: experiment.json is not readable; use a new --out")
+        if held != record:
+            changed = ", ".join(k for k in record if held.get(k) != record[k])
+            parser.error(f"--out {args.out} holds an experiment with other settings ({changed}); use a new --out")
+    elif (args.out / "schedule_smallest.json").exists() or any(args.out.glob("d*")):
+        parser.error(f"--out {args.out} holds runs of an unrecorded experiment; use a new --out")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def fit(args: argparse.Namespace, method: str, multiple: int, largest: float) -> pd.DataFrame:
@@ -98,21 +120,39 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=WIDTHS, help="char_lm d_model values (n_head 4)")
     parser.add_argument("--max-chars", type=int, default=400_000, help="characters of text (one epoch)")
     parser.add_argument("--policy", default="default")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="grid worker processes (0: one per core)")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="a handful of steps and a 2 x 2 grid (tests)")
     args = parser.parse_args()
-    if len(args.widths) < 3 or any(w < 4 or w % 4 for w in args.widths):
-        parser.error("--widths: at least 3 widths, each a multiple of 4 (4 heads)")
     args.widths = sorted(set(args.widths))
+    if len(args.widths) < 3 or any(w < 4 or w % 4 for w in args.widths):
+        parser.error("--widths: at least 3 different widths, each a multiple of 4 (4 heads)")
+    if args.bootstrap < 10:
+        parser.error("--bootstrap: at least 10 resamples (scaling-fit's minimum)")
+    if args.max_chars < 20_000:
+        parser.error("--max-chars: at least 20,000 characters (one epoch of at least a few steps per width)")
+    if args.workers < 0:
+        parser.error("--workers: 0 (one per core) or more")
+    blocker = next((p for p in (args.out, *args.out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        parser.error(f"--out: {blocker} is a file, not a folder")
+    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.control.checkpoint import PolicyFileError, load_policy
+
+    args.policy_path = default_policy_path() if args.policy == "default" else Path(args.policy)
+    try:
+        load_policy(args.policy_path)
+    except PolicyFileError as err:
+        parser.error(f"--policy: {err}")
+    check_experiment(args, parser)
     started = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
 
     smallest = args.widths[0]
     schedule = args.out / "schedule_smallest.json"
+    recorded = args.out / f"d{smallest}" / "schedule_char_lm_s0.json"
     if not schedule.exists():
         evaluate(args, smallest, None)  # the policy live at the smallest width writes its schedule
-        shutil.copyfile(args.out / f"d{smallest}" / "schedule_char_lm_s0.json", schedule)
+        shutil.copyfile(recorded, schedule)
     for width in args.widths:
         evaluate(args, width, schedule)
 

@@ -206,3 +206,20 @@ def test_evaluate_refuses_a_bad_replay_file_in_one_line_before_any_folder(tmp_pa
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         f'error: replay={tmp_path / "bad.json"}: not an lhopt schedule (expected "format": "lhopt-schedule")']
     assert not (tmp_path / "r").exists()
+
+
+def test_replay_takes_any_integer_length_and_refuses_adams_coupled_weight_decay(tmp_path):
+    import numpy as np
+
+    from lhopt_cli import ReplaySchedule
+    from lhopt_cli.schedule_file import build_schedule, write_schedule
+    from lhopt_cli.control.actions import EVAL_START
+
+    path = write_schedule(tmp_path / "s.json", build_schedule(EVAL_START, [], 10, "constant", "t", 0, ""))
+    net = torch.nn.Linear(3, 1)
+    replay = ReplaySchedule(torch.optim.AdamW(net.parameters()), path, np.int64(5))
+    assert replay.total_steps == 5 and type(replay.total_steps) is int
+    with pytest.raises(ValueError, match=r"positive integer \(got 2.0\)"):
+        ReplaySchedule(torch.optim.AdamW(net.parameters()), path, 2.0)
+    with pytest.raises(TypeError, match="L2 term on the gradient"):
+        ReplaySchedule(torch.optim.Adam(net.parameters(), weight_decay=0.01), path, 5)

@@ -349,10 +349,32 @@ def test_bench_scaling_fits_the_live_policy_and_the_replayed_schedule_and_resume
     assert table == (out / "scaling.md").read_text() and table in again.stdout
 
 
-def test_bench_scaling_refuses_widths_it_cannot_build_in_one_line(tmp_path):
-    proc = script("bench_scaling.py", "--out", str(tmp_path / "s"), "--widths", "8", "10", "12", timeout=60)
-    assert proc.returncode == 2 and "--widths: at least 3 widths, each a multiple of 4" in proc.stderr
-    assert not (tmp_path / "s").exists()
+@pytest.mark.parametrize("args, message", [
+    (["--widths", "8", "10", "12"], "--widths: at least 3 different widths, each a multiple of 4"),
+    (["--widths", "8", "8", "12"], "--widths: at least 3 different widths"),
+    (["--bootstrap", "0"], "--bootstrap: at least 10 resamples"),
+    (["--max-chars", "10"], "--max-chars: at least 20,000 characters"),
+    (["--policy", "MISSING"], "--policy: MISSING: no such policy file"),
+    (["--out", "FILE"], "--out: FILE is a file, not a folder"),
+])
+def test_bench_scaling_refuses_bad_input_in_one_line_before_any_run(tmp_path, args, message):
+    (tmp_path / "file").write_text("x")
+    names = {"MISSING": str(tmp_path / "missing.pt"), "FILE": str(tmp_path / "file")}
+    out = ["--out", str(tmp_path / "s")] if "--out" not in args else []
+    proc = script("bench_scaling.py", *out, *[names.get(a, a) for a in args], timeout=120)
+    expected = message.replace("MISSING", names["MISSING"]).replace("FILE", names["FILE"])
+    assert proc.returncode == 2 and expected in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert not (tmp_path / "s").exists() and "$ lhopt" not in proc.stdout
+
+
+def test_bench_scaling_refuses_a_folder_of_another_experiment(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "experiment.json").write_text('{"widths": [8, 12, 16], "max_chars": 400000, "smoke": true, '
+                                         '"policy_sha256": "0"}\n')
+    proc = script("bench_scaling.py", "--out", str(out), "--widths", "4", "8", "12", "--smoke", timeout=120)
+    assert proc.returncode == 2 and "holds an experiment with other settings (widths, policy_sha256)" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["experiment.json"]  # its smallest width's schedule is not replayed
 
 
 def test_makefile_benchmark_targets_run_scripts_that_are_smoke_tested_here():

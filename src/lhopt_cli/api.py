@@ -33,7 +33,7 @@ from .control.features import FeatureTracker, Register, no_restart_mask, to_vect
 from .control.protocol import ProtocolError, decision_steps
 from .inner.guard import guarded_hparams, healthy, stalled
 from .inner.hooks import clone_tree, restore, snapshot
-from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales
+from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
@@ -113,11 +113,7 @@ class Controller:
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
                             "and weight_decay in its param_groups (use torch.optim.AdamW)")
-        coupled = (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax)
-        if (isinstance(optimizer, coupled) and not isinstance(optimizer, torch.optim.AdamW)
-                and not all(group.get("decoupled_weight_decay", False) for group in optimizer.param_groups)):
-            raise TypeError(f"{type(optimizer).__name__}'s weight decay is an L2 term on the gradient, not AdamW's "
-                            "decoupled decay the policy was trained with: use torch.optim.AdamW")
+        refuse_coupled_decay(optimizer)
         try:
             total_steps = operator.index(total_steps) if not isinstance(total_steps, bool) else None
         except TypeError:

@@ -127,8 +127,13 @@ def hyperparameter_plot(task: str, decision_files: list[Path], path: Path, lr_de
                 shown = 1 - marks[column] if column in ("beta1", "beta2") else marks[column]
                 ax.scatter(marks.step, shown, marker=marker, color=line.get_color(), s=30, zorder=3)
             ax.set_title(title, fontsize=9)
-            if logscale:
-                ax.set_yscale("log")
+    for ax, (_, _, logscale) in zip(axes.flat, panels):
+        if logscale:
+            shown = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()])
+            shown = shown[np.isfinite(shown) & (shown > 0)]
+            if shown.size and shown.max() <= shown.min() * 1.0001:  # never moved: a decade around it
+                ax.set_ylim(shown.min() / 3, shown.max() * 3)
+            ax.set_yscale("log")
     axes.flat[0].legend(fontsize=7, title="seed", title_fontsize=7)
     if lr_decay != "constant" and total_steps:
         axes.flat[0].set_title(f"learning rate (solid: the policy's; dashed: used, x {lr_decay} decay)", fontsize=8)

@@ -14,12 +14,13 @@ stays 0). Restarts are not replayed: a schedule sets hyperparameters, never weig
 """
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import torch
 
 from .inner.hooks import Hook
-from .inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales
+from .inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
 from .schedule_file import hparams_at, read_schedule
 
 
@@ -31,11 +32,17 @@ class ReplaySchedule:
     a total_steps that is not a positive integer, TypeError for an optimizer without AdamW's keys."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str | Path | dict, total_steps: int):
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer (got {total_steps!r})")
+        given = total_steps
+        try:  # any integer type (numpy's too), not a bool or a float
+            total_steps = operator.index(total_steps) if not isinstance(total_steps, bool) else 0
+        except TypeError:
+            total_steps = 0
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer (got {given!r})")
         if not optimizer.param_groups or any(k not in g for g in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: a replay sets lr, betas, eps and "
                             "weight_decay in its param groups")
+        refuse_coupled_decay(optimizer)
         self.schedule = schedule if isinstance(schedule, dict) else read_schedule(schedule)
         self.optimizer, self.total_steps = optimizer, total_steps
         _, self.group_scales = group_scales(optimizer)  # each group's ratio to the first: kept

@@ -115,3 +115,14 @@ class RollingMaxClipper:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.rolling_max = float(state["rolling_max"])
+
+
+def refuse_coupled_decay(optimizer: torch.optim.Optimizer) -> None:
+    """TypeError for torch's Adam, NAdam, RAdam or Adamax without decoupled weight decay: their
+    weight decay is an L2 term on the gradient, not AdamW's decoupled decay that policies and
+    schedule files were made with."""
+    coupled = (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax)
+    if (isinstance(optimizer, coupled) and not isinstance(optimizer, torch.optim.AdamW)
+            and not all(group.get("decoupled_weight_decay", False) for group in optimizer.param_groups)):
+        raise TypeError(f"{type(optimizer).__name__}'s weight decay is an L2 term on the gradient, not AdamW's "
+                        "decoupled decay the policy was trained with: use torch.optim.AdamW")
