@@ -149,21 +149,25 @@ def hf_run(tmp_path, callback, steps=STEPS, **arg_overrides):
     return trainer, net
 
 
-def test_the_hf_trainer_follows_the_controller_not_its_scheduler(policy_with_protocol, tmp_path):
+def hf_learning_rates():
+    """A TrainerCallback recording the lr each update ran with (read right after optimizer.step,
+    before the scheduler's step) in its `used` list."""
     from transformers import TrainerCallback
 
-    from lhopt_cli.integrations.hf import LhoptTrainerCallback
-
     class LearningRates(TrainerCallback):
-        """The lr each update ran with (read right after optimizer.step, before the scheduler's step)."""
-
         def __init__(self):
             self.used = []
 
         def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
             self.used.append(optimizer.param_groups[0]["lr"])
 
-    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8)), LearningRates()
+    return LearningRates()
+
+
+def test_the_hf_trainer_follows_the_controller_not_its_scheduler(policy_with_protocol, tmp_path):
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+
+    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8)), hf_learning_rates()
     callback.controller.agent = lively_agent(3)
     hf_run(tmp_path, [callback, rates])
     ctrl = callback.controller
@@ -337,19 +341,10 @@ def test_lightning_and_the_hf_trainer_replay_a_schedule_file(policy_with_protoco
 
 
 def test_the_hf_trainer_logs_the_learning_rate_each_update_used(policy_with_protocol, tmp_path):
-    from transformers import TrainerCallback
-
     from lhopt_cli.api import ControllerMisuseWarning
     from lhopt_cli.integrations.hf import LhoptTrainerCallback
 
-    class LearningRates(TrainerCallback):
-        def __init__(self):
-            self.used = []
-
-        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-            self.used.append(optimizer.param_groups[0]["lr"])
-
-    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8, lr_decay="linear")), LearningRates()
+    callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8, lr_decay="linear")), hf_learning_rates()
     callback.controller.agent = lively_agent(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

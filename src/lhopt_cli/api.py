@@ -311,11 +311,14 @@ class Controller:
         """Write the controller's hyperparameters (its lr decay included) back into the optimizer
         over whatever a framework's own scheduler wrote since the last step(); the framework
         callbacks call it before each step(), so their schedulers are not taken for misuse."""
-        hp = self.hparams
-        if self.protocol.lr_decay != "constant" and self.step_index > 0:
-            hp = replace(hp, lr=hp.lr * self.protocol.lr_factor(self.step_index - 1, self.total_steps))
-        apply_hparams(self.optimizer, hp, self.group_scales)
+        apply_hparams(self.optimizer, self._decayed(), self.group_scales)
         self._lr_left = float(self.optimizer.param_groups[0]["lr"])
+
+    def _decayed(self) -> HParams:
+        """The hyperparameters the last step taken used: the policy's lr times the decay there."""
+        if self.protocol.lr_decay == "constant" or self.step_index == 0:
+            return self.hparams
+        return replace(self.hparams, lr=self.hparams.lr * self.protocol.lr_factor(self.step_index - 1, self.total_steps))
 
     def _warn_once(self, kind: str, message: str, stacklevel: int = 4) -> None:
         if kind not in self._warned:
@@ -390,8 +393,7 @@ class Controller:
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
             self._sample_stats(clipped)  # every interval's last step is measured
         if self.protocol.lr_decay != "constant":  # the decay anneals the policy's lr at every step taken
-            factor = self.protocol.lr_factor(self.step_index - 1, self.total_steps)
-            apply_hparams(self.optimizer, replace(self.hparams, lr=self.hparams.lr * factor), self.group_scales)
+            apply_hparams(self.optimizer, self._decayed(), self.group_scales)
         return True
 
     @torch.no_grad()
