@@ -92,6 +92,10 @@ def test_every_train_policy_group_option_composes(run_cli, config_group):
         ("seeds=[99999999999999999999]", "seeds must lie in [0, 2^63)"),
         ("seeds=[-1]", "seeds must lie in [0, 2^63)"),
         ("executor.workers=-3", "executor.workers must be >= 0"),
+        ("grid.beta1=1.5", "grid.beta1 must lie in [0, 1) (got 1.5)"),
+        ("grid.eps=-1", "grid.eps must lie in (0, 1] (got -1)"),
+        ("grid.clip_fraction=nan", "grid.clip_fraction must lie in (0, 1] (got nan)"),
+        ("grid.weight_decay=-0.1", "grid.weight_decay must lie in [0, 1] (got -0.1)"),
     ],
 )
 def test_bad_overrides_give_one_clear_line_and_nonzero_exit(tmp_path, monkeypatch, capsys, override, expected):

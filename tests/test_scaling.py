@@ -238,3 +238,13 @@ def test_tables_piped_into_a_file_keep_every_cell_whole(tmp_path):
     # the refits say how far they are (2 methods x (10 + 20) frontier draws, 2 x 10 speedup draws)
     assert re.search(r"bootstrap refits .* 80/80", proc.stdout), proc.stdout
     assert all(line.count("[") == line.count("]") for line in proc.stdout.splitlines()), proc.stdout
+
+
+@pytest.mark.parametrize("target, message", [("target.flops=-1e18", "target.flops must be a positive, finite number"),
+                                             ("target.flops=nan", "target.flops must be a positive, finite number"),
+                                             ("target.params=0", "target.params must be a positive, finite number")])
+def test_a_target_no_fit_can_reach_is_refused_before_any_folder(run_cli, tmp_path, target, message):
+    curves("baseline", 1e8, 0.076).to_csv(tmp_path / "logs.csv", index=False)
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 'logs.csv'}]", target, f"run_dir={tmp_path / 'out'}")
+    assert result.exit_code != 0 and message in str(result.exception)
+    assert not (tmp_path / "out").exists()

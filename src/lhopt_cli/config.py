@@ -161,18 +161,40 @@ def validate(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+# (key, low, high, low included, high included) for the grid's fixed AdamW settings
+GRID_RANGES = (("beta1", 0.0, 1.0, True, False), ("beta2", 0.0, 1.0, True, False), ("eps", 0.0, 1.0, False, True),
+               ("weight_decay", 0.0, 1.0, True, True), ("clip_fraction", 0.0, 1.0, False, True))
 SEED_LIMIT = 2**63  # seeds are stored as int64 (runs.parquet) and seed numpy and torch
 
 
 def check_values(cfg: DictConfig) -> None:
     """Values the schema's types let through but no run can use, refused before anything runs
-    (ConfigError, one line): learning rates that are not finite and positive, seeds outside
-    [0, 2^63), a negative worker count, an empty task list."""
+    (ConfigError, one line): learning rates that are not finite and positive, the grid's betas,
+    eps, weight decay and clip fraction outside their ranges (GRID_RANGES), a scaling-fit target
+    that is not positive and finite, seeds outside [0, 2^63), a negative worker count, an empty
+    task list."""
     grid = cfg.get("grid")
     if grid is not None and grid.get("lrs") is not None:
         bad = [lr for lr in grid.lrs if not math.isfinite(float(lr)) or float(lr) <= 0]
         if bad:
             raise ConfigError(f"grid.lrs must all be finite and positive (got {bad[0]})")
+    if grid is not None:  # AdamW's other hyperparameters: the ranges torch's AdamW can run with
+        for key, low, high, closed_low, closed_high in GRID_RANGES:
+            value = grid.get(key)
+            if value is None:
+                continue
+            value = float(value)
+            inside = (math.isfinite(value) and (value >= low if closed_low else value > low)
+                      and (value <= high if closed_high else value < high))
+            if not inside:
+                bounds = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+                raise ConfigError(f"grid.{key} must lie in {bounds} (got {value:g})")
+    target = cfg.get("target") if cfg.get("command") == "scaling-fit" else None
+    if target is not None:
+        for key in ("flops", "params"):
+            value = target.get(key)
+            if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+                raise ConfigError(f"target.{key} must be a positive, finite number (got {float(value):g})")
     for key in ("seeds",):
         seeds = cfg.get(key)
         if seeds is not None:
