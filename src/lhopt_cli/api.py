@@ -37,6 +37,7 @@ from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, 
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
+MISUSES = ("lr", "valid", "grad", "weight_decay")  # the kinds ControllerMisuseWarning tells, each once
 
 
 class ControllerMisuseWarning(UserWarning):
@@ -301,7 +302,7 @@ class Controller:
         A loop that works against the controller is said once per kind (ControllerMisuseWarning):
         the lr changed between two calls by something else (another scheduler), no valid_loss at
         one of `validation_steps`, no parameter with a gradient."""
-        if self.optimizer is not None and self.step_index < self.total_steps:
+        if self.optimizer is not None and self.step_index < self.total_steps and len(self._warned) < len(MISUSES):
             self._check_loop(valid_loss)
         taken = self._step(loss, valid_loss)
         self._lr_left = float(self.optimizer.param_groups[0]["lr"])
@@ -329,15 +330,16 @@ class Controller:
         """The loop's misuses (ControllerMisuseWarning, once per kind): the lr changed since the
         last step() by something else, no valid_loss at a validation step, no gradient at all."""
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self._lr_left is not None and not math.isclose(lr, self._lr_left, rel_tol=1e-9, abs_tol=0.0):
+        if ("lr" not in self._warned and self._lr_left is not None
+                and not math.isclose(lr, self._lr_left, rel_tol=1e-9, abs_tol=0.0)):
             self._warn_once("lr", f"the learning rate changed between two Controller.step() calls ({self._lr_left:.3g} "
                             f"-> {lr:.3g}) by something else, e.g. a torch lr scheduler: the Controller sets the lr "
                             "(the policy's decay included); remove the other scheduler")
-        if valid_loss is None and self.step_index in self._validation_set:
+        if "valid" not in self._warned and valid_loss is None and self.step_index in self._validation_set:
             self._warn_once("valid", f"no valid_loss at step {self.step_index}, one of ctrl.validation_steps: the "
                             "policy was trained to see a validation loss there; without it its decisions "
                             "use a stale one and the divergence guard cannot see a stall")
-        if all(p.grad is None for p in self.params):
+        if "grad" not in self._warned and all(p.grad is None for p in self.params):  # once said, not looked at again
             self._warn_once("grad", "Controller.step() found no gradient on any parameter: call it after "
                             "loss.backward() and before optimizer.zero_grad()")
 

@@ -80,17 +80,19 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
 
     draws = int(cfg.bootstrap)
     fronts = method_frontiers(data)
-    parametric_on = bool(cfg.parametric) and {"params", "tokens"} <= set(data.columns)
-    pair = cfg.baseline in fronts and cfg.method in fronts
+    parametric = bool(cfg.parametric) and {"params", "tokens"} <= set(data.columns)
+    paired = cfg.baseline in fronts and cfg.method in fronts
     has_target = cfg.target.flops is not None or cfg.target.params is not None
-    total = (len(fronts) * (draws + max(draws // 4, 20)) + pair * draws * (1 + has_target)
-             + parametric_on * data.method.nunique() * max(draws // 10, 10))
+    total = (len(fronts) * (draws + max(draws // 4, 20)) + paired * draws * (1 + has_target)
+             + parametric * data.method.nunique() * max(draws // 10, 10))
     with progress_bar(console) as bar:  # the refits take minutes on large inputs: say so as they go
         job = bar.add_task("bootstrap refits", total=total)
-        return _fit_all(cfg, run_dir, console, data, fronts, draws, lambda: bar.advance(job))
+        return _fit_all(cfg, run_dir, console, data, fronts, draws, parametric, lambda: bar.advance(job))
 
 
-def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, draws: int, tick) -> list[dict]:
+def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, draws: int, parametric_on: bool,
+             tick) -> list[dict]:
+    """Every fit and its bootstrap (`tick()` after each draw); `parametric_on`: fit L(N, D) too."""
     rows, fits = [], {}
     for method, front in fronts.items():
         plain, offset = fit_power(front.compute, front.loss), fit_power_offset(front.compute, front.loss)
@@ -117,7 +119,7 @@ def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, dra
             rows.append(_row(f"{other} vs {base}", f"at C={target:.3g}", "slope_aware_speedup", slope_aware(pair),
                              bootstrap(slope_aware, pair, draws, tick=tick)))
     parametric = {}
-    if cfg.parametric and {"params", "tokens"} <= set(data.columns):
+    if parametric_on:
         for method, group in data.groupby("method"):
             fit = fit_parametric(group.params, group.tokens, group.loss)
             if not fit.converged:

@@ -248,7 +248,7 @@ def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCriti
         except ProtocolError as err:
             raise ConfigError(f"{checkpoint}: {err}") from None
         _, suite_name, seeds = validation_settings(cfg)
-        resumed_best(cfg, checkpoint, suite_name, seeds)
+        resumed_best(state, checkpoint, suite_name, seeds)
         _log_rows(run_dir / "meta_train.csv", int(state["ppo"]["iteration"]))
     return initial
 
@@ -262,8 +262,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         console.print(f"init_policy ran under lr_decay={initial[1]}; this run trains it under "
                       f"lr_decay={training_protocol(cfg).lr_decay} (controller.lr_decay)")
     every, suite_name, seeds = validation_settings(cfg)
-    best = resumed_best(cfg, checkpoint, suite_name, seeds)
-    done = completed_iterations(cfg, checkpoint)
+    state = load_checkpoint(checkpoint) if cfg.resume and checkpoint.exists() else None  # read once, used thrice
+    best = resumed_best(state, checkpoint, suite_name, seeds)
+    done = None if state is None else int(state["ppo"]["iteration"])
     if done is not None and done >= int(cfg.ppo.iterations) and (run_dir / "policy.pt").exists():
         # nothing to train: say so before any validation suite is built or any file rewritten
         console.print(f"{run_dir}: complete, {done} PPO iterations done (ppo.iterations={cfg.ppo.iterations}); "
@@ -275,9 +276,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
         validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
                                      debug=cfg.get("debug"), console=console)
         console.print(f"validation suite {suite_name} ready in {time.perf_counter() - start:.1f} s")
-    ppo = build(cfg, fresh=not (cfg.resume and checkpoint.exists()), initial=initial)
+    ppo = build(cfg, fresh=state is None, initial=initial)
     try:
-        _train(cfg, ppo, run_dir, checkpoint, log_path, console, validation, best)
+        _train(cfg, ppo, state, run_dir, checkpoint, log_path, console, validation, best)
     finally:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
@@ -310,16 +311,16 @@ def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> No
                           f"{protocol_overrides(theirs, ours)}")
 
 
-def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list[int]) -> dict:
+def resumed_best(state: dict | None, checkpoint: Path, suite_name: str, seeds: list[int]) -> dict:
     """The record of the policy best.pt holds (iteration, validation_speedup, weights: raw or
     polyak) and what it was
     scored on (`suite_name`, `seeds`: this run's validation settings): read from the checkpoint a
-    run resumes, else empty. A resume that would score on another suite or seeds is refused
-    (ConfigError): its scores would not be comparable."""
+    run resumes (`state`, loaded from `checkpoint`), else empty (state None). A resume that would
+    score on another suite or seeds is refused (ConfigError): its scores would not be comparable."""
     best = {"iteration": None, "validation_speedup": -math.inf, "suite": suite_name, "seeds": seeds, "weights": None}
-    if not (cfg.resume and checkpoint.exists()):
+    if state is None:
         return best
-    held = load_checkpoint(checkpoint).get("best")
+    held = state.get("best")
     if held is None or held["iteration"] is None:
         return best
     if (held.get("suite"), list(held.get("seeds", []))) != (suite_name, seeds):
@@ -328,17 +329,10 @@ def resumed_best(cfg: DictConfig, checkpoint: Path, suite_name: str, seeds: list
     return held
 
 
-def completed_iterations(cfg: DictConfig, checkpoint: Path) -> int | None:
-    """The PPO iterations a resumed run's checkpoint holds; None for a fresh run."""
-    if not (cfg.resume and checkpoint.exists()):
-        return None
-    return int(load_checkpoint(checkpoint)["ppo"]["iteration"])
-
-
-def _train(cfg: DictConfig, ppo: PPO, run_dir: Path, checkpoint: Path, log_path: Path, console: Console,
-           validation: ValidationSuite | None, best: dict) -> None:
-    if cfg.resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
+def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpoint: Path, log_path: Path,
+           console: Console, validation: ValidationSuite | None, best: dict) -> None:
+    """PPO from `state` (the checkpoint loaded from `checkpoint` for a resume; None: a fresh run)."""
+    if state is not None:
         if "env" in state and state["ppo"].get("worker_states") is None:  # a one-env checkpoint of v0.1
             state["ppo"]["worker_states"] = [{**ppo.worker_states[0], "env": state["env"]}]
         if len(state["ppo"]["worker_states"]) != len(ppo.worker_states):

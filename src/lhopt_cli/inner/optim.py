@@ -125,4 +125,4 @@ def refuse_coupled_decay(optimizer: torch.optim.Optimizer) -> None:
     if (isinstance(optimizer, coupled) and not isinstance(optimizer, torch.optim.AdamW)
             and not all(group.get("decoupled_weight_decay", False) for group in optimizer.param_groups)):
         raise TypeError(f"{type(optimizer).__name__}'s weight decay is an L2 term on the gradient, not AdamW's "
-                        "decoupled decay the policy was trained with: use torch.optim.AdamW")
+                        "decoupled decay that lhopt's policies and schedule files are made for: use torch.optim.AdamW")
