@@ -72,5 +72,14 @@ class Algorithmic(ArrayClassificationTask):
     def examples_per_step(self) -> int:
         return int(self.cfg.batch_size) * int(self.cfg.length)
 
+    def pretrain_batches(self):
+        """Fresh sequences of the same problem (generator seed 2; training uses 0, validation 1),
+        up to 16,000 of them in batches of `batch_size`, cycled by the pretraining (tasks/pretrain.py)."""
+        c = self.cfg
+        count = max(int(c.batch_size), min(16_000, int(c.pretrain_steps) * int(c.batch_size)))
+        x, y = make_sequences(c.problem, count, int(c.length), 2)
+        for start in range(0, count - int(c.batch_size) + 1, int(c.batch_size)):
+            yield x[start:start + int(c.batch_size)], y[start:start + int(c.batch_size)]
+
     def build_model(self) -> nn.Module:
         return RecurrentNet(self.cfg.cell, self.x_train.shape[-1], int(self.cfg.hidden), 2)

@@ -5,6 +5,9 @@ numbers is sampled log-uniformly (integers rounded), a list of strings uniformly
 fixed. Sampling is separate from building, so a sampled config can be logged and rebuilt.
 A family-level `param_scale` range (scale augmentation, tasks/rescale.py) gives every sampled
 instance its own scale s, which moves its best learning rate by 1/s.
+A kind that offers fine-tuning (tasks/pretrain.py) may list `pretrain_steps` (a range) with
+`pretrain_share` (default 1): that share of its instances starts from weights pretrained for the
+sampled number of steps, the rest from a fresh initialisation (`pretrain_steps` 0).
 """
 from __future__ import annotations
 
@@ -55,6 +58,12 @@ class TaskFamily:
         self.kinds = {k: v for k, v in kinds.items() if k not in excluded and float(v.get("weight", 1.0)) > 0}
         if not self.kinds:
             raise FamilyError("task_family: no task kind left to sample (all excluded or weight 0)")
+        for kind, spec in self.kinds.items():
+            share = spec.get("pretrain_share", 1.0)
+            if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+                raise FamilyError(f"task_family.kinds.{kind}.pretrain_share must be a number in [0, 1] (got {share!r})")
+            if "pretrain_share" in spec and "pretrain_steps" not in spec:
+                raise FamilyError(f"task_family.kinds.{kind}.pretrain_share needs a pretrain_steps range beside it")
         self.names = sorted(self.kinds)
         weights = np.array([float(self.kinds[k].get("weight", 1.0)) for k in self.names])
         self.probs = weights / weights.sum()
@@ -71,7 +80,7 @@ class TaskFamily:
     def sample(self, rng: np.random.Generator) -> dict:
         """A task config (as conf/task/ would give) drawn from the family."""
         name = self.names[int(rng.choice(len(self.names), p=self.probs))]
-        spec = {k: v for k, v in self.kinds[name].items() if k != "weight"}
+        spec = {k: v for k, v in self.kinds[name].items() if k not in ("weight", "pretrain_share")}
         cfg: dict[str, Any] = {"name": name, "eval_points": self.eval_points, "max_steps": self.max_steps,
                                "valid_size": None}
         depth = width = None
@@ -80,6 +89,9 @@ class TaskFamily:
                 depth = _sample_value(rng, value)
             elif key == "width":
                 width = value
+            elif key == "pretrain_steps":  # a share of instances fine-tunes, the rest start fresh
+                share = float(self.kinds[name].get("pretrain_share", 1.0))
+                cfg[key] = _sample_value(rng, value) if rng.uniform() < share else 0
             else:
                 cfg[key] = _sample_value(rng, value)
         if name in DEPTH_KEYS and depth is not None:

@@ -22,8 +22,9 @@ from .data import cache_dir
 
 PRETRAIN_LR = 1e-3  # AdamW's default: what the checkpoint's author would have used
 PRETRAIN_SEED = 0
-# Keys that change how a run is observed or how long it trains, not the pretrained weights
-_RUN_ONLY_KEYS = ("eval_points", "max_steps", "valid_size")
+# Keys that change how a run is observed, how long it trains or how the optimizer sees the
+# weights (scale augmentation wraps the pretrained network), not the pretrained weights
+_RUN_ONLY_KEYS = ("eval_points", "max_steps", "valid_size", "param_scale")
 
 
 def pretrained_path(cfg: dict) -> Path:

@@ -57,7 +57,10 @@ class RandhieRegression(ArrayRegressionTask):
 class SyntheticTabular(ArrayClassificationTask):
     """An MLP classifier of scikit-learn's `make_classification` data (generated): `classes`
     clusters per class on `informative` of `features` columns (raised to what the classes
-    need), a share `flip` of labels flipped; columns standardised with the training split's statistics."""
+    need), a share `flip` of labels flipped; columns standardised with the training split's statistics.
+    With `pretrain_steps` > 0 the table is drawn with up to 16,000 more rows from the same generator,
+    which only the pretraining sees (tasks/pretrain.py): a checkpoint trained on the same problem,
+    then fine-tuned for one epoch on the training rows."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -69,14 +72,24 @@ class SyntheticTabular(ArrayClassificationTask):
         # make_classification needs 2 * classes clusters to fit in the 2^informative hypercube corners
         informative = max(int(c.informative), math.ceil(math.log2(2 * classes)))
         features = max(int(c.features), informative)
-        x, y = make_classification(n_train + n_valid, n_features=features, n_informative=informative,
+        pretrain_steps = int(c.get("pretrain_steps") or 0)
+        n_pretrain = max(int(c.batch_size), min(16_000, pretrain_steps * int(c.batch_size))) if pretrain_steps > 0 else 0
+        x, y = make_classification(n_train + n_valid + n_pretrain, n_features=features, n_informative=informative,
                                    n_redundant=0, n_classes=classes, n_clusters_per_class=2,
                                    flip_y=float(c.flip), random_state=int(c.data_seed))
         mean, std = x[:n_train].mean(0), x[:n_train].std(0) + 1e-8
         x = torch.from_numpy(((x - mean) / std).astype(np.float32))
         y = torch.from_numpy(y.astype(np.int64))
-        self.x_train, self.y_train, self.x_valid, self.y_valid = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+        self.x_train, self.y_train = x[:n_train], y[:n_train]
+        self.x_valid, self.y_valid = x[n_train:n_train + n_valid], y[n_train:n_train + n_valid]
+        self.x_pretrain, self.y_pretrain = x[n_train + n_valid:], y[n_train + n_valid:]
         self._limit_valid()
+
+    def pretrain_batches(self):
+        """The rows drawn for pretraining only, in batches of `batch_size` (tasks/pretrain.py)."""
+        batch = int(self.cfg.batch_size)
+        for start in range(0, len(self.x_pretrain) - batch + 1, batch):
+            yield self.x_pretrain[start:start + batch], self.y_pretrain[start:start + batch]
 
     def build_model(self) -> nn.Module:
         return mlp(self.x_train.shape[1], self.cfg.hidden, int(self.cfg.classes), self.cfg.activation, self.cfg.norm)
