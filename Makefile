@@ -36,10 +36,11 @@ test: install  ## the whole test suite, one process per core
 test-fast: install  ## the suite without slow-marked tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
-bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (ratios measured in one run)
+bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (ratios measured in one run), scaling-fit time and memory against rows
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
 	$(PY) scripts/bench_overhead.py
+	$(PY) scripts/bench_scaling_fit.py
 
 bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds (docs/results.md)
 	$(PY) scripts/bench_speedup.py --markdown

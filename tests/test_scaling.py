@@ -94,6 +94,29 @@ def test_unreadable_file_fails_with_one_line(run_cli, tmp_path):
     assert result.exit_code != 0 and "not a readable table" in str(result.exception)
 
 
+def test_the_parametric_objective_and_its_gradient_are_torchs_huber_loss_and_autograd():
+    import torch
+
+    from lhopt_cli.scaling.parametric import HUBER_DELTA, _coarse_scores, _grid, objective
+
+    rng = np.random.default_rng(3)
+    log_n, log_d = rng.uniform(13, 20, 2500), rng.uniform(18, 25, 2500)
+    log_l = np.log(1.69 + 406.4 / np.exp(log_n) ** 0.34 + 410.7 / np.exp(log_d) ** 0.28) + rng.normal(0, 0.003, 2500)
+    theta = np.array([0.4, 6.2, 0.3, 5.8, 0.27])
+    t = torch.tensor(theta, requires_grad=True)
+    n, d, l = (torch.tensor(v) for v in (log_n, log_d, log_l))
+    pred = torch.logsumexp(torch.stack([t[0].expand_as(n), t[1] - t[2] * n, t[3] - t[4] * d]), 0)
+    expected = torch.nn.functional.huber_loss(pred, l, delta=HUBER_DELTA, reduction="sum")
+    expected.backward()
+    value, grad = objective(theta, log_n, log_d, log_l)
+    assert value == pytest.approx(float(expected.detach()), rel=1e-10)
+    assert np.allclose(grad, t.grad.numpy(), rtol=1e-8, atol=1e-12)
+    # the coarse scores, computed over chunks of 1,000 rows (2,500 here), equal the objective at each point
+    grid = _grid()[::97]
+    assert np.allclose(_coarse_scores(grid, log_n, log_d, log_l),
+                       [objective(point, log_n, log_d, log_l)[0] for point in grid], rtol=1e-10)
+
+
 def test_parametric_bootstrap_intervals_hold_the_truth():
     rng = np.random.default_rng(1)
     n = np.exp(rng.uniform(np.log(1e6), np.log(1e9), 250))
@@ -128,12 +151,11 @@ def _iso_flop_points(tmp_path, noise: float):
 @pytest.mark.parametrize("noise, truth_in", [(0.005, ("E", "A", "alpha", "a", "b")),
                                              (0.001, ("E", "A", "alpha", "beta", "a", "b"))])
 def test_parametric_intervals_hold_their_estimate_and_the_truth(tmp_path, noise, truth_in):
-    import torch
     from rich.console import Console
 
     from lhopt_cli import scaling_fit
     from lhopt_cli.config import compose
-    from lhopt_cli.scaling.parametric import _objective, fit_parametric
+    from lhopt_cli.scaling.parametric import fit_parametric, objective
 
     path = _iso_flop_points(tmp_path, noise)
     cfg = compose("scaling_fit", [f"inputs=[{path}]", "bootstrap=40", f"run_dir={tmp_path}"])
@@ -146,10 +168,10 @@ def test_parametric_intervals_hold_their_estimate_and_the_truth(tmp_path, noise,
             assert row["low"] <= truth[name] <= row["high"], (name, row)
     # the point fit reaches an optimum at least as good as the true parameters (not a poor one)
     data = pd.read_csv(path)
-    logs = tuple(torch.tensor(np.log(data[c].to_numpy()), dtype=torch.float64) for c in ("params", "tokens", "loss"))
-    true_theta = torch.tensor([np.log(1.69), np.log(406.4), 0.34, np.log(410.7), 0.28], dtype=torch.float64)
+    logs = tuple(np.log(data[c].to_numpy()) for c in ("params", "tokens", "loss"))
+    true_theta = np.array([np.log(1.69), np.log(406.4), 0.34, np.log(410.7), 0.28])
     fit = fit_parametric(data.params, data.tokens, data.loss)
-    assert fit.objective <= float(_objective(true_theta, *logs)) + 1e-12
+    assert fit.objective <= objective(true_theta, *logs)[0] + 1e-12
     assert json.loads((tmp_path / "fits.json").read_text())  # strict JSON (null where a number is missing)
 
 
@@ -248,3 +270,22 @@ def test_a_target_no_fit_can_reach_is_refused_before_any_folder(run_cli, tmp_pat
     result = run_cli("scaling-fit", f"inputs=[{tmp_path / 'logs.csv'}]", target, f"run_dir={tmp_path / 'out'}")
     assert result.exit_code != 0 and message in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_input_above_the_parametric_limit_is_refused_before_any_folder_and_fits_without_it(run_cli, tmp_path):
+    from lhopt_cli.scaling.parametric import MAX_ROWS
+
+    rng = np.random.default_rng(4)
+    rows = MAX_ROWS + 1
+    n, d = np.exp(rng.uniform(13, 20, rows)), np.exp(rng.uniform(18, 25, rows))
+    table = pd.DataFrame({"method": "baseline", "params": n, "tokens": d,
+                          "loss": 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28})
+    table.to_csv(tmp_path / "big.csv", index=False)
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 'big.csv'}]", "bootstrap=10", f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code != 0 and not (tmp_path / "o").exists()
+    message = str(result.exception)
+    assert "\n" not in message and f"method 'baseline' has {rows:,}" in message and "parametric=false" in message
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 'big.csv'}]", "bootstrap=10", "parametric=false",
+                     f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "fits.csv").exists()

@@ -1,4 +1,4 @@
-"""The 7 baseline schedules, as applied by ScheduleHook in a real run, against torch's lr schedulers.
+"""The 7 baseline schedules (and the wsd decay), as applied by ScheduleHook in a real run, against torch's lr schedulers.
 
 For every step t of a run of T steps (t = 0 .. T-1), the lr our hook sets before the t-th
 optimizer step must equal the lr a torch.optim.lr_scheduler gives after t scheduler steps.
@@ -34,6 +34,12 @@ def torch_scheduler(name: str, optimizer: torch.optim.Optimizer, total: int, lr0
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
     if name == "cosine_to_0.1":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.1 * lr0)
+    if name == "wsd":  # constant to the first step at 80% of the run, then linear to zero at the end
+        start = math.ceil(0.8 * total)
+        return lr_scheduler.SequentialLR(optimizer, [
+            lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=start),
+            lr_scheduler.LinearLR(optimizer, start_factor=(total - start) / (0.2 * total), end_factor=0.0,
+                                  total_iters=total - start)], milestones=[start])
     raise AssertionError(f"no torch counterpart for {name}")
 
 
@@ -78,8 +84,10 @@ def nqm_tasks():
     return tasks
 
 
-def test_the_seven_schedules():
-    assert list(SCHEDULES) == ["constant", "multistep", "linear", "quadratic", "exponential", "cosine", "cosine_to_0.1"]
+def test_the_seven_schedules_of_the_grid_and_the_decays_a_policy_can_run_under():
+    seven = ["constant", "multistep", "linear", "quadratic", "exponential", "cosine", "cosine_to_0.1"]
+    assert list(compose("baseline_grid", []).grid.schedules) == seven
+    assert list(SCHEDULES) == seven + ["wsd"]
 
 
 @pytest.mark.parametrize("total", TOTALS)

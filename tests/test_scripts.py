@@ -382,7 +382,18 @@ def test_makefile_benchmark_targets_run_scripts_that_are_smoke_tested_here():
                          cwd=REPO, timeout=60)
     assert dry.returncode == 0, dry.stderr
     named = {word.split("/", 1)[1] for word in dry.stdout.split() if word.startswith("scripts/")}
-    assert {"bench_engine.py", "bench_overhead.py", "bench_speedup.py", "bench_scaling.py"} <= named, named
+    assert {"bench_engine.py", "bench_overhead.py", "bench_speedup.py", "bench_scaling.py",
+            "bench_scaling_fit.py"} <= named, named
     tested = open(__file__).read()
     for name in named:
         assert (REPO / "scripts" / name).exists() and f'"{name}"' in tested, name
+
+
+def test_bench_scaling_fit_times_the_real_cli_with_and_without_the_parametric_fit():
+    proc = script("bench_scaling_fit.py", "--rows", "60", "200", "--bootstrap", "10", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()[2:]]
+    assert [r[0].strip() for r in rows] == ["60", "200"] and all(r[1].strip() == "ok" for r in rows), proc.stdout
+    assert all(float(r[2]) > 0 and float(r[3]) > 50 and float(r[4]) > 0 for r in rows)  # seconds, peak MB
+    bad = script("bench_scaling_fit.py", "--rows", "5", timeout=60)
+    assert bad.returncode == 2 and "--rows must each be at least 20" in bad.stderr

@@ -19,8 +19,9 @@ from .config import ConfigError
 from .scaling.frontier import (FitError, bootstrap, constant_speedup, fit_power, fit_power_offset, frontier,
                                interval, slope_aware_speedup)
 from .scaling.inputs import load_points
+from .scaling.parametric import MAX_ROWS as PARAMETRIC_MAX_ROWS
 from .scaling.parametric import NAMES as PARAMETRIC_NAMES
-from .scaling.parametric import fit_parametric
+from .scaling.parametric import fit_parametric, too_many_rows
 
 
 def _row(method: str, fit: str, name: str, estimate: float, draws: np.ndarray) -> dict:
@@ -59,6 +60,10 @@ def load_inputs(cfg: DictConfig, console: Console | None = None):
     try:
         data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
         method_frontiers(data)
+        if bool(cfg.parametric) and {"params", "tokens"} <= set(data.columns):
+            sizes = data.groupby("method").size()
+            if sizes.max() > PARAMETRIC_MAX_ROWS:
+                raise FitError(too_many_rows(int(sizes.max()), str(sizes.idxmax())))
     except FitError as err:
         raise ConfigError(str(err)) from None
     return data

@@ -1,4 +1,5 @@
-"""The 7 baseline learning-rate schedules of docs/method.md section 8, as multipliers f(p).
+"""The 7 baseline learning-rate schedules of docs/method.md section 8, as multipliers f(p), and
+`wsd`, a decay offered to run a policy under (`controller.lr_decay`), not one of the grid's seven.
 
 p = step / total_steps is the progress when the step is taken (0 at the first step).
 """
@@ -12,6 +13,7 @@ from .hooks import Hook
 from .optim import HParams
 
 MILESTONES = (0.5, 0.75)
+WSD_DECAY_START = 0.8  # the share of the run held constant before the linear cooldown to zero
 
 
 def _multistep(p: float) -> float:
@@ -22,6 +24,13 @@ def _cosine(p: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * p))
 
 
+def _wsd(p: float) -> float:
+    # warmup-stable-decay without the warmup (no schedule here has one, and a policy sets its own
+    # start): constant, then linear to zero over the last 20% (the cooldown of Hägele et al. 2024,
+    # arXiv 2405.18392)
+    return min(1.0, (1.0 - p) / (1.0 - WSD_DECAY_START))
+
+
 SCHEDULES: dict[str, Callable[[float], float]] = {
     "constant": lambda p: 1.0,
     "multistep": _multistep,
@@ -30,6 +39,7 @@ SCHEDULES: dict[str, Callable[[float], float]] = {
     "exponential": lambda p: 0.01**p,
     "cosine": _cosine,
     "cosine_to_0.1": lambda p: 0.1 + 0.9 * _cosine(p),
+    "wsd": _wsd,
 }
 
 

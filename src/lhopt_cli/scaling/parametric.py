@@ -10,19 +10,37 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.optimize import minimize
+from scipy.special import logsumexp
 
 from .frontier import FitError
 
 HUBER_DELTA = 1e-3
 NAMES = ("E", "A", "alpha", "B", "beta")
+# Rows scored against the coarse grid at once: bounds the coarse step's memory (1,600 grid points x
+# rows x 3 terms x 8 bytes, 10 MB per temporary here) whatever the input's size
+COARSE_CHUNK_ROWS = 256
+# The most points (per method) the fit takes: its time grows linearly with them (about 35 s for
+# one fit of 100,000 points on one core, and bootstrap/10 refits follow; scripts/bench_scaling_fit.py)
+MAX_ROWS = 100_000
 
 
-def _objective(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor, log_l: torch.Tensor) -> torch.Tensor:
-    e, a, alpha, b, beta = theta.unbind(-1)
-    pred = torch.logsumexp(torch.stack([e.expand_as(log_n), a - alpha * log_n, b - beta * log_d]), dim=0)
-    return torch.nn.functional.huber_loss(pred, log_l, delta=HUBER_DELTA, reduction="sum")
+def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray) -> tuple[float, np.ndarray]:
+    """The Huber loss (delta 1e-3, summed over rows) of log L against
+    logsumexp(e, a - alpha log N, b - beta log D), and its gradient in theta = (e, a, alpha, b, beta)
+    (shape (5,)); log_n, log_d, log_l: shape (rows,). Chinchilla approach 3 (Hoffmann et al. 2022,
+    appendix D.2); docs/method.md, "Scaling laws"."""
+    e, a, alpha, b, beta = theta
+    terms = np.stack([np.full_like(log_n, e), a - alpha * log_n, b - beta * log_d])  # (3, rows)
+    pred = logsumexp(terms, axis=0)
+    r = pred - log_l
+    inside = np.abs(r) <= HUBER_DELTA
+    value = float(np.where(inside, 0.5 * r * r, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA)).sum())
+    slope = np.clip(r, -HUBER_DELTA, HUBER_DELTA)  # dHuber/dr
+    weights = np.exp(terms - pred) * slope  # softmax weights of the three terms, times dHuber/dr
+    grad = np.array([weights[0].sum(), weights[1].sum(), -(weights[1] * log_n).sum(),
+                     weights[2].sum(), -(weights[2] * log_d).sum()])
+    return value, grad
 
 
 @dataclass
@@ -44,18 +62,34 @@ class ParametricFit:
         return {"a": self.beta / total, "b": self.alpha / total}
 
 
+def too_many_rows(rows: int, method: str | None = None) -> str:
+    """The one-line refusal of an input above MAX_ROWS points."""
+    who = f"method '{method}' has" if method else "the input has"
+    return (f"the parametric fit takes at most {MAX_ROWS:,} points per method and {who} {rows:,} (its time grows "
+            f"with them: about 35 s per fit of 100,000); pass parametric=false or fewer points")
+
+
 def _grid() -> np.ndarray:
     values = {"e": [-1.0, 0.0, 0.5, 1.0], "a": [0.0, 5.0, 10.0, 15.0, 20.0], "alpha": [0.1, 0.3, 0.6, 1.0],
               "b": [0.0, 5.0, 10.0, 15.0, 20.0], "beta": [0.1, 0.3, 0.6, 1.0]}
     return np.array(list(itertools.product(*values.values())))
 
 
+def _coarse_scores(grid: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray) -> np.ndarray:
+    """The objective at every grid point (shape (points,)), scored over chunks of rows."""
+    e, a, alpha, b, beta = (column[:, None] for column in grid.T)
+    scores = np.zeros(len(grid))
+    for lo in range(0, len(log_n), COARSE_CHUNK_ROWS):
+        n, d, l = log_n[lo:lo + COARSE_CHUNK_ROWS], log_d[lo:lo + COARSE_CHUNK_ROWS], log_l[lo:lo + COARSE_CHUNK_ROWS]
+        pred = logsumexp(np.stack(np.broadcast_arrays(e, a - alpha * n, b - beta * d)), axis=0)  # (points, chunk)
+        r = np.abs(pred - l)
+        scores += np.where(r <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (r - 0.5 * HUBER_DELTA)).sum(1)
+    return scores
+
+
 def _minimize(start: np.ndarray, data: tuple) -> tuple[np.ndarray, float, bool]:
     def fun(x):
-        theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        value = _objective(theta, *data)
-        value.backward()
-        return float(value.detach()), theta.grad.numpy().copy()
+        return objective(x, *data)
 
     # the objective is small (a Huber loss on log L, ~1e-5 on good data): scipy's default ftol
     # (2.2e-9, absolute below 1) stops L-BFGS far from the optimum there
@@ -70,19 +104,18 @@ def _minimize(start: np.ndarray, data: tuple) -> tuple[np.ndarray, float, bool]:
 def fit_parametric(params, tokens, loss, starts: int = 8, warm: ParametricFit | None = None) -> ParametricFit:
     """The fit from the `starts` best points of a coarse grid (and from `warm`, a fit to start
     from too, as bootstrap refits start from the main fit); the lowest objective wins, whatever
-    the optimiser's own success flag says. Raises FitError for fewer than 2 sizes of N or D."""
+    the optimiser's own success flag says. Raises FitError for fewer than 2 sizes of N or D, or
+    more than MAX_ROWS points."""
     n, d, l = (np.asarray(v, float) for v in (params, tokens, loss))
+    if len(n) > MAX_ROWS:
+        raise FitError(too_many_rows(len(n)))
     if len(np.unique(n)) < 2 or len(np.unique(d)) < 2:
         raise FitError("the parametric fit needs at least 2 model sizes and 2 data sizes")
-    data = tuple(torch.tensor(np.log(v), dtype=torch.float64) for v in (n, d, l))
-    grid = torch.tensor(_grid(), dtype=torch.float64)
-    with torch.no_grad():  # coarse: score every grid point at once
-        e, a, alpha, b, beta = grid.T[:, :, None]
-        pred = torch.logsumexp(torch.stack([e.expand(-1, len(n)), a - alpha * data[0], b - beta * data[1]]), 0)
-        scores = torch.nn.functional.huber_loss(pred, data[2].expand_as(pred), delta=HUBER_DELTA,
-                                                reduction="none").sum(1)
+    data = tuple(np.log(v) for v in (n, d, l))
+    grid = _grid()
+    scores = _coarse_scores(grid, *data)  # coarse: every grid point, in chunks of rows
     best = None
-    begin = [grid[index].numpy() for index in torch.argsort(scores)[:starts]]  # fine: L-BFGS from the best few
+    begin = [grid[index] for index in np.argsort(scores, kind="stable")[:starts]]  # fine: L-BFGS from the best few
     if warm is not None:
         begin.append(np.array([np.log(warm.E), np.log(warm.A), warm.alpha, np.log(warm.B), warm.beta]))
     for start in begin:
