@@ -463,3 +463,41 @@ def test_grid_workers_end_when_their_parent_is_killed(tmp_path):
         time.sleep(0.25)
     alive = [pid for pid in children if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def test_no_command_writes_through_a_link_planted_at_a_file_it_writes(trained, tmp_path):
+    """Links at summary.csv, decisions_*.csv, policy.json, meta_train.csv, fits.json and fits.csv
+    (to files outside, or dangling): each output replaces its link; nothing outside changes."""
+    from test_scaling import curves
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = {name: outside / f"{name}.victim" for name in ("summary.csv", "decisions_nqm_s0.csv", "fits.csv")}
+    for victim in victims.values():
+        victim.write_text("precious\n")
+    dangling = {name: outside / f"{name}.created" for name in ("policy.json", "meta_train.csv", "fits.json")}
+
+    def plant(folder, names):
+        folder.mkdir()
+        for name in names:
+            (folder / name).symlink_to(victims.get(name) or dangling[name])
+
+    evaluated = tmp_path / "eval"
+    plant(evaluated, ["summary.csv", "decisions_nqm_s0.csv", "policy.json"])
+    proc = lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]", "seeds=[0]",
+                 "extra_baselines=[]", f"grid_dir={tmp_path / 'grid'}", f"run_dir={evaluated}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = tmp_path / "meta"
+    plant(meta, ["meta_train.csv"])
+    proc = lhopt("train-policy", "debug=smoke", "ppo.iterations=1", f"run_dir={meta}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fitted = tmp_path / "fit"
+    plant(fitted, ["fits.csv", "fits.json"])
+    curves("baseline", 1e8, 0.076).to_csv(tmp_path / "points.csv", index=False)
+    proc = lhopt("scaling-fit", f"inputs=[{tmp_path / 'points.csv'}]", "bootstrap=10", f"run_dir={fitted}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(v.read_text() == "precious\n" for v in victims.values())
+    assert sorted(p.name for p in outside.iterdir()) == sorted(v.name for v in victims.values())
+    for folder, name in [(evaluated, "summary.csv"), (evaluated, "decisions_nqm_s0.csv"), (evaluated, "policy.json"),
+                         (meta, "meta_train.csv"), (fitted, "fits.csv"), (fitted, "fits.json")]:
+        assert (folder / name).is_file() and not (folder / name).is_symlink() and (folder / name).stat().st_size > 0

@@ -56,9 +56,9 @@ def _logged(run_dir, ctx: typer.Context):
     import shlex
 
     path = run_dir / "lhopt.log"
-    # appended, never through a link planted at its name (O_NOFOLLOW: a link is refused, one line)
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+    from .files import open_append
+
+    with open_append(path) as handle:  # never through a link planted at its name (refused, one line)
         handle.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')} "
                      f"$ lhopt {ctx.command.name} {shlex.join(ctx.args)}\n")
         to_file = Console(file=handle, width=160, no_color=True, soft_wrap=True, force_terminal=False)

@@ -9,7 +9,6 @@ import datetime as _dt
 import difflib
 import json
 import math
-import os
 import re
 from contextlib import contextmanager, suppress
 from importlib import resources
@@ -19,6 +18,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from .files import atomic_write_text
 from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
 from .tasks.limits import TaskValueError, check_task_values
 
@@ -306,17 +306,6 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:
                     folder.rmdir()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename; the temporary file is
-    removed when the write fails (a full disk leaves nothing behind)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_text_file(task: DictConfig) -> None:

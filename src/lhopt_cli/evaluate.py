@@ -31,6 +31,7 @@ from .control.checkpoint import load_policy, policy_protocol
 from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
+from .files import atomic_write, atomic_write_text
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
 from .results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
@@ -170,7 +171,8 @@ def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = 
                               f"the divergence guard; evaluate guard={str(guard).lower()} in another run_dir")
         return
     if write:
-        record.write_text(json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy, "guard": guard}) + "\n")
+        atomic_write_text(record, json.dumps({"path": str(policy_path), "sha256": digest, "greedy": greedy,
+                                              "guard": guard}) + "\n")
 
 
 def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
@@ -276,7 +278,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                 store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
                                         "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
                 for s, pr in zip(todo, policy_runs):
-                    pd.DataFrame(pr.decisions).to_csv(run_dir / f"decisions_{task_name}_s{s}.csv", index=False)
+                    atomic_write(run_dir / f"decisions_{task_name}_s{s}.csv",
+                                 lambda tmp, rows=pr.decisions: pd.DataFrame(rows).to_csv(tmp, index=False))
                     # the hyperparameters it used, replayable on any AdamW (lhopt_cli.ReplaySchedule)
                     write_schedule(run_dir / f"schedule_{task_name}_s{s}.json",
                                    build_schedule(EVAL_START, pr.decisions, task.total_steps, protocol.lr_decay,
@@ -308,7 +311,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                 figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png",
                                                    protocol.lr_decay, task.total_steps))
         table = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
-        table.to_csv(run_dir / "summary.csv", index=False)
+        atomic_write(run_dir / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
         print_summary(table, console)
         for path in figures:
             console.print(f"figure: {path}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,22 +9,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from .files import atomic_write  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
     """Write the figure through a temporary file and a rename (a symlink at `path` is replaced,
     not written through; a failed write leaves no temporary file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         fig.tight_layout()
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:

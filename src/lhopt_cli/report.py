@@ -40,7 +40,7 @@ def print_grid(table: pd.DataFrame, title: str, console: Console) -> None:
 
 
 def write_grid_csv(table: pd.DataFrame, path: Path) -> Path:
-    from .config import atomic_write_text
+    from .files import atomic_write_text
 
     out = table.copy()
     out.index.name = "lr"

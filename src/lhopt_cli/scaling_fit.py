@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import ConfigError
+from .files import atomic_write, atomic_write_text
 from .scaling.frontier import (FitError, bootstrap, constant_speedup, fit_power, fit_power_offset, frontier,
                                interval, slope_aware_speedup)
 from .scaling.inputs import load_points
@@ -153,10 +154,10 @@ def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, dra
 
 def write_outputs(rows: list[dict], run_dir: Path, console: Console) -> None:
     table = pd.DataFrame(rows)
-    table.to_csv(run_dir / "fits.csv", index=False)
+    atomic_write(run_dir / "fits.csv", lambda tmp: table.to_csv(tmp, index=False))
     # strict JSON: a number that is missing (NaN, inf) is null
     plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    (run_dir / "fits.json").write_text(json.dumps(plain, indent=2, allow_nan=False))
+    atomic_write_text(run_dir / "fits.json", json.dumps(plain, indent=2, allow_nan=False))
     shown = Table(title="scaling fits (95% bootstrap intervals)")
     for column in ("method", "fit", "parameter", "estimate", "95% interval"):
         shown.add_column(column, justify="right" if column in ("estimate", "95% interval") else "left")

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from .files import atomic_write_text
 from .inner.optim import HParams
 from .inner.schedules import SCHEDULES
 
@@ -47,15 +46,7 @@ def write_schedule(path: str | Path, schedule: dict) -> Path:
     reader never sees half a file and a link at `path` is replaced, not followed."""
     path = Path(path)
     text = json.dumps(check_schedule(schedule, str(path)), indent=1, allow_nan=False) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def read_schedule(path: str | Path) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
@@ -17,6 +16,7 @@ from typing import Sequence, TypeVar
 import torch
 
 from .inner import HParams, train_one_epoch
+from .files import atomic_write_text
 from .inner.batched import train_batched
 from .tasks import Task
 from .tasks.data import cache_dir
@@ -85,9 +85,7 @@ def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float
         if str(k) not in entry:
             entry[str(k)] = on_threads(1, batched_rate, task, k)
     known[key] = entry
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(known))
     return entry["single"], {k: entry[str(k)] for k in sizes}
 
 

@@ -27,6 +27,7 @@ from .control.ppo import PPO, PPOConfig
 from .control.protocol import ObservationProtocol, ProtocolError
 from .control.reference import ReferenceSweep
 from .control.workers import LocalWorkers, RayWorkers, initial_worker_state
+from .files import atomic_write, open_append
 from .executor import resolve_workers
 from .progress import progress_bar
 from .tasks import HELDOUT_KINDS
@@ -349,11 +350,15 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
             console.print("ppo.anchor_coef: this checkpoint predates the record of the run's initial weights; "
                           "the anchor is the weights resumed")
     rows = _log_rows(log_path, ppo.iteration)  # drop rows logged after the checkpoint
-    with log_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with progress_bar(console) as bar, log_path.open("a", newline="") as handle:
+
+    def write_log(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(log_path, write_log)  # a link planted at its name is replaced, then appends refuse links
+    with progress_bar(console) as bar, open_append(log_path) as handle:
         writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
         task = bar.add_task("meta-training", total=ppo.cfg.iterations, completed=ppo.iteration)
 

@@ -7,7 +7,6 @@ the feature names and action heads it was trained with, its observation protocol
 from __future__ import annotations
 
 import errno
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from .actions import HEADS
+from ..files import atomic_write
 from .features import FEATURE_NAMES
 from .policy import RecurrentActorCritic, lhopt_agent
 from .protocol import ObservationProtocol, ProtocolError
@@ -35,18 +35,11 @@ def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file and a rename; the temporary file is removed when the
     write fails (a full disk leaves nothing behind, the old file stays whole). Raises OSError
     (FileNotFoundError where the folder is missing) whose strerror says why, in one line."""
-    path = Path(path)
-    if not path.parent.is_dir():  # torch would report it as a failed write
-        raise FileNotFoundError(errno.ENOENT, f"its folder {path.parent} does not exist", str(path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
         raise OSError(errno.EIO, f"could not be written ({str(err).splitlines()[0][:80]}; is the disk full?)",
                       str(path)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_verified(path: Path) -> Any:

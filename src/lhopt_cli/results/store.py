@@ -10,11 +10,11 @@ of its shards as one store, so a run finished by any job counts as finished for 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..files import atomic_write
 CURVE_COLUMNS = [
     "run_id", "command", "method", "task", "task_params", "model_params", "seed", "lr0", "schedule",
     "step", "total_steps", "tokens_or_examples", "flops", "train_loss", "valid_loss",
@@ -35,15 +35,11 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Parquet with a CRC32 on every page (checked on read), written through a temporary file
     and a rename; a failed write (a full disk) removes the temporary file and raises StoreError,
     and the table already there stays whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.to_parquet(tmp, index=False, write_page_checksum=True)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, write_page_checksum=True))
     except OSError as err:
         raise StoreError(f"{path}: could not be written ({err.strerror or err}); nothing recorded is lost: "
                          "rerun the command once there is room") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:

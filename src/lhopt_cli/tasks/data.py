@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 
 class DataUnavailable(RuntimeError):
     pass
@@ -49,9 +50,7 @@ def mnist1d(num_samples: int, seed: int = 42) -> dict[str, np.ndarray]:
     args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0
     made = make_dataset(args)
     data = {"x": made["x"].astype(np.float32), "y": made["y"].astype(np.int64)}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **data))
     return data
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from itertools import cycle, islice
 from pathlib import Path
 
 import torch
 
 from .data import cache_dir
+from ..files import atomic_write
 
 PRETRAIN_LR = 1e-3  # AdamW's default: what the checkpoint's author would have used
 PRETRAIN_SEED = 0
@@ -63,7 +63,5 @@ def pretrained_state(task) -> dict[str, torch.Tensor]:
         optimizer.step()
         schedule.step()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # concurrent workers each write a whole file; the last rename wins
+    atomic_write(path, lambda tmp: torch.save(state, tmp))  # concurrent workers each write a whole file; the last rename wins
     return state

@@ -1,0 +1,57 @@
+"""The one writer of every file a command writes, and the one opener of the logs it appends to.
+
+A whole file is written to a fresh temporary name in its own folder (`tempfile.mkstemp`: never a
+name planted in advance), then renamed over its name: a reader never sees half a file, a link
+planted at the name is replaced by the file rather than written through, and a failed write (a
+full disk) leaves the old file whole and no temporary file behind. A log that grows line by line
+(meta_train.csv, lhopt.log) is opened with O_NOFOLLOW, so a link planted at its name is refused
+(OSError ELOOP) instead of followed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, TextIO
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp makes 0600 files, the written file gets the usual 0644-style mode
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(temporary_path)` and rename the result to `path` (returned). The temporary name
+    ends in `path`'s suffix (writers that pick a format by suffix, as savefig, keep working).
+    Raises FileNotFoundError (one line) where the folder does not exist, and whatever `write`
+    or the rename raise, after removing the temporary file."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"its folder {path.parent} does not exist", str(path))
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`text` (UTF-8) written to `path` by atomic_write."""
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def open_append(path: str | Path) -> TextIO:
+    """`path` opened to append text (created if missing), never through a link at its name:
+    raises OSError (errno ELOOP) for a link, so a caller refuses in one line."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a link stands at its name; remove it (lhopt never writes through links)",
+                          str(path)) from None
+        raise
+    return os.fdopen(descriptor, "a", encoding="utf-8", newline="")
