@@ -342,6 +342,52 @@ def test_an_evaluate_whose_grid_dir_is_held_is_refused(trained, tmp_path):
                                     "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
                                     f"run_dir={tmp_path / 'eval'}"))
         assert line.startswith(f"error: grid_dir: {grid_dir} is in use by") and not (grid_dir / "runs.parquet").exists()
+    # every lock is taken before the first byte: the refused command printed nothing and left no folder
+    with held_elsewhere(grid_dir):
+        proc = lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]", "seeds=[0]",
+                     "extra_baselines=[]", f"grid_dir={grid_dir}", f"run_dir={tmp_path / 'new' / 'eval'}")
+        assert proc.returncode == 1 and "is in use by" in proc.stderr and proc.stdout == ""
+        assert not (tmp_path / "new").exists()
+
+
+def test_a_grid_dir_the_file_system_refuses_leaves_no_run_folder(trained, tmp_path, monkeypatch, capsys):
+    # root ignores permission bits: the read-only grid_dir is simulated where its lock is taken
+    grid_dir = tmp_path / "grid"
+    grid_dir.mkdir()
+
+    def read_only(run_dir, command):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run_dir / ".lhopt.lock"))
+
+    monkeypatch.setattr("lhopt_cli.evaluate.folder_lock", read_only)
+    line = in_process_error(monkeypatch, capsys, "evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}",
+                            "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
+                            f"run_dir={tmp_path / 'e2'}")
+    assert line == f"error: grid_dir: {grid_dir}: Read-only file system" and not (tmp_path / "e2").exists()
+
+
+@pytest.mark.parametrize("command", [GRID + ["seeds=[0]"], ["evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]"]])
+def test_a_full_disk_at_a_new_run_folder_leaves_no_folder_or_lock_file(tmp_path, monkeypatch, capsys, command):
+    from lhopt_cli import files
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(files, "atomic_write", full)
+    line = in_process_error(monkeypatch, capsys, *command, f"run_dir={tmp_path / 'new' / 'run'}")
+    assert "No space left on device" in line and not (tmp_path / "new").exists()
+
+
+def test_a_traceback_before_any_result_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    from lhopt_cli import baseline_grid
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an error inside the job")
+
+    monkeypatch.setattr(baseline_grid, "run", broken)
+    monkeypatch.setattr(sys, "argv", ["lhopt", *GRID, "seeds=[0]", f"run_dir={tmp_path / 'new' / 'run'}"])
+    with pytest.raises(BaseException):
+        main()
+    assert not (tmp_path / "new").exists()
 
 
 def _folder_state(folder) -> dict:

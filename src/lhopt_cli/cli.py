@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Annotated
 
 import typer
@@ -249,10 +249,14 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "evaluate", cfg_only)  # config errors before torch is imported
     from . import evaluate as job
 
-    checked = []  # the pre-flight's policy, read once: a refused command leaves no folder of its own
-    with run_folder(cfg, check=lambda run_dir: checked.append(job.preflight(cfg, run_dir)),
-                    overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
-        job.run(cfg, run_dir, console, checked[0])
+    checked, held = [], ExitStack()  # the pre-flight's policy, read once, and the grid_dir's lock
+
+    def check(run_dir):  # every check and lock before the first byte: a refused command leaves nothing
+        checked.append(job.preflight(cfg, run_dir))
+        held.enter_context(job.hold_grid_dir(cfg, run_dir))
+
+    with held, run_folder(cfg, check=check, overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
+        job.run(cfg, run_dir, console, checked[0], grid_dir_held=True)
 
 
 @app.command("scaling-fit", context_settings=OVERRIDES, epilog=config_groups_help("scaling_fit"))

@@ -18,7 +18,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from .files import atomic_write_text
+from .files import atomic_write, atomic_write_text
 from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
 from .tasks.limits import TaskValueError, check_task_values
 
@@ -264,7 +264,8 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
     (results/locks.py; FolderBusy names the holder), `check(run_dir)` run (it may refuse, with
     nothing written yet), then config.yaml saved and, given `overrides` (the command line as
     typed), overrides.yaml (Hydra's record of what made a run). File-system refusals are one
-    ConfigError line."""
+    ConfigError line. A command that fails before it records a result leaves the folder as it
+    found it (a folder it created goes again)."""
     from .results.locks import HOLDER_NAME, LOCK_NAME, FolderBusy, folder_lock
 
     run_dir = _run_dir_path(cfg)
@@ -275,37 +276,58 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
     had_lock = lock_file.exists()
     held_record = holder.read_bytes() if holder.is_file() else None
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
+    lock, refused = folder_lock(run_dir, f"lhopt {cfg.command}"), False
+    locked = False
     try:
-        lock = folder_lock(run_dir, f"lhopt {cfg.command}")
-        _writable(lock.__enter__, run_dir)
-    except FolderBusy as err:
-        raise ConfigError(str(err)) from None
-    refused = False
-    try:
+        try:
+            _writable(lock.__enter__, run_dir)
+            locked = True
+        except FolderBusy as err:
+            raise ConfigError(str(err)) from None
         if check is not None:
-            try:
-                check(run_dir)
-            except BaseException:
-                refused = True
-                raise
+            check(run_dir)
         _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
         if overrides is not None:
-            _writable(lambda: atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides))), run_dir)
+            _writable(lambda: atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides))),
+                      run_dir)
         yield run_dir
+    except BaseException:
+        # a command refused or failed before it recorded anything (a check, a full disk, a lock
+        # held elsewhere, an error) leaves no folder or lock file of its own: it removes the lock
+        # files it added, puts back an earlier command's holder record, and removes a folder it
+        # created that holds set-up files only
+        refused = True
+        raise
     finally:
-        lock.__exit__(None, None, None)
-        if refused:  # a refused command leaves no folder or lock file of its own behind
+        if locked:
+            lock.__exit__(None, None, None)
+        if refused:
             with suppress(OSError):
                 if not had_lock:
                     lock_file.unlink(missing_ok=True)
                 if held_record is None:
                     holder.unlink(missing_ok=True)
                 else:
-                    holder.write_bytes(held_record)
-        if refused and created:
+                    atomic_write(holder, lambda temporary: temporary.write_bytes(held_record))
+                if run_dir in created and _only_set_up_files(run_dir):
+                    for entry in run_dir.iterdir():
+                        entry.rmdir() if entry.is_dir() else entry.unlink()
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:
                     folder.rmdir()
+
+
+# What a command writes into its run folder before any result: removed again when it fails there
+SET_UP_FILES = ("config.yaml", "overrides.yaml", "lhopt.log", "policy.json", ".lhopt.lock", ".lhopt.lock.json")
+
+
+def _only_set_up_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing but SET_UP_FILES (and empty folders)."""
+    try:
+        return all((entry.name in SET_UP_FILES and entry.is_file()) or (entry.is_dir() and not any(entry.iterdir()))
+                   for entry in run_dir.iterdir())
+    except OSError:
+        return False
 
 
 def _check_text_file(task: DictConfig) -> None:

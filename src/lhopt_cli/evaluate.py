@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -215,9 +215,33 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     return policy_path, agent, policy_meta
 
 
+@contextmanager
+def hold_grid_dir(cfg: DictConfig, run_dir: Path):
+    """Hold a `grid_dir` outside `run_dir` for the body (created if missing): another command
+    writing it at the same time would lose runs. ConfigError (one line) where another command
+    holds it or the file system refuses (a read-only folder)."""
+    grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
+    if not cfg.grid_dir or grid_dir.resolve() == run_dir.resolve():
+        yield
+        return
+    try:
+        grid_dir.mkdir(parents=True, exist_ok=True)
+        lock = folder_lock(grid_dir, "lhopt evaluate (its grid_dir)")
+        lock.__enter__()
+    except FolderBusy as err:
+        raise ConfigError(f"grid_dir: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"grid_dir: {grid_dir}: {err.strerror or err}") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
-        checked: tuple[Path, RecurrentActorCritic, dict] | None = None) -> pd.DataFrame:
-    """`checked`: what `preflight(cfg)` returned (else it runs here)."""
+        checked: tuple[Path, RecurrentActorCritic, dict] | None = None, grid_dir_held: bool = False) -> pd.DataFrame:
+    """`checked`: what `preflight(cfg)` returned (else it runs here); `grid_dir_held`: the
+    caller holds `grid_dir` (hold_grid_dir), as the CLI does before the run folder is written."""
     console = console or Console(soft_wrap=True)
     policy_path, agent, policy_meta = checked or preflight(cfg)
     protocol = policy_protocol(policy_meta)
@@ -226,14 +250,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else "")
                   + (f", lr decay {protocol.lr_decay}" if protocol.lr_decay != "constant" else ""))
     grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-    held = ExitStack()
-    if cfg.grid_dir and grid_dir.resolve() != run_dir.resolve():  # another command writing it would lose runs
-        try:
-            grid_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(folder_lock(grid_dir, "lhopt evaluate (its grid_dir)"))
-        except FolderBusy as err:
-            raise ConfigError(f"grid_dir: {err}") from None
-    with held:
+    with ExitStack() if grid_dir_held else hold_grid_dir(cfg, run_dir):
         # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
         stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
         if stored is not None and not (stored / "runs.parquet").exists():
