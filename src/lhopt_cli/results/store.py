@@ -10,6 +10,7 @@ of its shards as one store, so a run finished by any job counts as finished for 
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -31,12 +32,31 @@ class StoreError(ValueError):
     pass
 
 
+# The sha256 of the table's content, kept in the file's own key-value metadata: page checksums
+# do not cover the footer, where a flipped bit can change a row group's row count or a column's
+# type and the file still reads, as other data. Tables written before it existed have none.
+CONTENT_KEY = b"lhopt_content_sha256"
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """sha256 over the column names, dtypes and every value (pandas' row hashes), in order."""
+    digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet with a CRC32 on every page (checked on read), written through a temporary file
-    and a rename; a failed write (a full disk) removes the temporary file and raises StoreError,
-    and the table already there stays whole."""
+    """Parquet with a CRC32 on every page (checked on read) and the content's sha256 in its
+    metadata (checked on read), written through a temporary file and a rename; a failed write (a
+    full disk) removes the temporary file and raises StoreError, and the table already there
+    stays whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content_digest(frame).encode()})
     try:
-        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, write_page_checksum=True))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
     except OSError as err:
         raise StoreError(f"{path}: could not be written ({err.strerror or err}); nothing recorded is lost: "
                          "rerun the command once there is room") from None
@@ -45,8 +65,11 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=columns)
+    import pyarrow.parquet as pq
+
     try:
-        frame = pd.read_parquet(path, page_checksum_verification=True)
+        table = pq.read_table(path, page_checksum_verification=True)
+        frame = table.to_pandas()
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise StoreError(f"{path}: damaged or not a Parquet table ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:120] if str(err) else 'unreadable'})") from None
@@ -57,6 +80,10 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     wrong = [c for c in columns if c in NUMERIC_COLUMNS and not _is_number(frame[c])]
     if wrong:
         raise StoreError(f"{path}: damaged (column {wrong[0]} reads as {frame[wrong[0]].dtype}, not numbers)")
+    recorded = (table.schema.metadata or {}).get(CONTENT_KEY)
+    if recorded is not None and recorded.decode(errors="replace") != content_digest(frame):
+        raise StoreError(f"{path}: damaged (its content is not what was written: {len(frame)} rows read); restore it "
+                         "or remove it to run its runs again")
     return frame
 
 
