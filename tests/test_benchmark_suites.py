@@ -103,17 +103,17 @@ def test_a_bad_extended_schedule_is_one_line_and_leaves_no_folder(tmp_path):
                           capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: grid.extended_schedules: unknown schedule 'warp'; known: constant, multistep, linear, quadratic, "
-        "exponential, cosine, cosine_to_0.1"]
+        "exponential, cosine, cosine_to_0.1, wsd"]
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("override, message", [
-    ("fixed_default={lr: -1, schedule: constant, chosen_on: x}", "fixed_default: lr -1 constant is not a setting of the grid"),
+    ("fixed_default={lr: -1, schedule: constant, chosen_on: x}", "fixed_default.lr must be positive and finite (got -1)"),
     ("fixed_default={lr: 0.002, schedule: linear}", "fixed_default: lr 0.002 linear is not a setting of the grid"),
     ("fixed_default={lr: 0.003, schedule: bogus}", "fixed_default: lr 0.003 bogus is not a setting of the grid"),
     ("fixed_default={lr: 0.003}", "fixed_default needs both lr and schedule (missing: schedule)"),
-    ("extended_lrs=[nan]", "extended_lrs must all be positive and finite (got nan)"),
-    ("extended_lrs=[inf]", "extended_lrs must all be positive and finite (got inf)"),
+    ("extended_lrs=[nan]", "extended_lrs must be positive and finite (got nan)"),
+    ("extended_lrs=[inf]", "extended_lrs must be positive and finite (got inf)"),
 ])
 def test_an_untuned_setting_no_grid_runs_is_refused_in_one_line_before_any_folder(tmp_path, override, message):
     proc = subprocess.run([str(LHOPT), "evaluate", "debug=smoke", "tasks=[nqm]", override, f"run_dir={tmp_path / 'r'}"],

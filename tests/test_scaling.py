@@ -262,9 +262,9 @@ def test_tables_piped_into_a_file_keep_every_cell_whole(tmp_path):
     assert all(line.count("[") == line.count("]") for line in proc.stdout.splitlines()), proc.stdout
 
 
-@pytest.mark.parametrize("target, message", [("target.flops=-1e18", "target.flops must be a positive, finite number"),
-                                             ("target.flops=nan", "target.flops must be a positive, finite number"),
-                                             ("target.params=0", "target.params must be a positive, finite number")])
+@pytest.mark.parametrize("target, message", [("target.flops=-1e18", "target.flops must be positive and finite"),
+                                             ("target.flops=nan", "target.flops must be positive and finite"),
+                                             ("target.params=0", "target.params must be positive and finite")])
 def test_a_target_no_fit_can_reach_is_refused_before_any_folder(run_cli, tmp_path, target, message):
     curves("baseline", 1e8, 0.076).to_csv(tmp_path / "logs.csv", index=False)
     result = run_cli("scaling-fit", f"inputs=[{tmp_path / 'logs.csv'}]", target, f"run_dir={tmp_path / 'out'}")
@@ -289,3 +289,19 @@ def test_an_input_above_the_parametric_limit_is_refused_before_any_folder_and_fi
                      f"run_dir={tmp_path / 'o'}")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "fits.csv").exists()
+
+
+@pytest.mark.parametrize("header, cell, message", [
+    ("params,tokens,loss,loss", None, "columns 'loss' and 'loss' both read as loss: keep one, or rename the other"),
+    ("params,tokens,loss,Loss", None, "columns 'loss' and 'Loss' both read as loss: keep one, or rename the other"),
+    ("params,tokens,loss", "1.5M", "column 'loss': '1.5M' is not a number"),
+])
+def test_an_ambiguous_or_suffixed_loss_column_is_one_line(run_cli, tmp_path, header, cell, message):
+    rows = [(n, t, 1 + 1e3 / n**0.3 + 1e3 / t**0.3) for n in (1e6, 3e6, 1e7) for t in (1e8, 3e8, 1e9, 3e9)]
+    width = len(header.split(","))
+    body = "".join(f"{n},{t},{cell if cell and k == 0 else loss}" + f",{2 * loss}" * (width - 3) + "\n"
+                   for k, (n, t, loss) in enumerate(rows))
+    (tmp_path / "t.csv").write_text(header + "\n" + body)
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 't.csv'}]", "bootstrap=10", f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code != 0 and str(result.exception) == f"{tmp_path / 't.csv'}: {message}"
+    assert not (tmp_path / "o").exists()

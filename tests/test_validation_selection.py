@@ -113,9 +113,10 @@ def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli
 
 @pytest.mark.parametrize("args, message", [
     (["validation.suite=test"], "validation.suite=test: the test suite is only reported on"),
-    (["validation.every=-1"], "validation.every must be >= 0"),
+    (["validation.every=-1"], "validation.every must be at least 0"),
     (["validation.every=0", "validation.suite=test"], "validation.suite=test"),  # refused even with no pass
-    (["validation.seeds=[-1]"], "validation.seeds must list at least one seed, each >= 0"),
+    (["validation.seeds=[-1]"], "validation.seeds must lie in [0, 2^32) (got -1)"),
+    (["validation.seeds=[]"], "validation.seeds must list at least one seed"),
 ])
 def test_selection_never_reads_the_test_suite_and_bad_settings_are_one_line(tmp_path, args, message):
     proc = subprocess.run([str(LHOPT), "train-policy", "debug=smoke", "validation.every=1", *args,

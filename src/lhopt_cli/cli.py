@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -297,9 +298,19 @@ def main() -> None:
         from .results.store import StoreError
         from .tasks.data import DataUnavailable
 
+        if isinstance(err, RuntimeError) and "can't allocate memory" in str(err):  # torch's allocator
+            tried = re.search(r"allocate (\d+) bytes", str(err))
+            size = f" ({int(tried.group(1)) / 2**30:.3g} GiB at once)" if tried else ""
+            typer.echo(f"error: out of memory{size}: the task's sizes (task.*) or the batch are too large for this "
+                       "machine", err=True)
+            sys.exit(1)
         if not isinstance(err, (StoreError, DataUnavailable, PolicyFileError, ProtocolError)):
             raise
         typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except MemoryError:
+        typer.echo("error: out of memory: the task's sizes (task.*) or the batch are too large for this machine",
+                   err=True)
         sys.exit(1)
     except OSError as err:  # the file system said no (a full or read-only disk): one line, no traceback
         where = f": {err.filename}" if err.filename else ""

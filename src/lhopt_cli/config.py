@@ -105,8 +105,15 @@ def _nearest_key(config_name: str, key: str) -> str:
     schema = COMMAND_SCHEMAS.get(config_name.replace("_", "-"))
     if schema is None:
         return ""
-    close = difflib.get_close_matches(key, _schema_keys(OmegaConf.structured(schema)), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else "; `--cfg` prints every key"
+    known = _schema_keys(OmegaConf.structured(schema))
+    group, _, rest = key.partition(".")
+    if key in known and rest and (conf_dir() / group).is_dir():  # a key only some choices of its group set
+        having = [option for option in known_options(group)
+                  if OmegaConf.select(OmegaConf.load(conf_dir() / group / f"{option}.yaml"), rest) is not None]
+        if having:
+            return f": it is a setting of {' or '.join(f'{group}={o}' for o in having)}; choose it first"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close and close[0] != key else "; `--cfg` prints every key"
 
 
 def debug_overrides(debug: DictConfig | dict | None) -> list[str]:
@@ -161,53 +168,17 @@ def validate(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-# (key, low, high, low included, high included) for the grid's fixed AdamW settings
-GRID_RANGES = (("beta1", 0.0, 1.0, True, False), ("beta2", 0.0, 1.0, True, False), ("eps", 0.0, 1.0, False, True),
-               ("weight_decay", 0.0, 1.0, True, True), ("clip_fraction", 0.0, 1.0, False, True))
-SEED_LIMIT = 2**63  # seeds are stored as int64 (runs.parquet) and seed numpy and torch
-
-
 def check_values(cfg: DictConfig) -> None:
     """Values the schema's types let through but no run can use, refused before anything runs
-    (ConfigError, one line): learning rates that are not finite and positive, the grid's betas,
-    eps, weight decay and clip fraction outside their ranges (GRID_RANGES), a scaling-fit target
-    that is not positive and finite, seeds outside [0, 2^63), a negative worker count, an empty
-    task list."""
-    grid = cfg.get("grid")
-    if grid is not None and grid.get("lrs") is not None:
-        bad = [lr for lr in grid.lrs if not math.isfinite(float(lr)) or float(lr) <= 0]
-        if bad:
-            raise ConfigError(f"grid.lrs must all be finite and positive (got {bad[0]})")
-    if grid is not None:  # AdamW's other hyperparameters: the ranges torch's AdamW can run with
-        for key, low, high, closed_low, closed_high in GRID_RANGES:
-            value = grid.get(key)
-            if value is None:
-                continue
-            value = float(value)
-            inside = (math.isfinite(value) and (value >= low if closed_low else value > low)
-                      and (value <= high if closed_high else value < high))
-            if not inside:
-                bounds = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
-                raise ConfigError(f"grid.{key} must lie in {bounds} (got {value:g})")
-    target = cfg.get("target") if cfg.get("command") == "scaling-fit" else None
-    if target is not None:
-        for key in ("flops", "params"):
-            value = target.get(key)
-            if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
-                raise ConfigError(f"target.{key} must be a positive, finite number (got {float(value):g})")
-    for key in ("seeds",):
-        seeds = cfg.get(key)
-        if seeds is not None:
-            bad = [s for s in seeds if not 0 <= int(s) < SEED_LIMIT]
-            if bad:
-                raise ConfigError(f"{key} must lie in [0, 2^63) (got {bad[0]})")
-    for key in ("seed",):
-        seed = cfg.get(key)
-        if isinstance(seed, int) and not 0 <= seed < SEED_LIMIT:
-            raise ConfigError(f"{key} must lie in [0, 2^63) (got {seed})")
-    executor = cfg.get("executor")
-    if executor is not None and executor.get("workers") is not None and int(executor.workers) < 0:
-        raise ConfigError(f"executor.workers must be >= 0 (0: one per CPU core; got {executor.workers})")
+    (ConfigError, one line): every number outside its key's range (ranges.py: learning rates,
+    betas, seeds, sizes, PPO's coefficients, scaling-fit's target and bootstrap, ...), a char_lm
+    text file that cannot fill a batch, an empty or unknown task list."""
+    from .ranges import RangeError, check_ranges
+
+    try:
+        check_ranges(cfg)
+    except RangeError as err:
+        raise ConfigError(str(err)) from None
     task = cfg.get("task")
     if task is not None and task.get("name") in ("char_lm", "char_lm_finetune") and task.get("text_path"):
         _check_text_file(task)
@@ -217,8 +188,6 @@ def check_values(cfg: DictConfig) -> None:
         unknown = [t for t in cfg.tasks if str(t) not in known_options("task")]
         if unknown:
             raise ConfigError(f"unknown task '{unknown[0]}'; known: {', '.join(known_options('task'))}")
-    if cfg.get("command") == "scaling-fit" and int(cfg.get("bootstrap", 10)) < 10:
-        raise ConfigError(f"bootstrap must be at least 10 resamples for an interval (got {cfg.bootstrap})")
 
 
 def validate_task(task_cfg: DictConfig) -> DictConfig:

@@ -75,10 +75,17 @@ def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float
     path = cache_dir() / "calibration.json"
     try:
         known = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:  # a damaged cache is measured again
+    except (ValueError, UnicodeDecodeError):  # a damaged cache is measured again
+        known = {}
+    if not isinstance(known, dict):  # not ours (a list, a number): measured again
         known = {}
     key = f"{torch.__version__}|{task.describe()}"
-    entry = known.get(key, {})
+    entry = known.get(key)
+    if not isinstance(entry, dict):
+        entry = {}
+    # only positive, finite rates are kept; anything else in the entry is measured again
+    entry = {k: v for k, v in entry.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf}
     if "single" not in entry:
         entry["single"] = on_threads(1, single_rate, task)
     for k in sizes:

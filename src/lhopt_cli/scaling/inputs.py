@@ -5,6 +5,7 @@ Columns are mapped by name (`columns.params`, `columns.tokens`, `columns.flops`,
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,19 @@ def parse_number(value) -> float:
     return float(text[:-1]) * scale if scale else float(text)
 
 
+def _headers(path: Path, frame: pd.DataFrame) -> list[str]:
+    """The column names as the file writes them (pandas renames a CSV's repeated name 'loss' to
+    'loss.1'; the header row is read again to see it)."""
+    if path.suffix != ".csv":
+        return [str(c) for c in frame.columns]
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [str(c) for c in frame.columns])
+
+
+# Unit suffixes are read on sizes only: a loss or a step written "1.5M" is not a number
+SIZED = ("params", "tokens", "flops")
+
+
 def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The numeric columns as floats (unit suffixes read); FitError naming the column and its
     first value that is not a number."""
@@ -59,10 +73,10 @@ def _numeric(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         for value in frame[name]:
             try:
                 values.append(np.nan if value is None or (isinstance(value, float) and np.isnan(value))
-                              else parse_number(value))
+                              else parse_number(value) if name in SIZED else float(value))
             except ValueError:
-                raise FitError(f"{path}: column '{name}': {value!r} is not a number (units K, M, B, T are "
-                               "read: 44M, 2B)") from None
+                units = " (units K, M, B, T are read on sizes: 44M, 2B)" if name in SIZED else ""
+                raise FitError(f"{path}: column '{name}': {value!r} is not a number{units}") from None
         frame[name] = np.asarray(values, dtype=float)
     return frame
 
@@ -82,7 +96,7 @@ def _check_sizes(data: pd.DataFrame) -> None:
 def load_points(paths: list[str], columns: dict[str, str | None], console=None) -> pd.DataFrame:
     """One row per (run, evaluation point): method, params, tokens, compute, loss.
 
-    Numbers may carry unit suffixes (K, M, B/G, T). Points of an lhopt run folder whose loss is
+    Sizes (params, tokens, flops) may carry unit suffixes (K, M, B/G, T). Points of an lhopt run folder whose loss is
     not finite (diverged runs, lhopt's normal output) are dropped and counted (printed to
     `console`); in other tables they are refused. Raises FitError (one line) for a table without
     rows, a value that is not a number (naming its column), a size that is not positive."""
@@ -95,7 +109,14 @@ def load_points(paths: list[str], columns: dict[str, str | None], console=None) 
         if not path.is_dir():
             # headers as people write them: "Params", " tokens" match params and tokens
             wanted = {str(v).lower(): str(v) for v in [*columns.values(), *STORE_COLUMNS] if v}
-            frame = frame.rename(columns={c: wanted.get(str(c).strip().lower(), str(c).strip()) for c in frame.columns})
+            headers = _headers(path, frame)
+            renamed = [wanted.get(str(c).strip().lower(), str(c).strip()) for c in headers]
+            twice = next((name for name in renamed if renamed.count(name) > 1 and name in wanted.values()), None)
+            if twice is not None:
+                both = [str(c) for c, name in zip(headers, renamed) if name == twice]
+                raise FitError(f"{path}: columns {' and '.join(repr(c) for c in both)} both read as {twice}: "
+                               "keep one, or rename the other")
+            frame = frame.rename(columns=dict(zip(frame.columns, renamed)))
             loss = columns.get("loss") or "loss"
             if loss not in frame.columns:
                 raise FitError(f"{path}: missing column(s) {loss} (set columns.loss to name yours)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zipfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -44,8 +45,14 @@ def mnist1d(num_samples: int, seed: int = 42) -> dict[str, np.ndarray]:
 
     path = cache_dir() / f"mnist1d_n{num_samples}_s{seed}.npz"
     if path.exists():
-        with np.load(path) as stored:
-            return {k: stored[k] for k in stored.files}
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                data = {k: stored[k] for k in stored.files}
+            if (set(data) == {"x", "y"} and data["x"].shape == (num_samples, 40) and data["y"].shape == (num_samples,)
+                    and data["x"].dtype == np.float32 and data["y"].dtype == np.int64):
+                return data
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # truncated or not ours: made again below
+            pass
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0
     made = make_dataset(args)

@@ -14,6 +14,7 @@ AT_LEAST_1 = ("batch_size", "num_train", "num_valid", "window", "horizon", "poin
               "patches_per_image", "width", "max_chars", "valid_size", "max_steps", "eval_points")
 CHOICES = {"activation": ("relu", "tanh", "gelu", "silu"), "norm": ("none", "layernorm"),
            "cell": ("rnn", "gru", "lstm"), "problem": ("xor", "addition")}
+WIDTH_ROUNDED_TO_HEADS = ("mnist1d_transformer",)  # kinds whose d_model is rounded up to a multiple of n_head
 DATA_SEED_LIMIT = 2**32  # scikit-learn's and numpy's legacy seeds
 
 
@@ -29,7 +30,8 @@ def check_task_values(cfg: Any) -> None:
     """TaskValueError (one line) for a task config value no run can use: sizes below 1, fewer than
     2 classes, a negative noise, a label-flip share outside [0, 1], a data seed outside [0, 2^32),
     an unknown activation, norm, cell or problem, hidden widths below 1, fewer training examples
-    than one batch, a forecast window (co2_forecast, lorenz_forecast) too long for its series, a friedman_regression
+    than one batch, an NQM condition below 1 or not finite, a head count that does not divide
+    d_model, a negative pretraining length, a forecast window (co2_forecast, lorenz_forecast) too long for its series, a friedman_regression
     with fewer than its 5 relevant features. `cfg`: a mapping (DictConfig or dict)."""
     get = cfg.get
     for key in AT_LEAST_1:
@@ -51,13 +53,22 @@ def check_task_values(cfg: Any) -> None:
         value = get(key)
         if value is not None and not (math.isfinite(float(value)) and float(value) >= (0 if key == "noise" else 1e-12)):
             _refuse(key, "finite and non-negative" if key == "noise" else "finite and positive", value)
+    if get("condition") is not None and not (math.isfinite(float(get("condition"))) and float(get("condition")) >= 1):
+        _refuse("condition", "finite and at least 1 (the ratio of the largest to the smallest curvature)",
+                get("condition"))
+    if get("pretrain_steps") is not None and int(get("pretrain_steps")) < 0:
+        _refuse("pretrain_steps", "at least 0", get("pretrain_steps"))
+    name = get("name")
+    if (get("n_head") is not None and get("d_model") is not None and name not in WIDTH_ROUNDED_TO_HEADS
+            and int(get("d_model")) % int(get("n_head"))):
+        _refuse("n_head", f"a divisor of task.d_model ({get('d_model')}): each head takes d_model / n_head of it",
+                get("n_head"))
     if get("flip") is not None and not 0.0 <= float(get("flip")) <= 1.0:
         _refuse("flip", "in [0, 1]", get("flip"))
     if get("data_seed") is not None and not 0 <= int(get("data_seed")) < DATA_SEED_LIMIT:
         _refuse("data_seed", "in [0, 2^32)", get("data_seed"))
     if get("num_train") is not None and get("batch_size") is not None and int(get("num_train")) < int(get("batch_size")):
         _refuse("num_train", f"at least one batch ({get('batch_size')})", get("num_train"))
-    name = get("name")
     if name == "friedman_regression" and int(get("features")) < 5:
         _refuse("features", "at least 5 (Friedman's function reads 5 inputs)", get("features"))
     if name == "co2_forecast":
