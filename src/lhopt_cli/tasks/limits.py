@@ -14,7 +14,7 @@ AT_LEAST_1 = ("batch_size", "num_train", "num_valid", "window", "horizon", "poin
               "patches_per_image", "width", "max_chars", "valid_size", "max_steps", "eval_points")
 CHOICES = {"activation": ("relu", "tanh", "gelu", "silu"), "norm": ("none", "layernorm"),
            "cell": ("rnn", "gru", "lstm"), "problem": ("xor", "addition")}
-WIDTH_ROUNDED_TO_HEADS = ("mnist1d_transformer",)  # kinds whose d_model is rounded up to a multiple of n_head
+WIDTH_ROUNDED_TO_HEADS = ("mnist1d_transformer", "markov_lm")  # kinds whose d_model is rounded up to a multiple of n_head
 DATA_SEED_LIMIT = 2**32  # scikit-learn's and numpy's legacy seeds
 
 
