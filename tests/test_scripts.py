@@ -397,3 +397,13 @@ def test_bench_scaling_fit_times_the_real_cli_with_and_without_the_parametric_fi
     assert all(float(r[2]) > 0 and float(r[3]) > 50 and float(r[4]) > 0 for r in rows)  # seconds, peak MB
     bad = script("bench_scaling_fit.py", "--rows", "5", timeout=60)
     assert bad.returncode == 2 and "--rows must each be at least 20" in bad.stderr
+
+
+def test_interval_coverage_prints_the_share_of_laws_each_interval_holds():
+    proc = script("interval_coverage.py", "--laws", "2", "--draws", "10", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    header, _, shares = proc.stdout.strip().splitlines()[-3:]
+    assert header.split("|")[2:-1] == [f" {c} " for c in ("E", "A", "alpha", "B", "beta", "a", "b")]
+    assert all(cell.strip() in ("0%", "50%", "100%") for cell in shares.split("|")[2:-1]), proc.stdout
+    bad = script("interval_coverage.py", "--draws", "5", timeout=60)
+    assert bad.returncode == 2 and "--draws at least 10" in bad.stderr

@@ -22,7 +22,7 @@ from .scaling.frontier import (FitError, bootstrap, constant_speedup, fit_power,
 from .scaling.inputs import load_points
 from .scaling.parametric import MAX_ROWS as PARAMETRIC_MAX_ROWS
 from .scaling.parametric import NAMES as PARAMETRIC_NAMES
-from .scaling.parametric import fit_parametric, too_many_rows
+from .scaling.parametric import bootstrap_parametric, fit_parametric, too_many_rows
 
 
 def _row(method: str, fit: str, name: str, estimate: float, draws: np.ndarray) -> dict:
@@ -90,7 +90,7 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, data) -> list[dict]:
     paired = cfg.baseline in fronts and cfg.method in fronts
     has_target = cfg.target.flops is not None or cfg.target.params is not None
     total = (len(fronts) * (draws + max(draws // 4, 20)) + paired * draws * (1 + has_target)
-             + parametric * data.method.nunique() * max(draws // 10, 10))
+             + parametric * data.method.nunique() * draws)
     with progress_bar(console) as bar:  # the refits take minutes on large inputs: say so as they go
         job = bar.add_task("bootstrap refits", total=total)
         return _fit_all(cfg, run_dir, console, data, fronts, draws, parametric, lambda: bar.advance(job))
@@ -131,12 +131,7 @@ def _fit_all(cfg: DictConfig, run_dir: Path, console: Console, data, fronts, dra
             if not fit.converged:
                 raise FitError(f"method '{method}': the parametric fit did not converge")
             parametric[method] = fit
-            def refit(sample, fit=fit):
-                # from the main optimum and the 4 best grid points, the lowest objective kept
-                again = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=4, warm=fit)
-                return [getattr(again, name) for name in PARAMETRIC_NAMES] + list(again.exponents().values())
-
-            boot = bootstrap(refit, {"g": group}, max(draws // 10, 10), tick=tick)
+            boot = bootstrap_parametric(group.params, group.tokens, group.loss, fit, draws, tick=tick)
             for k, name in enumerate(PARAMETRIC_NAMES):
                 rows.append(_row(method, "L=E+A/N^alpha+B/D^beta", name, getattr(fit, name), boot[:, k]))
             for k, (name, value) in enumerate(fit.exponents().items()):

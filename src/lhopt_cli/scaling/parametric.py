@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
@@ -21,7 +22,7 @@ NAMES = ("E", "A", "alpha", "B", "beta")
 # rows x 3 terms x 8 bytes, 10 MB per temporary here) whatever the input's size
 COARSE_CHUNK_ROWS = 256
 # The most points (per method) the fit takes: its time grows linearly with them (about 35 s for
-# one fit of 100,000 points on one core, and bootstrap/10 refits follow; scripts/bench_scaling_fit.py)
+# one fit of 100,000 points on one core, and `bootstrap` refits follow; scripts/bench_scaling_fit.py)
 MAX_ROWS = 100_000
 
 
@@ -104,18 +105,22 @@ def _minimize(start: np.ndarray, data: tuple) -> tuple[np.ndarray, float, bool]:
 def fit_parametric(params, tokens, loss, starts: int = 8, warm: ParametricFit | None = None) -> ParametricFit:
     """The fit from the `starts` best points of a coarse grid (and from `warm`, a fit to start
     from too, as bootstrap refits start from the main fit); the lowest objective wins, whatever
-    the optimiser's own success flag says. Raises FitError for fewer than 2 sizes of N or D, or
-    more than MAX_ROWS points."""
+    the optimiser's own success flag says (`starts=0`: from `warm` alone). Raises FitError for
+    fewer than 2 sizes of N or D, more than MAX_ROWS points, or no start at all."""
     n, d, l = (np.asarray(v, float) for v in (params, tokens, loss))
     if len(n) > MAX_ROWS:
         raise FitError(too_many_rows(len(n)))
     if len(np.unique(n)) < 2 or len(np.unique(d)) < 2:
         raise FitError("the parametric fit needs at least 2 model sizes and 2 data sizes")
     data = tuple(np.log(v) for v in (n, d, l))
-    grid = _grid()
-    scores = _coarse_scores(grid, *data)  # coarse: every grid point, in chunks of rows
+    begin = []
+    if starts > 0:
+        grid = _grid()
+        scores = _coarse_scores(grid, *data)  # coarse: every grid point, in chunks of rows
+        begin = [grid[index] for index in np.argsort(scores, kind="stable")[:starts]]  # fine: L-BFGS from the best few
     best = None
-    begin = [grid[index] for index in np.argsort(scores, kind="stable")[:starts]]  # fine: L-BFGS from the best few
+    if warm is None and not begin:
+        raise FitError("the parametric fit needs a start: starts > 0 or a warm fit")
     if warm is not None:
         begin.append(np.array([np.log(warm.E), np.log(warm.A), warm.alpha, np.log(warm.B), warm.beta]))
     for start in begin:
@@ -125,3 +130,21 @@ def fit_parametric(params, tokens, loss, starts: int = 8, warm: ParametricFit | 
     x, value, ok = best
     return ParametricFit(float(np.exp(x[0])), float(np.exp(x[1])), float(x[2]), float(np.exp(x[3])),
                          float(x[4]), ok, value)
+
+
+def bootstrap_parametric(params, tokens, loss, fit: ParametricFit, draws: int, seed: int = 0, tick=None) -> np.ndarray:
+    """`draws` refits on resamples of the points (rows drawn with replacement), each from the
+    main fit's optimum: shape (refits that converged, 7), the columns E, A, alpha, B, beta, a, b.
+    Each refit starts from `fit` only: over 50 synthetic laws (scripts/interval_coverage.py) 200
+    such refits give percentile intervals that hold the truth 92-96% of the time, where 20 refits
+    from the coarse grid's best points held it 84-92%."""
+    from .frontier import bootstrap
+
+    table = pd.DataFrame({"params": np.asarray(params, float), "tokens": np.asarray(tokens, float),
+                          "loss": np.asarray(loss, float)})
+
+    def refit(sample):
+        again = fit_parametric(sample["g"].params, sample["g"].tokens, sample["g"].loss, starts=0, warm=fit)
+        return [getattr(again, name) for name in NAMES] + list(again.exponents().values())
+
+    return bootstrap(refit, {"g": table}, draws, seed=seed, tick=tick)
