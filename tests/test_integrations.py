@@ -216,19 +216,39 @@ def test_the_hf_trainer_with_warmup_starts_from_the_base_lr(policy_with_protocol
     assert any(not torch.equal(a, b) for a, b in zip(start, net.parameters()))  # it trained
 
 
-def test_the_hf_trainer_refuses_to_resume_a_run_it_cannot_continue(policy_with_protocol, tmp_path):
+def test_the_hf_trainer_resumed_from_its_checkpoint_decides_as_the_uninterrupted_run(policy_with_protocol, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from lhopt_cli.integrations.hf import LhoptTrainerCallback
+    from lhopt_cli.integrations.hf import CONTROLLER_FILE, LhoptTrainerCallback
 
-    hf_run(tmp_path, LhoptTrainerCallback(policy_with_protocol(decisions=8)), save_strategy="steps", save_steps=30)
-    net, x, y = user_problem()
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=16, max_grad_norm=0.0,
-                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model=Classifier(net), args=args, train_dataset=Rows(x, y),
-                      callbacks=[LhoptTrainerCallback(policy_with_protocol(decisions=8))])
-    with pytest.raises(ValueError, match="cannot resume a Trainer run"):
-        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-30"))
+    policy = policy_with_protocol(decisions=8)
+    whole = LhoptTrainerCallback(policy)
+    whole.controller.agent = lively_agent(3)
+    _, whole_net = hf_run(tmp_path, whole, save_strategy="steps", save_steps=30)  # saving changes nothing
+    assert (tmp_path / "checkpoint-30" / CONTROLLER_FILE).is_file()
+
+    def resume(callback, folder):
+        net, x, y = user_problem()
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=16,
+                                 learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=0.0,
+                                 report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+                                 dataloader_num_workers=0, disable_tqdm=True, seed=0)
+        trainer = Trainer(model=Classifier(net), args=args, train_dataset=Rows(x, y), callbacks=[callback])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train(resume_from_checkpoint=str(folder))
+        return net
+
+    again = LhoptTrainerCallback(policy)
+    again.controller.agent = lively_agent(3)
+    net = resume(again, tmp_path / "checkpoint-30")
+    assert again.controller.step_index == STEPS and again.controller.history == whole.controller.history
+    for ours, theirs in zip(net.parameters(), whole_net.parameters()):
+        torch.testing.assert_close(ours, theirs)
+    # a checkpoint saved without the callback: refused in one line saying what to do
+    (tmp_path / "checkpoint-30" / CONTROLLER_FILE).unlink()
+    with pytest.raises(ValueError, match="cannot resume from step 30: no lhopt_controller.pt in .* start the run anew"):
+        resume(LhoptTrainerCallback(policy), tmp_path / "checkpoint-30")
 
 
 def test_lightning_with_accumulation_gives_the_controller_the_true_loss(policy_with_protocol):

@@ -13,8 +13,10 @@ says whether the coming update is taken. It also writes its hyperparameters into
 before every update, so the Trainer's LR scheduler cannot override them; the `learning_rate`
 the Trainer logs is the lr each update used (the policy's, times its protocol's lr decay; the
 policy's own values are in `controller.history`). The policy starts from the scheduler's base lr,
-warmup or not. An evaluation's
-`eval_loss` reaches the Controller at the next step. Install with `pip install lhopt-cli[hf]`.
+warmup or not. An evaluation's `eval_loss` reaches the Controller at the next step. Each
+checkpoint the Trainer saves gets the controller's state beside it (`lhopt_controller.pt`), so
+`trainer.train(resume_from_checkpoint=...)` continues the controller where it was: the decisions
+are the uninterrupted run's. Install with `pip install lhopt-cli[hf]`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from transformers import TrainerCallback
 from ..api import Controller
 from ..replay import ReplaySchedule
 from .bridge import ControllerBridge
+
+CONTROLLER_FILE = "lhopt_controller.pt"  # the controller's state, in each checkpoint folder the Trainer saves
 
 
 def _at_base_lr(optimizer):
@@ -40,8 +44,8 @@ def _at_base_lr(optimizer):
 class LhoptTrainerCallback(TrainerCallback):
     """Args: policy: a policy file (None: the bundled default); controller_kwargs: Controller's
     (greedy, seed, guard). Raises ValueError at on_train_begin for settings lhopt cannot share
-    (the Trainer's own clipping, fp16's gradient scaler) and TypeError for an optimizer that is
-    not AdamW-like."""
+    (the Trainer's own clipping, fp16's gradient scaler), for a resume from a checkpoint saved
+    without the callback, and TypeError for an optimizer that is not AdamW-like."""
 
     def __init__(self, policy: str | Path | None = None, **controller_kwargs):
         self.controller = Controller.from_pretrained(policy, **controller_kwargs)
@@ -53,11 +57,44 @@ class LhoptTrainerCallback(TrainerCallback):
             raise ValueError("LhoptTrainerCallback clips the gradient itself: set TrainingArguments(max_grad_norm=0)")
         if args.fp16:
             raise ValueError("LhoptTrainerCallback needs unscaled gradients before the update: use bf16 or fp32")
-        if state.global_step > 0:
-            raise ValueError("LhoptTrainerCallback cannot resume a Trainer run (resume_from_checkpoint): the "
-                             "controller's state is not in the Trainer's checkpoint; start the run anew")
+        resumed = self._resumed_state(args, state) if state.global_step > 0 else None
         self.bridge.attach(_at_base_lr(optimizer), int(state.max_steps), model)
+        if resumed is not None:  # resume_from_checkpoint: continue the controller where it was
+            self.controller.load_state_dict(resumed)
         self._hook = model.register_forward_hook(self._read_loss)
+
+    @staticmethod
+    def _resumed_state(args, state) -> dict:
+        """The controller's state saved beside the checkpoint the Trainer resumes from (its
+        checkpoint-<step> folder in output_dir, or args.resume_from_checkpoint). ValueError (one
+        line) where there is none: a checkpoint saved without this callback."""
+        import torch
+
+        folders = [Path(args.output_dir) / f"checkpoint-{state.global_step}"]
+        if isinstance(args.resume_from_checkpoint, str):
+            folders.insert(0, Path(args.resume_from_checkpoint))
+        for folder in folders:
+            path = folder / CONTROLLER_FILE
+            if path.is_file():
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(saved, dict) or saved.get("global_step") != state.global_step:
+                    raise ValueError(f"{path}: not the controller's state at step {state.global_step}; resume from "
+                                     "the checkpoint folder it was saved in")
+                return saved["controller"]
+        raise ValueError(f"LhoptTrainerCallback cannot resume from step {state.global_step}: no {CONTROLLER_FILE} in "
+                         f"{' or '.join(str(f) for f in folders)} (a checkpoint saved without the callback); "
+                         "start the run anew")
+
+    def on_save(self, args, state, control, **kwargs):
+        # the Trainer has just written output_dir/checkpoint-<step>: the controller's state goes beside it
+        from ..files import atomic_write
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and self.controller.optimizer is not None:
+            import torch
+
+            saved = {"global_step": state.global_step, "controller": self.controller.state_dict()}
+            atomic_write(folder / CONTROLLER_FILE, lambda tmp: torch.save(saved, tmp))
 
     def _read_loss(self, module, inputs, outputs) -> None:
         if not module.training:
