@@ -2,6 +2,7 @@
 import json
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,3 +148,21 @@ def test_a_run_folder_holds_one_policy_acting_one_way(tmp_path, smoke_policy):
     other.write_bytes(smoke_policy.read_bytes() + b"x")
     with pytest.raises(ConfigError, match="holds the runs of another policy"):
         claim_run_dir(tmp_path, other, greedy=True)
+
+
+def test_a_grid_dir_evaluate_adds_runs_to_keeps_its_table_and_heatmap_in_step(run_cli, smoke_policy, tmp_path):
+    grid = tmp_path / "grid"
+    made = run_cli("baseline-grid", "debug=smoke", "task=nqm", "task.eval_points=25", f"run_dir={grid}",
+                   "executor.workers=1")
+    assert made.exit_code == 0
+    before = pd.read_csv(grid / "grid_table.csv", index_col="lr")
+    heatmap = (grid / "grid_heatmap.png").read_bytes()
+    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
+                     f"grid_dir={grid}", "extra_baselines=[]", "extended_lrs=[0.03]", "extended_schedules=[cosine]",
+                     f"run_dir={tmp_path / 'eval'}")
+    assert result.exit_code == 0, result.output
+    after = pd.read_csv(grid / "grid_table.csv", index_col="lr")
+    assert list(after.index) == [*before.index, 0.03] and list(after.columns) == list(before.columns)
+    pd.testing.assert_frame_equal(after.loc[before.index], before)  # the 35 runs' cells as they were
+    assert np.isfinite(after.loc[0.03, "cosine"]) and after.loc[0.03].isna().sum() == len(after.columns) - 1
+    assert (grid / "grid_heatmap.png").read_bytes() != heatmap

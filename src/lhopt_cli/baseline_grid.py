@@ -205,6 +205,34 @@ def curves_reusing(cfg: DictConfig, run_dir: Path, stored: Path | None, console:
     return curves[curves.run_id.isin(ids)].drop_duplicates(["run_id", "step"], keep="last")
 
 
+def refresh_grid_reports(grid_dir: Path) -> list[Path]:
+    """grid_table.csv and grid_heatmap.png of a baseline-grid folder, made again from every run its
+    store holds of the folder's task (its config.yaml), over every lr and schedule those runs used:
+    once `lhopt evaluate grid_dir=...` has added runs there, the folder's table and figure agree
+    with its runs. Returns the files written; none for a folder without grid_table.csv (not made
+    by baseline-grid) or whose config.yaml is not a grid's."""
+    from .plots import grid_heatmap
+    from .report import write_grid_csv
+
+    grid_dir = Path(grid_dir)
+    if not (grid_dir / "grid_table.csv").is_file() or not (grid_dir / "config.yaml").is_file():
+        return []
+    try:
+        made = OmegaConf.load(grid_dir / "config.yaml")
+        task_json = plan(made)[0].task_json
+    except Exception:  # not a baseline-grid config: its files are left as they are
+        return []
+    runs = ResultsStore(grid_dir).runs
+    runs = runs[runs.task_params == task_json]
+    if runs.empty:
+        return []
+    lrs = sorted({float(lr) for lr in runs.lr0})
+    schedules = [s for s in SCHEDULES if s in set(runs.schedule)]
+    table = grid_table(runs, lrs, schedules)
+    title = f"{made.task.name}: final validation loss (median over seeds {sorted(set(int(s) for s in runs.seed))})"
+    return [write_grid_csv(table, grid_dir / "grid_table.csv"), grid_heatmap(table, title, grid_dir / "grid_heatmap.png")]
+
+
 def grid_table(runs: pd.DataFrame, lrs, schedules) -> pd.DataFrame:
     """Median final validation loss over seeds, learning rates as rows and schedules as columns.
 

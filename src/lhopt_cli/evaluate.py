@@ -273,6 +273,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             gcfg = grid_config(cfg, member, grid_dir, protocol)
             console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
             grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
+            if cfg.grid_dir:  # a baseline-grid folder this command added runs to: its table and heatmap follow
+                baseline_grid.refresh_grid_reports(grid_dir)
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             task_json = json.dumps(task_cfg, sort_keys=True)
             task = build_task(task_cfg)
