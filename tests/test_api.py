@@ -681,3 +681,45 @@ def test_lhopt_adamw_makes_the_controllers_decisions_and_updates_in_fewer_lines(
     assert all(torch.equal(a, b) for a, b in zip(weights, plain_weights))
     with pytest.raises(TypeError, match="needs the step's loss"):
         lhopt.LhoptAdamW(torch.nn.Linear(2, 1).parameters(), total_steps=5).step()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c, opt, net: c.attach(opt, total_steps=10, model="net"), "attach\\(model=...\\) takes the torch.nn.Module"),
+    (lambda c, opt, net: c.attach("adamw", total_steps=10), "attach\\(\\) needs the torch optimizer"),
+    (lambda c, opt, net: c.attach(None, total_steps=10), "attach\\(\\) needs the torch optimizer"),
+    (lambda c, opt, net: c.attach(opt, total_steps=10, model=net).step(loss=None), "step\\(loss=...\\) takes"),
+])
+def test_library_calls_with_the_wrong_kind_of_argument_are_one_clear_type_error(call, message):
+    from lhopt_cli import Controller
+
+    net = torch.nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=message):
+        call(Controller.from_pretrained(), torch.optim.AdamW(net.parameters(), lr=1e-3), net)
+
+
+@pytest.mark.parametrize("damage", ["drop_clipper", "drop_tracker_key", "bad_generator", "other_groups"])
+def test_a_truncated_or_foreign_controller_state_changes_nothing(damage):
+    from lhopt_cli import Controller
+
+    net = torch.nn.Linear(3, 2)
+    saved_ctrl = Controller.from_pretrained()
+    saved_ctrl.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
+    for _ in range(4):
+        net(torch.randn(4, 3)).pow(2).mean().backward()
+        saved_ctrl.step(loss=1.0)
+    state = saved_ctrl.state_dict()
+    if damage == "drop_clipper":
+        del state["clipper"]
+    elif damage == "drop_tracker_key":
+        state["tracker"] = {k: v for k, v in state["tracker"].items() if k != "registers"}
+    elif damage == "bad_generator":
+        state["generator"] = torch.zeros(3)
+    else:
+        state["group_scales"] = state["group_scales"] * 2
+    fresh = Controller.from_pretrained()
+    fresh.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
+    before = (fresh.step_index, fresh.hparams, fresh.history, [x.clone() for x in fresh.state])
+    with pytest.raises(ValueError, match="not a whole Controller state.*nothing was changed"):
+        fresh.load_state_dict(state)
+    after = (fresh.step_index, fresh.hparams, fresh.history, fresh.state)
+    assert after[:3] == before[:3] and all(torch.equal(a, b) for a, b in zip(after[3], before[3]))

@@ -37,6 +37,10 @@ from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, 
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
 from .tasks.base import eval_steps
 
+# The keys of a Controller.state_dict() that load_state_dict needs (checked before anything changes)
+STATE_KEYS = ("format", "total_steps", "step_index", "recurrent", "generator", "hparams", "group_scales", "clipper",
+              "valid", "valid_is_new", "stats", "stats_count", "interval_losses", "history", "tracker")
+
 MISUSES = ("lr", "valid", "grad", "weight_decay")  # the kinds ControllerMisuseWarning tells, each once
 
 
@@ -107,10 +111,17 @@ class Controller:
         Param groups may differ (per-group learning rates, weight decay 0 on biases and norms):
         every action is relative, so each group's value keeps its ratio to the others and a zero
         stays zero.
-        Raises TypeError (not AdamW-like: no lr, betas, eps, weight_decay in its param groups, or
+        Raises TypeError (not a torch optimizer, a model that is not an nn.Module, not AdamW-like:
+        no lr, betas, eps, weight_decay in its param groups, or
         torch's Adam, NAdam, RAdam or Adamax, whose weight decay is an L2 term on the gradient),
         ValueError (total_steps not a positive integer; every group's lr 0, as a warmup scheduler
         leaves it before its first step), ProtocolError (decisions)."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"attach() needs the torch optimizer the loop steps (torch.optim.AdamW), got "
+                            f"{type(optimizer).__name__}")
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"attach(model=...) takes the torch.nn.Module being trained (or None), got "
+                            f"{type(model).__name__}")
         if not optimizer.param_groups or any(k not in group for group in optimizer.param_groups for k in ADAMW_KEYS):
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: the controller sets lr, betas, eps "
                             "and weight_decay in its param_groups (use torch.optim.AdamW)")
@@ -228,42 +239,60 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue a run from `state_dict()`: call after attach() with the restored optimizer (and
-        model) and the same total_steps. Raises ValueError for a state that is not a Controller's
-        or belongs to a run of another length, RuntimeError before attach()."""
+        model) and the same total_steps. Raises ValueError for a state that is not a whole
+        Controller's (checked before anything changes: a truncated or foreign dict leaves the
+        Controller as it was) or belongs to a run of another length, RuntimeError before attach()."""
         if self.optimizer is None:
             raise RuntimeError("call attach(optimizer, total_steps=...) before load_state_dict()")
         if not isinstance(state, dict) or state.get("format") != "lhopt-controller":
             raise ValueError("not a Controller state (expected the dict Controller.state_dict() returns)")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"not a whole Controller state (missing {', '.join(missing)}); nothing was changed")
         if int(state["total_steps"]) != self.total_steps:
             raise ValueError(f"the saved run had total_steps={state['total_steps']}, this attach() says "
                              f"{self.total_steps}: attach with the saved run's length")
-        self.step_index = int(state["step_index"])
-        self.state = tuple(x.clone() for x in state["recurrent"])
-        self.generator.set_state(state["generator"])
-        self.hparams = HParams(**state["hparams"])
-        self.group_scales = [dict(g) for g in state["group_scales"]]
-        self.clipper.load_state_dict(state["clipper"])
-        self.valid, self.valid_is_new = float(state["valid"]), bool(state["valid_is_new"])
-        stats = dict(state["stats"])
-        self.clipped_count = int(stats.pop("clipped", 0))
-        self.stat_sums = torch.tensor([stats[n] for n in STAT_NAMES]) if stats else None
-        self.stats_count = int(state["stats_count"])
-        self.interval_losses, self.history = list(state["interval_losses"]), [dict(r) for r in state["history"]]
-        t = state["tracker"]
-        self.tracker = FeatureTracker(HParams(**t["start"]), int(t["num_params"]),
-                                      history={k: list(v) for k, v in t["history"].items()},
-                                      last_train=float(t["last_train"]),
-                                      prev_action=None if t["prev_action"] is None else tuple(t["prev_action"]),
-                                      registers=[None if r is None else Register(r["state"], r["loss"], r["progress"])
-                                                 for r in t["registers"]])
-        guard = state.get("guard") or {}
-        if "point" in guard:
-            self.guard_point, self.guard_offered = guard["point"], guard["offered"]
-            self.guard_returns, self.first_loss = int(guard["returns"]), guard.get("first_loss")
-            self.initial_valid = guard.get("initial_valid")
-            self.start_point = self.guard_point if guard.get("start") is None else guard["start"]
+        try:  # every value read into new objects first: a state that does not fit changes nothing
+            new = self._read_state(state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as err:
+            raise ValueError(f"not a whole Controller state ({type(err).__name__}: {str(err)[:100]}); "
+                             "nothing was changed") from None
+        for name, value in new.items():
+            setattr(self, name, value)
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
         self._lr_left = None  # the restored optimizer's lr is the Controller's own
+
+    def _read_state(self, state: dict) -> dict:
+        """The attributes a `state_dict()` restores, built without touching this Controller."""
+        generator = torch.Generator()
+        generator.set_state(state["generator"])
+        clipper = RollingMaxClipper()
+        clipper.load_state_dict(state["clipper"])
+        stats = dict(state["stats"])
+        clipped = int(stats.pop("clipped", 0))
+        t = state["tracker"]
+        new = {"step_index": int(state["step_index"]), "state": tuple(x.clone() for x in state["recurrent"]),
+               "generator": generator, "hparams": HParams(**state["hparams"]),
+               "group_scales": [dict(g) for g in state["group_scales"]], "clipper": clipper,
+               "valid": float(state["valid"]), "valid_is_new": bool(state["valid_is_new"]), "clipped_count": clipped,
+               "stat_sums": torch.tensor([stats[n] for n in STAT_NAMES]) if stats else None,
+               "stats_count": int(state["stats_count"]), "interval_losses": list(state["interval_losses"]),
+               "history": [dict(r) for r in state["history"]],
+               "tracker": FeatureTracker(HParams(**t["start"]), int(t["num_params"]),
+                                         history={k: list(v) for k, v in t["history"].items()},
+                                         last_train=float(t["last_train"]),
+                                         prev_action=None if t["prev_action"] is None else tuple(t["prev_action"]),
+                                         registers=[None if r is None else Register(r["state"], r["loss"], r["progress"])
+                                                    for r in t["registers"]])}
+        if len(new["group_scales"]) != len(self.optimizer.param_groups):
+            raise ValueError(f"{len(new['group_scales'])} param groups saved, the optimizer has "
+                             f"{len(self.optimizer.param_groups)}")
+        guard = state.get("guard") or {}
+        if "point" in guard:
+            new.update(guard_point=guard["point"], guard_offered=guard["offered"], guard_returns=int(guard["returns"]),
+                       first_loss=guard.get("first_loss"), initial_valid=guard.get("initial_valid"),
+                       start_point=guard["point"] if guard.get("start") is None else guard["start"])
+        return new
 
     def _counted_params(self) -> int:
         """N of the protocol: the optimizer's parameters, less those of the model's nn.Embedding
@@ -280,7 +309,8 @@ class Controller:
         """Call after loss.backward(), before optimizer.step(); returns whether to take that step.
         loss: this step's training loss (a float, or a 0-d tensor, read with the gradient norm
         in one transfer).
-        Raises RuntimeError before attach() and past `total_steps` calls.
+        Raises RuntimeError before attach() and past `total_steps` calls, TypeError for a loss that
+        is not a number or a tensor (None).
 
         valid_loss: a validation loss measured on the current weights (at `validation_steps`,
         as the policy was trained to see them; the last of them is the end of the run). At a decision point the policy acts first: it
@@ -302,6 +332,9 @@ class Controller:
         A loop that works against the controller is said once per kind (ControllerMisuseWarning):
         the lr changed between two calls by something else (another scheduler), no valid_loss at
         one of `validation_steps`, no parameter with a gradient."""
+        if isinstance(loss, bool) or not (isinstance(loss, (int, float)) or torch.is_tensor(loss)):
+            raise TypeError(f"step(loss=...) takes this step's training loss, a number or a 0-d tensor "
+                            f"(got {type(loss).__name__})")
         if self.optimizer is not None and self.step_index < self.total_steps and len(self._warned) < len(MISUSES):
             self._check_loop(valid_loss)
         taken = self._step(loss, valid_loss)
