@@ -723,3 +723,18 @@ def test_a_truncated_or_foreign_controller_state_changes_nothing(damage):
         fresh.load_state_dict(state)
     after = (fresh.step_index, fresh.hparams, fresh.history, fresh.state)
     assert after[:3] == before[:3] and all(torch.equal(a, b) for a, b in zip(after[3], before[3]))
+
+
+def test_a_policy_file_whose_weights_are_not_finite_is_refused(tmp_path):
+    from lhopt_cli import Controller
+    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, save_policy
+
+    agent, meta = load_policy(default_policy_path())
+    with torch.no_grad():
+        next(agent.parameters()).view(-1)[0] = float("nan")
+    from lhopt_cli.control.checkpoint import policy_protocol
+
+    save_policy(agent, tmp_path / "nan.pt", meta.get("config") or {}, policy_protocol(meta))  # whole, CRCs and all
+    with pytest.raises(PolicyFileError, match="its weights are not finite"):
+        Controller.from_pretrained(tmp_path / "nan.pt")

@@ -249,3 +249,21 @@ def test_help_and_config_errors_do_not_wait_for_torch(args):
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=lhopt_env(),
                           timeout=120)
     assert proc.stderr.strip().endswith("torch imported: False"), proc.stderr[-1000:]
+
+
+def test_a_text_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, what in [("/dev/zero", "is a character device"), (str(fifo), "is a named pipe (FIFO)"),
+                       (str(tmp_path), "is a folder"), (str(tmp_path / "none.txt"), "no such file")]:
+        proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "task=char_lm", f"task.text_path={path}",
+                               f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=lhopt_env(), timeout=60)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"error: task.text_path: {path} {what}, not a text file" if what != "no such file"
+            else f"error: task.text_path: no such file: {path}"], proc.stderr
+        assert not (tmp_path / "run").exists()

@@ -375,3 +375,46 @@ def test_the_hf_trainer_logs_the_learning_rate_each_update_used(policy_with_prot
     assert len(set(round(v, 12) for v in rates.used)) > STEPS // 2  # the decay moved it at every step
     # the Trainer's own scheduler is not taken for a loop that fights the controller
     assert not [w for w in caught if issubclass(w.category, ControllerMisuseWarning) and "learning rate" in str(w.message)]
+
+
+def test_lightning_with_a_monitor_the_validation_never_logs_is_refused(policy_with_protocol):
+    from lightning.pytorch import Trainer
+
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    class Validated(Module):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    net, x, y = user_problem()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    trainer = Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, val_check_interval=8,
+                      num_sanity_val_steps=0, callbacks=[LhoptCallback(policy_with_protocol(decisions=8), monitor="nope")])
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"monitor='nope'\): the validation logged no "
+                                                                    r"such metric \(logged: val_loss\)"):
+        warnings.simplefilter("ignore")
+        trainer.fit(Validated(net), loader, loader)
+
+
+def test_lightning_resumed_from_a_checkpoint_saved_without_the_callback_is_refused(policy_with_protocol, tmp_path):
+    from lightning.pytorch import Callback, Trainer
+
+    from lhopt_cli.integrations.lightning import LhoptCallback
+
+    class SaveAt16(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 16:
+                trainer.save_checkpoint(tmp_path / "plain.ckpt")
+
+    lightning_run([SaveAt16()], steps=16)  # a run without lhopt
+    net, x, y = user_problem()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    trainer = Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[LhoptCallback(policy_with_protocol(decisions=8))])
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="cannot resume from step 16: the checkpoint holds "
+                                                                    "no controller state"):
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(net), loader, ckpt_path=str(tmp_path / "plain.ckpt"))

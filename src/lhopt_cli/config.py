@@ -305,10 +305,11 @@ def _check_text_file(task: DictConfig) -> None:
     from .tasks.text_lm import check_text_size
 
     path = Path(str(task.text_path)).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"task.text_path: {path} is a folder, not a text file")
-    if not path.is_file():
-        raise ConfigError(f"task.text_path: no such file: {path}")
+    from .tasks.data import not_a_text_file
+
+    reason = not_a_text_file(path)
+    if reason:
+        raise ConfigError(f"task.text_path: {reason}")
     try:
         check_text_size(min(path.stat().st_size, int(task.max_chars)), int(task.context), int(task.batch_size), str(path))
     except DataUnavailable as err:

@@ -99,7 +99,8 @@ def _load(path: Path) -> dict:
 
 def load_policy(path: Path) -> tuple[RecurrentActorCritic, dict]:
     """The agent and the file's metadata; refuses (PolicyFileError, one line) files trained on
-    other features or actions and files whose fields or weights are not a policy's."""
+    other features or actions, files whose fields or weights are not a policy's, and weights
+    that are not finite."""
     blob = _load(path)
     try:
         return _agent(path, blob)
@@ -123,6 +124,10 @@ def _agent(path: Path, blob: dict) -> tuple[RecurrentActorCritic, dict]:
         raise PolicyFileError(f"{path}: {err}") from None
     agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]),
                         privileged_critic=bool(blob.get("privileged_critic", False)))
+    bad = next((name for name, tensor in blob["state_dict"].items()
+                if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if bad is not None:  # whole and CRC-checked, but no policy: it would drive every hyperparameter to a bound
+        raise PolicyFileError(f"{path}: its weights are not finite ({bad} holds NaN or inf); not a usable policy")
     agent.load_state_dict(blob["state_dict"])
     agent.eval()
     return agent, blob

@@ -58,6 +58,9 @@ class LhoptCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         steps = _check_trainer(trainer, pl_module, "LhoptCallback")
+        if trainer.global_step > 0 and self._resumed is None:  # the controller would start again at step 0
+            raise ValueError(f"LhoptCallback cannot resume from step {trainer.global_step}: the checkpoint holds no "
+                             "controller state (saved without LhoptCallback); start the run anew")
         self.bridge.attach(trainer.optimizers[0], steps, pl_module)
         if self._resumed is not None:  # fit(ckpt_path=...): continue the controller where it was
             self.controller.load_state_dict(self._resumed)
@@ -80,9 +83,14 @@ class LhoptCallback(pl.Callback):
         self.bridge.before_update()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
         value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and not trainer.sanity_checking:
-            self.bridge.record_validation(value)
+        if value is None:  # a validation ran but logged no `monitor`: the Controller would never see one
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
+            raise ValueError(f"LhoptCallback(monitor={self.monitor!r}): the validation logged no such metric "
+                             f"(logged: {logged}); pass monitor= the name your validation_step logs")
+        self.bridge.record_validation(value)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.bridge.detach()

@@ -93,6 +93,25 @@ def python_source(max_chars: int) -> str:
     return "".join(parts)[:max_chars]
 
 
+def not_a_text_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a text file ('no such file', a folder, a device or FIFO: what
+    it is), or None for a regular file. Never opens it (a FIFO would block, /dev/zero never ends)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    what = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"{path} is {what}, not a text file"
+
+
 def read_text_bytes(path: str | None, max_chars: int) -> bytes:
     """The bytes a byte-level language model reads: a user's file as it is on disk (any
     encoding; at most `max_chars` bytes), or the built-in text (python_text, `max_chars`
@@ -100,8 +119,9 @@ def read_text_bytes(path: str | None, max_chars: int) -> bytes:
     if path is None:
         return python_text(max_chars).encode()
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataUnavailable(f"task.text_path: no such file: {file}")
+    reason = not_a_text_file(file)
+    if reason:
+        raise DataUnavailable(f"task.text_path: {reason}")
     with file.open("rb") as handle:
         return handle.read(max_chars)
 
