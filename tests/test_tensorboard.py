@@ -47,7 +47,7 @@ def test_the_controller_writes_each_decision_to_tensorboard(tmp_path):
     for step in range(40):
         loss = torch.nn.functional.mse_loss(net(x), y)
         loss.backward()
-        valid = float(loss) if step in ctrl.validation_steps else None  # the training set stands in
+        valid = loss.item() if step in ctrl.validation_steps else None  # the training set stands in
         if ctrl.step(loss, valid_loss=valid):
             opt.step()
         opt.zero_grad()
