@@ -245,8 +245,7 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
     had_lock = lock_file.exists()
     held_record = holder.read_bytes() if holder.is_file() else None
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
-    lock, refused = folder_lock(run_dir, f"lhopt {cfg.command}"), False
-    locked = False
+    lock, locked, refused = folder_lock(run_dir, f"lhopt {cfg.command}"), False, False
     try:
         try:
             _writable(lock.__enter__, run_dir)

@@ -31,11 +31,13 @@ class Range:
         return above and below
 
     def describe(self) -> str:
+        """The rule as the refusal says it: "be at least 1", "lie in [0, 1)", ..."""
         if self.high == math.inf and self.low == -math.inf:
             return "be finite"
+        if self.high == math.inf and self.closed_low:
+            return f"be at least {self.low:g}"
         if self.high == math.inf:
-            return f"be at least {self.low:g}" if self.closed_low else f"be positive and finite" if self.low == 0 \
-                else f"be above {self.low:g} and finite"
+            return "be positive and finite" if self.low == 0 else f"be above {self.low:g} and finite"
         high = "2^32" if self.high == SEED_LIMIT else f"{self.high:g}"
         return f"lie in {'[' if self.closed_low else '('}{self.low:g}, {high}{']' if self.closed_high else ')'}"
 
