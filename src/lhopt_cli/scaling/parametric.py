@@ -26,6 +26,12 @@ COARSE_CHUNK_ROWS = 256
 MAX_ROWS = 100_000
 
 
+def _huber(r: np.ndarray) -> np.ndarray:
+    """The Huber loss of residuals r (delta HUBER_DELTA), elementwise."""
+    size = np.abs(r)
+    return np.where(size <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (size - 0.5 * HUBER_DELTA))
+
+
 def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray) -> tuple[float, np.ndarray]:
     """The Huber loss (delta 1e-3, summed over rows) of log L against
     logsumexp(e, a - alpha log N, b - beta log D), and its gradient in theta = (e, a, alpha, b, beta)
@@ -35,8 +41,7 @@ def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np
     terms = np.stack([np.full_like(log_n, e), a - alpha * log_n, b - beta * log_d])  # (3, rows)
     pred = logsumexp(terms, axis=0)
     r = pred - log_l
-    inside = np.abs(r) <= HUBER_DELTA
-    value = float(np.where(inside, 0.5 * r * r, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA)).sum())
+    value = float(_huber(r).sum())
     slope = np.clip(r, -HUBER_DELTA, HUBER_DELTA)  # dHuber/dr
     weights = np.exp(terms - pred) * slope  # softmax weights of the three terms, times dHuber/dr
     grad = np.array([weights[0].sum(), weights[1].sum(), -(weights[1] * log_n).sum(),
@@ -83,8 +88,7 @@ def _coarse_scores(grid: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l
     for lo in range(0, len(log_n), COARSE_CHUNK_ROWS):
         n, d, l = log_n[lo:lo + COARSE_CHUNK_ROWS], log_d[lo:lo + COARSE_CHUNK_ROWS], log_l[lo:lo + COARSE_CHUNK_ROWS]
         pred = logsumexp(np.stack(np.broadcast_arrays(e, a - alpha * n, b - beta * d)), axis=0)  # (points, chunk)
-        r = np.abs(pred - l)
-        scores += np.where(r <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (r - 0.5 * HUBER_DELTA)).sum(1)
+        scores += _huber(pred - l).sum(1)
     return scores
 
 
