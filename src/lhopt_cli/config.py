@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import json
-import math
 import re
 from contextlib import contextmanager, suppress
 from importlib import resources
