@@ -738,3 +738,42 @@ def test_a_policy_file_whose_weights_are_not_finite_is_refused(tmp_path):
     save_policy(agent, tmp_path / "nan.pt", meta.get("config") or {}, policy_protocol(meta))  # whole, CRCs and all
     with pytest.raises(PolicyFileError, match="its weights are not finite"):
         Controller.from_pretrained(tmp_path / "nan.pt")
+
+
+def test_lhopt_adamw_resumed_from_its_own_state_dict_is_the_uninterrupted_run(tmp_path):
+    from lhopt_cli import LhoptAdamW
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x @ torch.randn(8, 1)).tanh()
+
+    def make():
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        return net, LhoptAdamW(net.parameters(), total_steps=80, model=net)
+
+    def train(net, opt, steps):
+        for step in steps:
+            loss = torch.nn.functional.mse_loss(net(x[:192]), y[:192])
+            loss.backward()
+            with torch.no_grad():
+                valid = torch.nn.functional.mse_loss(net(x[192:]), y[192:]).item() if step in opt.validation_steps else None
+            opt.step(loss=loss, valid_loss=valid)
+            opt.zero_grad()
+
+    whole_net, whole = make()
+    train(whole_net, whole, range(80))
+    net, opt = make()
+    train(net, opt, range(40))
+    torch.save({"model": net.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    net2, opt2 = make()
+    net2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    train(net2, opt2, range(40, 80))
+    assert opt2.controller.history == whole.controller.history and opt2.controller.step_index == 80
+    for ours, theirs in zip(net2.parameters(), whole_net.parameters()):
+        torch.testing.assert_close(ours, theirs)
+    plain = torch.optim.AdamW(net.parameters()).state_dict()
+    with pytest.raises(ValueError, match="no controller state"):
+        make()[1].load_state_dict(plain)

@@ -10,7 +10,10 @@
 
 It is torch's AdamW with a Controller (api.py) attached for `total_steps` steps: `step(loss=...)`
 runs the controller first and takes the update only when the controller says so (not right after
-a restart, not on an overflowed gradient), exactly as the Controller's own loop does.
+a restart, not on an overflowed gradient), exactly as the Controller's own loop does. Its
+`state_dict()` holds the controller's state beside AdamW's, so the usual checkpoint
+(`torch.save(opt.state_dict(), ...)`, then `opt.load_state_dict(...)` on a new LhoptAdamW of the
+same run) resumes with the decisions of the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -62,3 +65,22 @@ class LhoptAdamW(torch.optim.AdamW):
         if self.controller.step(loss=loss, valid_loss=valid_loss):
             super().step()
         return loss
+
+    def state_dict(self) -> dict:
+        """AdamW's state dict with the controller's (Controller.state_dict) under "lhopt"."""
+        return {**super().state_dict(), "lhopt": self.controller.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """AdamW's state, then the controller's: the run continues where it was saved. Raises
+        ValueError for a state saved without the controller's (a plain AdamW's: the policy would
+        start again at step 0) or one the controller refuses (another run length), before
+        anything changes."""
+        if "lhopt" not in state_dict:
+            raise ValueError("LhoptAdamW.load_state_dict: this state has no controller state (a plain AdamW's?); "
+                             "save opt.state_dict() of an LhoptAdamW to resume one")
+        plain = {k: v for k, v in state_dict.items() if k != "lhopt"}
+        if int(state_dict["lhopt"].get("total_steps", -1)) != self.controller.total_steps:
+            raise ValueError(f"LhoptAdamW.load_state_dict: the saved run had total_steps="
+                             f"{state_dict['lhopt'].get('total_steps')}, this one {self.controller.total_steps}")
+        super().load_state_dict(plain)
+        self.controller.load_state_dict(state_dict["lhopt"])

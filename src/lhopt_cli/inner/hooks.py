@@ -50,8 +50,10 @@ def copy_tree(obj: Any, into: Any) -> Any:
 def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clipper: RollingMaxClipper,
              into: dict[str, Any] | None = None) -> dict[str, Any]:
     """Weights, optimizer state and clipping state, copied (for the restart action and the
-    divergence guard); `into`: a snapshot no longer needed, whose tensors are reused."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    divergence guard); `into`: a snapshot no longer needed, whose tensors are reused. The
+    optimizer's own state (torch.optim.Optimizer's), without what a subclass adds to its state
+    dict (LhoptAdamW's controller state)."""
+    state = {"model": model.state_dict(), "optimizer": torch.optim.Optimizer.state_dict(optimizer)}
     copied = clone_tree(state) if into is None else copy_tree(state, into)
     return {**copied, "clipper": clipper.state_dict()}
 
@@ -60,7 +62,7 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
             clipper: RollingMaxClipper) -> None:
     """Load a snapshot; its tensors are copied again so the register stays intact for a later load."""
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(clone_tree(state["optimizer"]))
+    torch.optim.Optimizer.load_state_dict(optimizer, clone_tree(state["optimizer"]))
     clipper.load_state_dict(state["clipper"])
 
 
