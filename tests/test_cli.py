@@ -1,4 +1,5 @@
 """The CLI through typer's CliRunner and the installed console script: help, --cfg, bad input."""
+import re
 import subprocess
 import sys
 
@@ -267,3 +268,41 @@ def test_a_text_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
             f"error: task.text_path: {path} {what}, not a text file" if what != "no such file"
             else f"error: task.text_path: no such file: {path}"], proc.stderr
         assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "-c", "job"], "error: -c: not an option of `lhopt evaluate`"),
+    (["baseline-grid", "-m", "task=nqm", "debug=smoke", "--cfg"], "error: --cfg with -m: a sweep has one config per job"),
+    (["baseline-grid", "-m", "task=nqm", "--info"], "error: --info: not an option of `lhopt baseline-grid -m`"),
+    (["train-policy", "-m"], "error: -m: `lhopt train-policy` runs one job; one meta-training run per command"),
+    (["scaling-fit", "-m"], "error: -m: `lhopt scaling-fit` runs one job; give every folder or table in one command"),
+    (["scaling-fit", "experiment=tuned_reference", "--cfg"],
+     "error: experiment=tuned_reference sets keys `lhopt scaling-fit` does not have (another command's experiment); "
+     "scaling-fit's: scaling_char_lm"),
+])
+def test_flags_and_group_choices_a_command_cannot_take_are_one_line(args, message):
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    proc = subprocess.run([str(LHOPT), *args], capture_output=True, text=True, env=lhopt_env(), timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), proc.stderr
+
+
+def test_short_help_and_the_version():
+    import subprocess
+
+    from conftest import LHOPT, lhopt_env
+
+    version = subprocess.run([str(LHOPT), "--version"], capture_output=True, text=True, env=lhopt_env(), timeout=60)
+    assert version.returncode == 0 and re.fullmatch(r"lhopt \d+\.\d+\.\d+\S*\n", version.stdout)
+    for args in (["-h"], ["evaluate", "-h"]):
+        shown = subprocess.run([str(LHOPT), *args], capture_output=True, text=True, env=lhopt_env(), timeout=60)
+        assert shown.returncode == 0 and "Usage: lhopt" in shown.stdout
+    listed = subprocess.run([str(LHOPT), "scaling-fit", "--help"], capture_output=True, text=True, env=lhopt_env(),
+                            timeout=60)
+    evaluate_help = subprocess.run([str(LHOPT), "evaluate", "--help"], capture_output=True, text=True,
+                                   env=lhopt_env(), timeout=60).stdout
+    assert "scaling_char_lm" in listed.stdout and "tuned_reference" not in listed.stdout
+    assert "(default)" in evaluate_help  # the default is said in words, not only in bold (lost in a pipe)

@@ -22,8 +22,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"lhopt {version('lhopt-cli')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print lhopt's version and exit.")] = False) -> None:
+    """lhopt: learned optimizer-hyperparameter control (LHOPT). Each command takes trailing Hydra
+    overrides, e.g. `lhopt baseline-grid task=char_lm seeds=[0,1]`."""
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
 CfgFlag = Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit.")]
 # paths and messages stay on one line; piped into a file or another program (no terminal, no
 # COLUMNS), tables get 160 columns instead of rich's 80, so they are not cut or wrapped mid-cell
@@ -81,6 +97,24 @@ def _logged(run_dir, ctx: typer.Context):
 HYDRA_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
 
+# What a command that runs one job takes instead of a -m sweep
+ONE_JOB = {"evaluate": "give lists in one command (seeds=[0,1,2], tasks=[a,b]), ",
+           "train-policy": "one meta-training run per command (several: several commands, each its own run_dir), ",
+           "scaling-fit": "give every folder or table in one command (inputs=[a,b]), "}
+
+
+def sweep_habits(args: list[str], show: bool) -> None:
+    """`lhopt baseline-grid -m`: the flags a sweep cannot take, refused in one line (ConfigError)."""
+    if show:
+        raise ConfigError("--cfg with -m: a sweep has one config per job; drop -m and give one job's values "
+                          "(key=a instead of key=a,b) to print its config")
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("-") and flag not in ("-m", "--multirun"):
+            raise ConfigError(f"{flag}: not an option of `lhopt baseline-grid -m` (a sweep takes overrides, "
+                              "key=a,b, and hydra/launcher=...)")
+
+
 HYDRA_APP_FLAGS = ("--info", "-i", "--hydra-help", "--shell-completion", "-sc", "--resolve", "--package", "-p",
                    "--run", "-r", "--experimental-rerun")
 
@@ -94,8 +128,8 @@ def hydra_habits(args: list[str], show: bool, command: str = "baseline-grid") ->
     for arg in args:
         flag = arg.split("=", 1)[0]
         if flag in ("-m", "--multirun"):
-            raise ConfigError(f"{flag}: `lhopt {command}` runs one job; give lists in one command (seeds=[0,1,2], "
-                              "tasks=[a,b]), or sweep the grid's jobs with `lhopt baseline-grid -m`")
+            raise ConfigError(f"{flag}: `lhopt {command}` runs one job; {ONE_JOB.get(command, '')}or sweep the "
+                              "grid's jobs with `lhopt baseline-grid -m`")
         if flag in HYDRA_APP_FLAGS:
             raise ConfigError(f"{flag}: not an lhopt flag; --help lists the config groups, --cfg prints the "
                               "composed config")
@@ -108,6 +142,9 @@ def hydra_habits(args: list[str], show: bool, command: str = "baseline-grid") ->
                               f"use run_dir={value}")
         if arg.lstrip("+~").startswith("hydra."):
             raise ConfigError(f"{arg.split('=', 1)[0]}: hydra.* settings apply to `lhopt baseline-grid -m` sweeps only")
+        if arg.startswith("-"):
+            raise ConfigError(f"{flag}: not an option of `lhopt {command}` (options: --cfg, -h/--help; everything "
+                              "else is an override, key=value)")
     if show and "hydra" in args:
         raise ConfigError("--cfg hydra: lhopt has no Hydra runtime config outside -m sweeps; --cfg (or --cfg job) "
                           "prints the command's config")
@@ -141,6 +178,7 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     if "--multirun" in ctx.args or "-m" in ctx.args:
         from .hydra_app import run_sweep
 
+        sweep_habits(list(ctx.args), cfg_only)
         with _resumable():
             run_sweep(list(ctx.args))
         return

@@ -52,9 +52,9 @@ def config_groups_help(config_name: str) -> str:
         if not isinstance(entry, dict):
             continue
         (group, default), = entry.items()
-        options = ", ".join(f"**{o}**" if o == default else o for o in known_options(group))
+        options = ", ".join(f"**{o} (default)**" if o == default else o for o in command_options(group, config_name))
         lines.append(f"- `{group}=`: {options}" + ("" if default else " (none by default)"))
-    return ("**Config groups** (`group=option`, default in bold; `--cfg` prints the composed config, "
+    return ("**Config groups** (`group=option`; `--cfg` prints the composed config, "
             "`key=value` sets any key in it):\n\n" + "\n".join(lines))
 
 
@@ -70,7 +70,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    _check_group_choices(overrides)
+    _check_group_choices(overrides, config_name)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -124,8 +124,26 @@ def debug_overrides(debug: DictConfig | dict | None) -> list[str]:
     return ["debug=smoke", *(f"debug.{k}={json.dumps(v)}" for k, v in values.items() if v is not None)]
 
 
-def _check_group_choices(overrides: list[str]) -> None:
-    """Name the known options when a config group choice does not exist."""
+def command_options(group: str, config_name: str) -> list[str]:
+    """The options of `group` that fit the command: for `experiment` (files setting keys of
+    any command), those whose keys all belong to the command's schema; every option otherwise."""
+    options = known_options(group)
+    schema = COMMAND_SCHEMAS.get(config_name.replace("_", "-"))
+    if group != "experiment" or schema is None:
+        return options
+    import yaml
+
+    known = {key.split(".")[0] for key in _schema_keys(OmegaConf.structured(schema))}
+    fits = []
+    for option in options:
+        keys = set(yaml.safe_load((conf_dir() / group / f"{option}.yaml").read_text()) or {}) - {"defaults"}
+        if keys <= known:
+            fits.append(option)
+    return fits
+
+
+def _check_group_choices(overrides: list[str], config_name: str = "") -> None:
+    """Name the known options when a config group choice does not exist, or is another command's."""
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
         if not sep or "." in key or not (conf_dir() / key).is_dir() or value in ("null", ""):
@@ -133,6 +151,11 @@ def _check_group_choices(overrides: list[str]) -> None:
         options = known_options(key)
         if value not in options:
             raise ConfigError(f"unknown {key} '{value}'; known: {', '.join(options)}")
+        mine = command_options(key, config_name) if config_name else options
+        if value not in mine:
+            command = config_name.replace("_", "-")
+            raise ConfigError(f"{key}={value} sets keys `lhopt {command}` does not have (another command's "
+                              f"{key}); {command}'s: {', '.join(mine) or 'none'}")
 
 
 def _merge_schema(schema: type, cfg: DictConfig, prefix: str = "") -> DictConfig:
