@@ -151,18 +151,36 @@ def test_a_run_folder_holds_one_policy_acting_one_way(tmp_path, smoke_policy):
 
 
 def test_a_grid_dir_evaluate_adds_runs_to_keeps_its_table_and_heatmap_in_step(run_cli, smoke_policy, tmp_path):
+    from lhopt_cli.results.store import ResultsStore
+
     grid = tmp_path / "grid"
     made = run_cli("baseline-grid", "debug=smoke", "task=nqm", "task.eval_points=25", f"run_dir={grid}",
                    "executor.workers=1")
     assert made.exit_code == 0
     before = pd.read_csv(grid / "grid_table.csv", index_col="lr")
     heatmap = (grid / "grid_heatmap.png").read_bytes()
-    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
+    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0,1]",
                      f"grid_dir={grid}", "extra_baselines=[]", "extended_lrs=[0.03]", "extended_schedules=[cosine]",
                      f"run_dir={tmp_path / 'eval'}")
     assert result.exit_code == 0, result.output
     after = pd.read_csv(grid / "grid_table.csv", index_col="lr")
-    assert list(after.index) == [*before.index, 0.03] and list(after.columns) == list(before.columns)
-    pd.testing.assert_frame_equal(after.loc[before.index], before)  # the 35 runs' cells as they were
-    assert np.isfinite(after.loc[0.03, "cosine"]) and after.loc[0.03].isna().sum() == len(after.columns) - 1
+    # the folder's own grid (its config: 5 lrs x 7 schedules), now the median over seeds 0 and 1
+    assert list(after.index) == list(before.index) and list(after.columns) == list(before.columns)
+    runs = ResultsStore(grid).runs
+    mine = runs[(runs.lr0 == after.index[2]) & (runs.schedule == "cosine")]
+    assert sorted(mine.seed) == [0, 1] and after.loc[after.index[2], "cosine"] == pytest.approx(
+        mine.final_valid_loss.median())
+    assert not after.isna().any().any()  # no cell stands for a setting the folder's grid never ran
     assert (grid / "grid_heatmap.png").read_bytes() != heatmap
+    log = (grid / "lhopt.log").read_text()
+    assert "lhopt evaluate" in log and "runs of nqm" in log and "seeds [0, 1]" in log
+
+
+def test_a_grid_dir_holding_the_task_at_other_settings_is_said_not_silently_rerun(run_cli, smoke_policy, tmp_path):
+    grid = tmp_path / "grid"
+    assert run_cli("baseline-grid", "debug=smoke", "task=nqm", f"run_dir={grid}", "executor.workers=1").exit_code == 0
+    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
+                     f"grid_dir={grid}", "extra_baselines=[]", "extended_lrs=[]", f"run_dir={tmp_path / 'eval'}")
+    assert result.exit_code == 0, result.output
+    assert (f"grid_dir {grid}: its nqm runs were made at other task settings (eval_points 4 there, 25 here); "
+            "they are not reused") in result.output

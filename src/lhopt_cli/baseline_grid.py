@@ -205,12 +205,15 @@ def curves_reusing(cfg: DictConfig, run_dir: Path, stored: Path | None, console:
     return curves[curves.run_id.isin(ids)].drop_duplicates(["run_id", "step"], keep="last")
 
 
-def refresh_grid_reports(grid_dir: Path) -> list[Path]:
+def refresh_grid_reports(grid_dir: Path, note: str | None = None) -> list[Path]:
     """grid_table.csv and grid_heatmap.png of a baseline-grid folder, made again from every run its
-    store holds of the folder's task (its config.yaml), over every lr and schedule those runs used:
-    once `lhopt evaluate grid_dir=...` has added runs there, the folder's table and figure agree
-    with its runs. Returns the files written; none for a folder without grid_table.csv (not made
-    by baseline-grid) or whose config.yaml is not a grid's."""
+    store now holds of the folder's grid (its config.yaml: task, lrs, schedules), over every seed
+    run there: once `lhopt evaluate grid_dir=...` has added seeds, the table and heatmap agree
+    with the runs. Settings outside the folder's own grid (an evaluate's extended lrs) stay out of
+    its table, as they stay out of its config; `note` (what added the runs) is appended to the
+    folder's lhopt.log. Returns the files written; none for a folder without grid_table.csv (not
+    made by baseline-grid) or whose config.yaml is not a grid's."""
+    from .files import open_append
     from .plots import grid_heatmap
     from .report import write_grid_csv
 
@@ -219,18 +222,24 @@ def refresh_grid_reports(grid_dir: Path) -> list[Path]:
         return []
     try:
         made = OmegaConf.load(grid_dir / "config.yaml")
-        task_json = plan(made)[0].task_json
+        jobs = plan(made)
     except Exception:  # not a baseline-grid config: its files are left as they are
         return []
     runs = ResultsStore(grid_dir).runs
-    runs = runs[runs.task_params == task_json]
+    runs = runs[runs.task_params == jobs[0].task_json]
+    settings = {(float(job.lr), job.schedule) for job in jobs}
+    runs = runs[[(float(lr), schedule) in settings for lr, schedule in zip(runs.lr0, runs.schedule)]]
     if runs.empty:
         return []
-    lrs = sorted({float(lr) for lr in runs.lr0})
-    schedules = [s for s in SCHEDULES if s in set(runs.schedule)]
-    table = grid_table(runs, lrs, schedules)
-    title = f"{made.task.name}: final validation loss (median over seeds {sorted(set(int(s) for s in runs.seed))})"
-    return [write_grid_csv(table, grid_dir / "grid_table.csv"), grid_heatmap(table, title, grid_dir / "grid_heatmap.png")]
+    lrs = sorted({float(job.lr) for job in jobs})
+    table = grid_table(runs, lrs, list(made.grid.schedules))
+    seeds = sorted({int(s) for s in runs.seed})
+    title = f"{made.task.name}: final validation loss (median over seeds {seeds})"
+    written = [write_grid_csv(table, grid_dir / "grid_table.csv"), grid_heatmap(table, title, grid_dir / "grid_heatmap.png")]
+    if note:
+        with open_append(grid_dir / "lhopt.log") as log:
+            log.write(f"\n# {note}; grid_table.csv and grid_heatmap.png made again over seeds {seeds}\n")
+    return written
 
 
 def grid_table(runs: pd.DataFrame, lrs, schedules) -> pd.DataFrame:

@@ -211,6 +211,22 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     return policy_path, agent, policy_meta
 
 
+def note_other_settings(grid_dir: Path, task_name: str, task_json: str, console: Console) -> None:
+    """Say so when `grid_dir` holds runs of `task_name` at other task settings than this
+    evaluate's (debug=smoke's eval_points against the policy's protocol, another batch size):
+    those are not reused, and the grid runs again at this evaluate's settings."""
+    runs = ResultsStore(grid_dir).runs
+    others = set(runs.task_params[(runs.task == task_name) & (runs.task_params != task_json)]) if len(runs) else set()
+    if not others or task_json in set(runs.task_params):
+        return
+    mine = json.loads(task_json)
+    theirs = json.loads(sorted(others)[0])
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    shown = ", ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in differ[:3])
+    console.print(f"grid_dir {grid_dir}: its {task_name} runs were made at other task settings ({shown}); "
+                  "they are not reused, the grid runs at this evaluate's")
+
+
 @contextmanager
 def hold_grid_dir(cfg: DictConfig, run_dir: Path):
     """Hold a `grid_dir` outside `run_dir` for the body (created if missing): another command
@@ -272,9 +288,17 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
             gcfg = grid_config(cfg, member, grid_dir, protocol)
             console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
+            if cfg.grid_dir:
+                note_other_settings(grid_dir, task_name, baseline_grid.plan(gcfg)[0].task_json, console)
+            recorded = len(ResultsStore(grid_dir).runs) if cfg.grid_dir else 0
             grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
-            if cfg.grid_dir:  # a baseline-grid folder this command added runs to: its table and heatmap follow
-                baseline_grid.refresh_grid_reports(grid_dir)
+            added = len(ResultsStore(grid_dir).runs) - recorded if cfg.grid_dir else 0
+            if added:  # a baseline-grid folder this command added runs to: its table, heatmap and log follow
+                import datetime
+
+                baseline_grid.refresh_grid_reports(
+                    grid_dir, note=f"{datetime.datetime.now().isoformat(timespec='seconds')} lhopt evaluate "
+                                   f"(run_dir {run_dir}) added {added} runs of {task_name}")
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             task_json = json.dumps(task_cfg, sort_keys=True)
             task = build_task(task_cfg)
