@@ -595,7 +595,8 @@ def test_a_seeds_policy_run_is_the_same_whatever_seeds_run_beside_it():
     assert [p["valid_loss"] for p in together.result.curve] == [p["valid_loss"] for p in alone.result.curve]
 
 
-def _misuse_loop(steplr: bool = False, validate: bool = True, backward: bool = True, steps: int = 40):
+def _misuse_loop(steplr: bool = False, validate: bool = True, backward: bool = True, steps: int = 40,
+                 every_step: bool = False):
     """A plain loop with the bundled policy; returns the ControllerMisuseWarning messages."""
     import warnings
 
@@ -614,7 +615,8 @@ def _misuse_loop(steplr: bool = False, validate: bool = True, backward: bool = T
             if backward:
                 loss.backward()
             with torch.no_grad():
-                valid = torch.nn.functional.mse_loss(net(x), y).item() if validate and step in ctrl.validation_steps else None
+                due = every_step or step in ctrl.validation_steps
+                valid = torch.nn.functional.mse_loss(net(x), y).item() if validate and due else None
             if ctrl.step(loss=loss.item(), valid_loss=valid):
                 opt.step()
             opt.zero_grad()
@@ -631,6 +633,7 @@ def test_a_loop_that_uses_the_controller_as_documented_hears_nothing():
     ({"steplr": True}, "the learning rate changed between two Controller.step() calls"),
     ({"validate": False}, "no valid_loss at step 0, one of ctrl.validation_steps"),
     ({"backward": False}, "Controller.step() found no gradient on any parameter"),
+    ({"every_step": True}, "a valid_loss at step 1, not one of ctrl.validation_steps"),
 ])
 def test_a_loop_that_works_against_the_controller_is_told_once(misuse, expected):
     messages = _misuse_loop(**misuse)

@@ -56,3 +56,7 @@ def test_the_controller_writes_each_decision_to_tensorboard(tmp_path):
     assert [step for step, _ in logged["lhopt/lr"]] == [row["step"] for row in ctrl.history]
     assert [value for _, value in logged["lhopt/lr"]] == pytest.approx([row["lr"] for row in ctrl.history], rel=1e-6)
     assert {"lhopt/beta1", "lhopt/weight_decay", "lhopt/restart"} <= set(logged)
+    # the lr the steps used: the policy's times the bundled protocol's linear decay at the decision
+    decay = [1 - row["step"] / 40 for row in ctrl.history]
+    assert [v for _, v in logged["lhopt/lr_used"]] == pytest.approx([row["lr"] * d for row, d in zip(ctrl.history, decay)],
+                                                                     rel=1e-6)

@@ -41,14 +41,15 @@ from .tasks.base import eval_steps
 STATE_KEYS = ("format", "total_steps", "step_index", "recurrent", "generator", "hparams", "group_scales", "clipper",
               "valid", "valid_is_new", "stats", "stats_count", "interval_losses", "history", "tracker")
 
-MISUSES = ("lr", "valid", "grad", "weight_decay")  # the kinds ControllerMisuseWarning tells, each once
+MISUSES = ("lr", "valid", "extra_valid", "grad", "weight_decay")  # the kinds ControllerMisuseWarning tells, each once
 
 
 class ControllerMisuseWarning(UserWarning):
     """A training loop that works against the Controller, said once per kind and run: another
     scheduler or code changed the learning rate between two steps (the Controller sets it; a
     StepLR beside it fights it), no validation loss at the protocol's validation steps (the
-    policy was trained to see one there), a step() with no parameter holding a gradient (called
+    policy was trained to see one there), one at another step (its decisions then differ from
+    `lhopt evaluate`'s), a step() with no parameter holding a gradient (called
     before loss.backward(), or after zero_grad()), and at attach() a weight decay of 0 in every
     param group (relative actions keep it at 0)."""
 
@@ -86,9 +87,9 @@ class Controller:
 
     def log_to(self, writer) -> "Controller":
         """Write each decision to TensorBoard: `writer` a torch SummaryWriter (or a folder for a
-        new one; needs `pip install tensorboard`); scalars lhopt/lr, beta1, beta2, eps,
-        weight_decay, clip, guard_returns and restart (0 none, 1 save, 2 load), at the optimizer
-        step of the decision. Raises TensorBoardUnavailable (a RuntimeError) without tensorboard."""
+        new one; needs `pip install tensorboard`); scalars lhopt/lr (the policy's), lr_used (times
+        the protocol's decay there: the lr the step uses), beta1, beta2, eps, weight_decay, clip,
+        guard_returns and restart (0 none, 1 save, 2 load), at the optimizer step of the decision. Raises TensorBoardUnavailable (a RuntimeError) without tensorboard."""
         if isinstance(writer, (str, Path)):
             from .tensorboard_log import summary_writer
 
@@ -385,6 +386,10 @@ class Controller:
             self._warn_once("valid", f"no valid_loss at step {self.step_index}, one of ctrl.validation_steps: the "
                             "policy was trained to see a validation loss there; without it its decisions "
                             "use a stale one and the divergence guard cannot see a stall")
+        if "extra_valid" not in self._warned and valid_loss is not None and self.step_index not in self._validation_set:
+            self._warn_once("extra_valid", f"a valid_loss at step {self.step_index}, not one of ctrl.validation_steps: "
+                            "the policy was trained to see one only there, so its decisions now differ from "
+                            "`lhopt evaluate`'s; pass None at the other steps")
         if "grad" not in self._warned and all(p.grad is None for p in self.params):  # once said, not looked at again
             self._warn_once("grad", "Controller.step() found no gradient on any parameter: call it after "
                             "loss.backward() and before optimizer.zero_grad()")
@@ -496,7 +501,9 @@ class Controller:
         if self.writer is not None:
             from .tensorboard_log import log_scalars
 
-            log_scalars(self.writer, "lhopt", {**self.hparams.as_dict(), "guard_returns": self.guard_returns,
+            used = self.hparams.lr * self.protocol.lr_factor(self.step_index, self.total_steps)
+            log_scalars(self.writer, "lhopt", {**self.hparams.as_dict(), "lr_used": used,
+                                               "guard_returns": self.guard_returns,
                                                "restart": {"none": 0, "save": 1, "load": 2}.get(kind, 0)},
                         self.step_index)
         return kind == "load"
