@@ -780,3 +780,38 @@ def test_lhopt_adamw_resumed_from_its_own_state_dict_is_the_uninterrupted_run(tm
     plain = torch.optim.AdamW(net.parameters()).state_dict()
     with pytest.raises(ValueError, match="no controller state"):
         make()[1].load_state_dict(plain)
+
+
+@pytest.mark.parametrize("damage", ["registers", "history", "another_policy", "lr_nan", "step_outside"])
+def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(damage, tmp_path):
+    from lhopt_cli import Controller
+    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.control.checkpoint import load_policy, policy_protocol, save_policy
+    from lhopt_cli.control.policy import lhopt_agent
+
+    net = torch.nn.Linear(3, 2)
+    path = default_policy_path()
+    if damage == "another_policy":  # a network of another size, saved as a policy file
+        _, meta = load_policy(path)
+        small = lhopt_agent(16, float(meta["obs_clip"]))
+        path = tmp_path / "small.pt"
+        save_policy(small, path, {}, policy_protocol(meta))
+    saved = Controller.from_pretrained(path)
+    saved.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
+    for _ in range(4):
+        net(torch.randn(4, 3)).pow(2).mean().backward()
+        saved.step(loss=1.0)
+    state = saved.state_dict()
+    if damage == "registers":
+        state["tracker"]["registers"] = []
+    elif damage == "history":
+        state["tracker"]["history"] = {}
+    elif damage == "lr_nan":
+        state["hparams"]["lr"] = float("nan")
+    elif damage == "step_outside":
+        state["step_index"] = -5
+    fresh = Controller.from_pretrained()
+    fresh.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
+    with pytest.raises(ValueError, match="nothing was changed"):
+        fresh.load_state_dict(state)
+    assert fresh.step_index == 0 and fresh.history == []

@@ -245,8 +245,13 @@ def test_the_hf_trainer_resumed_from_its_checkpoint_decides_as_the_uninterrupted
     assert again.controller.step_index == STEPS and again.controller.history == whole.controller.history
     for ours, theirs in zip(net.parameters(), whole_net.parameters()):
         torch.testing.assert_close(ours, theirs)
+    # a controller file cut short: refused naming the file
+    saved = tmp_path / "checkpoint-30" / CONTROLLER_FILE
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{CONTROLLER_FILE}: damaged or not a controller state"):
+        resume(LhoptTrainerCallback(policy), tmp_path / "checkpoint-30")
     # a checkpoint saved without the callback: refused in one line saying what to do
-    (tmp_path / "checkpoint-30" / CONTROLLER_FILE).unlink()
+    saved.unlink()
     with pytest.raises(ValueError, match="cannot resume from step 30: no lhopt_controller.pt in .* start the run anew"):
         resume(LhoptTrainerCallback(policy), tmp_path / "checkpoint-30")
 

@@ -3,6 +3,7 @@ a value outside it is refused in one line naming the key before anything runs.""
 from __future__ import annotations
 
 import math
+import re
 import typing
 from dataclasses import fields, is_dataclass
 
@@ -79,3 +80,13 @@ def test_the_edges_of_a_range():
 def test_a_key_only_another_choice_of_its_group_sets_names_that_choice():
     with pytest.raises(ConfigError, match=r"unknown key 'executor.max_restarts': it is a setting of executor=ray"):
         compose("train_policy", ["executor.max_restarts=2"])
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("baseline_grid", "seeds=[0,0]", "seeds lists 0 twice; give each once"),
+    ("evaluate", "extended_lrs=[0.1,0.1]", "extended_lrs lists 0.1 twice"),
+    ("scaling_fit", "bootstrap=100000000", "bootstrap must lie in [10, 100000] (got 100000000)"),
+])
+def test_repeated_values_and_endless_bootstraps_are_refused(config, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose(config, [override])

@@ -347,7 +347,7 @@ def test_checkpoints_and_policies_with_the_wrong_fields_are_one_line(trained, tm
     for broken in ({"format": "lhopt-policy", "version": 1}, {**blob, "state_dict": {}}, {**blob, "hidden": "abc"},
                    {**blob, "protocol": None, "config": 5}):
         atomic_save(broken, tmp_path / "policy.pt")
-        with pytest.raises(PolicyFileError, match="not a valid lhopt policy file|observation protocol"):
+        with pytest.raises(PolicyFileError, match="not a valid lhopt policy file|observation protocol|not a usable policy"):
             load_policy(tmp_path / "policy.pt")
 
 
@@ -595,3 +595,63 @@ def test_no_command_writes_through_a_link_planted_at_a_file_it_writes(trained, t
     for folder, name in [(evaluated, "summary.csv"), (evaluated, "decisions_nqm_s0.csv"), (evaluated, "policy.json"),
                          (meta, "meta_train.csv"), (fitted, "fits.csv"), (fitted, "fits.json")]:
         assert (folder / name).is_file() and not (folder / name).is_symlink() and (folder / name).stat().st_size > 0
+
+
+def test_paths_that_are_devices_or_fifos_are_named_never_read(tmp_path):
+    """A replay file, a scaling-fit input, a policy and the calibration cache that are a device or a
+    FIFO: one line saying what each is (reading /dev/zero grew to 22 GB; a FIFO hung)."""
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    cases = [
+        (["evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]", "replay=/dev/zero"], "/dev/zero is a character device"),
+        (["evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]", f"replay={fifo}"], "is a named pipe (FIFO)"),
+        (["scaling-fit", f"inputs=[{tmp_path / 'zero.csv'}]"], "is a character device, not a file"),
+        (["evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]", "policy=/dev/zero"],
+         "/dev/zero is a character device, not a policy file"),
+    ]
+    for args, message in cases:
+        proc = lhopt(*args, f"run_dir={tmp_path / 'run'}", timeout=60)
+        assert message in one_error_line(proc) and not (tmp_path / "run").exists()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "calibration.json").symlink_to("/dev/zero")
+    env = {**lhopt_env(), "LHOPT_CACHE": str(cache)}
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "task=nqm", "executor.workers=1",
+                           f"run_dir={tmp_path / 'grid'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # measured again, and written as a file in the link's place
+    assert (cache / "calibration.json").is_file() and not (cache / "calibration.json").is_symlink()
+    (tmp_path / "cachefile").write_text("x")
+    env["LHOPT_CACHE"] = str(tmp_path / "cachefile")
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "task=nqm", f"run_dir={tmp_path / 'g2'}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "is a file, not a folder: point LHOPT_CACHE at a folder" in one_error_line(proc)
+
+
+def test_a_grid_folder_whose_curves_are_gone_runs_them_again(tmp_path):
+    run_dir = tmp_path / "grid"
+    assert lhopt(*GRID, "seeds=[0]", "executor.workers=1", f"run_dir={run_dir}").returncode == 0
+    (run_dir / "results.parquet").unlink()
+    assert ResultsStore(run_dir).finished_ids() == set()  # runs without curves are not finished
+    again = lhopt(*GRID, "seeds=[0]", "executor.workers=1", f"run_dir={run_dir}")
+    assert again.returncode == 0 and "35 runs on 1 worker" in again.stdout
+    store = ResultsStore(run_dir)
+    assert len(store.finished_ids()) == 35 and set(store.curves.run_id) == store.finished_ids()
+
+
+def test_a_policy_whose_obs_clip_is_not_finite_is_refused(trained, tmp_path):
+    from lhopt_cli.control.checkpoint import PolicyFileError, atomic_save, load_policy, load_verified
+
+    blob = load_verified(trained / "policy.pt")
+    blob["obs_clip"] = float("nan")
+    atomic_save(blob, tmp_path / "nan_clip.pt")
+    with pytest.raises(PolicyFileError, match="obs_clip nan is not a positive, finite number"):
+        load_policy(tmp_path / "nan_clip.pt")
+
+
+def test_a_meta_training_log_emptied_to_its_header_is_refused_on_resume(trained, tmp_path):
+    run_dir = _copy(trained, tmp_path)
+    header = (run_dir / "meta_train.csv").read_text().splitlines()[0]
+    (run_dir / "meta_train.csv").write_text(header + "\n")
+    line = one_error_line(lhopt("train-policy", "debug=smoke", "ppo.iterations=3", "resume=true", f"run_dir={run_dir}"))
+    assert "rows are missing up to the checkpoint's iteration" in line

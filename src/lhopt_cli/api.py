@@ -235,6 +235,7 @@ class Controller:
         registers = [None if r is None else {"state": r.state, "loss": r.loss, "progress": r.progress}
                      for r in t.registers]
         return {"format": "lhopt-controller", "version": 1, "total_steps": self.total_steps,
+                "policy_sha256": self.policy_sha256,
                 "step_index": self.step_index, "recurrent": [x.clone() for x in self.state],
                 "generator": self.generator.get_state(), "hparams": self.hparams.as_dict(),
                 "group_scales": [dict(g) for g in self.group_scales], "clipper": self.clipper.state_dict(),
@@ -298,6 +299,21 @@ class Controller:
                                          prev_action=None if t["prev_action"] is None else tuple(t["prev_action"]),
                                          registers=[None if r is None else Register(r["state"], r["loss"], r["progress"])
                                                     for r in t["registers"]])}
+        saved_policy = state.get("policy_sha256")
+        if saved_policy and self.policy_sha256 and saved_policy != self.policy_sha256:
+            raise ValueError(f"saved under another policy (sha256 {saved_policy[:12]}, this one "
+                             f"{self.policy_sha256[:12]}); load it into a Controller of that policy file")
+        fresh = self.agent.initial_state(1)
+        if len(new["state"]) != len(fresh) or any(a.shape != b.shape for a, b in zip(new["state"], fresh)):
+            raise ValueError("its recurrent state does not fit this policy's network (another policy's)")
+        if len(new["tracker"].registers) != len(self.tracker.registers) or \
+                set(new["tracker"].history) != set(self.tracker.history):
+            raise ValueError("its feature tracker lacks registers or histories this policy reads")
+        if not 0 <= new["step_index"] <= self.total_steps:
+            raise ValueError(f"its step {new['step_index']} lies outside the run's 0..{self.total_steps}")
+        values = new["hparams"].as_dict()
+        if not all(math.isfinite(float(v)) for v in values.values()) or float(values["lr"]) <= 0:
+            raise ValueError(f"its hyperparameters are not a run's ({values})")
         if len(new["group_scales"]) != len(self.optimizer.param_groups):
             raise ValueError(f"{len(new['group_scales'])} param groups saved, the optimizer has "
                              f"{len(self.optimizer.param_groups)}")

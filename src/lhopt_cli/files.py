@@ -55,3 +55,24 @@ def open_append(path: str | Path) -> TextIO:
                           str(path)) from None
         raise
     return os.fdopen(descriptor, "a", encoding="utf-8", newline="")
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file's contents ('no such file', a folder, a device or a
+    FIFO: what it is), or None for a regular file (or a link to one). Never opens it: a FIFO
+    would block and /dev/zero never ends, so every reader of a path a user gives asks first."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    what = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"{path} is {what}, not a file"

@@ -60,7 +60,7 @@ VALUE_RANGES: dict[str, Range] = {
     "grid.beta1": Range(0, 1), "grid.beta2": Range(0, 1), "grid.eps": Range(0, 1, False, True),
     "grid.weight_decay": UNIT, "grid.clip_fraction": Range(0, 1, False, True),
     # scaling-fit
-    "bootstrap": Range(10), "target.flops": POSITIVE, "target.params": POSITIVE,
+    "bootstrap": Range(10, 100_000, closed_high=True), "target.flops": POSITIVE, "target.params": POSITIVE,
     # the controller and its observation protocol
     "controller.hidden": AT_LEAST_1, "controller.decisions": AT_LEAST_1, "controller.eval_decisions": AT_LEAST_1,
     "controller.eval_points": AT_LEAST_1, "controller.min_interval": AT_LEAST_1, "controller.stats_every": AT_LEAST_1,
@@ -79,6 +79,10 @@ VALUE_RANGES: dict[str, Range] = {
     "debug.iterations": AT_LEAST_1, "debug.envs": AT_LEAST_1, "debug.decisions": AT_LEAST_1,
     "debug.validation_every": AT_LEAST_0, "debug.pretrain_steps": AT_LEAST_0,
 }
+
+
+# Lists whose values each name a run: the same value twice would run (or count) it twice
+LISTS_OF_DISTINCT = ("seeds", "validation.seeds", "grid.lrs", "grid.extended_lrs", "extended_lrs", "reward.sweep_lrs")
 
 
 class RangeError(ValueError):
@@ -102,3 +106,6 @@ def check_ranges(cfg: DictConfig) -> None:
             if number is not None and not allowed.holds(number):
                 shown = item if isinstance(item, int) else f"{number:g}"
                 raise RangeError(f"{key} must {allowed.describe()} (got {shown})")
+        if key in LISTS_OF_DISTINCT and len(values) != len(set(map(str, values))):
+            twice = next(v for v in values if values.count(v) > 1)
+            raise RangeError(f"{key} lists {twice} twice; give each once")

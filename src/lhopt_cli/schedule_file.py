@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write_text, not_a_regular_file
 from .inner.optim import HParams
 from .inner.schedules import SCHEDULES
 
@@ -49,9 +49,18 @@ def write_schedule(path: str | Path, schedule: dict) -> Path:
     return atomic_write_text(path, text)
 
 
+MAX_BYTES = 64 * 2**20  # a schedule of a million decisions is about 150 MB of JSON; any real one far less
+
+
 def read_schedule(path: str | Path) -> dict:
     """The schedule in `path`, checked. Raises ScheduleFileError (one line) for a missing or
     unreadable file, JSON that is not strict, or a schedule with missing or impossible values."""
+    reason = not_a_regular_file(path)
+    if reason is not None:
+        raise ScheduleFileError(f"schedule {path}: {reason}")
+    if Path(path).stat().st_size > MAX_BYTES:
+        raise ScheduleFileError(f"schedule {path}: {Path(path).stat().st_size:,} bytes, not a schedule file "
+                                f"(at most {MAX_BYTES:,})")
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as err:

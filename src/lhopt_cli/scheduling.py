@@ -16,7 +16,7 @@ from typing import Sequence, TypeVar
 import torch
 
 from .inner import HParams, train_one_epoch
-from .files import atomic_write_text
+from .files import atomic_write_text, not_a_regular_file
 from .inner.batched import train_batched
 from .tasks import Task
 from .tasks.data import cache_dir
@@ -73,9 +73,9 @@ def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float
     """One-thread rates of one run and of batches of each size, measured once per task config
     on this machine and kept in the cache folder (measuring costs seconds on larger models)."""
     path = cache_dir() / "calibration.json"
-    try:
-        known = json.loads(path.read_text()) if path.exists() else {}
-    except (ValueError, UnicodeDecodeError):  # a damaged cache is measured again
+    try:  # a cache that is not a regular file (a link to a device, a FIFO) is not read: measured again
+        known = json.loads(path.read_text()) if not_a_regular_file(path) is None else {}
+    except (ValueError, UnicodeDecodeError, OSError):  # a damaged cache is measured again
         known = {}
     if not isinstance(known, dict):  # not ours (a list, a number): measured again
         known = {}

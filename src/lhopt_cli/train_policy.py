@@ -183,7 +183,7 @@ def _log_rows(path: Path, keep_through: int) -> list[dict]:
         if None in row or any(value is None for value in row.values()):
             raise ConfigError(f"{path}: the row of iteration {row['iteration']} is torn (a write cut short); {fix}")
     iterations = [int(row["iteration"]) for row in rows]
-    if iterations and iterations != list(range(1, keep_through + 1)):
+    if iterations != list(range(1, keep_through + 1)):  # an emptied log (its header alone) too
         missing = sorted(set(range(1, keep_through + 1)) - set(iterations))
         shown = f"iteration {missing[0]}" if missing else "iterations out of order"
         raise ConfigError(f"{path}: rows are missing up to the checkpoint's iteration {keep_through} ({shown}); {fix}")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .actions import HEADS
-from ..files import atomic_write
+from ..files import atomic_write, not_a_regular_file
 from .features import FEATURE_NAMES
 from .policy import RecurrentActorCritic, lhopt_agent
 from .protocol import ObservationProtocol, ProtocolError
@@ -84,8 +84,11 @@ def _load(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         raise PolicyFileError(f"{path}: a folder, not a policy file (a run folder holds policy.pt and best.pt)")
-    if not path.is_file():
+    if not path.exists():
         raise PolicyFileError(f"{path}: no such policy file")
+    reason = not_a_regular_file(path)
+    if reason is not None:  # a device or a FIFO is never opened
+        raise PolicyFileError(reason.replace("not a file", "not a policy file"))
     try:
         blob = load_verified(path)
     except DamagedFile as err:
@@ -122,6 +125,11 @@ def _agent(path: Path, blob: dict) -> tuple[RecurrentActorCritic, dict]:
         policy_protocol(blob)
     except ProtocolError as err:
         raise PolicyFileError(f"{path}: {err}") from None
+    hidden, obs_clip = blob["hidden"], blob["obs_clip"]
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise PolicyFileError(f"{path}: its hidden size {hidden!r} is not a positive integer; not a usable policy")
+    if isinstance(obs_clip, bool) or not isinstance(obs_clip, (int, float)) or not 0 < float(obs_clip) < float("inf"):
+        raise PolicyFileError(f"{path}: its obs_clip {obs_clip!r} is not a positive, finite number; not a usable policy")
     agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]),
                         privileged_critic=bool(blob.get("privileged_critic", False)))
     bad = next((name for name, tensor in blob["state_dict"].items()

@@ -76,7 +76,11 @@ class LhoptTrainerCallback(TrainerCallback):
         for folder in folders:
             path = folder / CONTROLLER_FILE
             if path.is_file():
-                saved = torch.load(path, map_location="cpu", weights_only=True)
+                try:
+                    saved = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as err:  # truncated or foreign: torch raises many types, naming no file
+                    raise ValueError(f"{path}: damaged or not a controller state ({type(err).__name__}); resume "
+                                     "from another checkpoint, or start the run anew") from None
                 if not isinstance(saved, dict) or saved.get("global_step") != state.global_step:
                     raise ValueError(f"{path}: not the controller's state at step {state.global_step}; resume from "
                                      "the checkpoint folder it was saved in")

@@ -131,6 +131,10 @@ class ResultsStore:
         for runs_part, curves_part in [*self._others, (self._own_runs, self._own_curves)]:
             curves.append(curves_part[curves_part.run_id.isin(runs_part.run_id)])  # drop unrecorded runs
         curves = _merge(curves, CURVE_COLUMNS)
+        # a finished run whose curve rows are gone (results.parquet deleted, or another folder's
+        # copied in) is not finished: it is run again rather than summarised from nothing
+        finished = self.runs.status.isin(FINISHED)
+        self.runs = self.runs[~finished | self.runs.run_id.isin(curves.run_id)]
         self.curves = curves[curves.run_id.isin(self.runs.run_id)]
         if len(self._others):  # the same run finished twice (two racing jobs): keep one curve
             self.curves = self.curves.drop_duplicates(["run_id", "step"], keep="last").reset_index(drop=True)

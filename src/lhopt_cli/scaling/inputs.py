@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import not_a_regular_file
 from .frontier import FitError
 
 STORE_COLUMNS = {"params": "model_params", "tokens": "tokens_or_examples", "flops": "flops", "loss": "valid_loss",
@@ -20,6 +21,10 @@ STORE_COLUMNS = {"params": "model_params", "tokens": "tokens_or_examples", "flop
 def _read(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FitError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        reason = not_a_regular_file(path)
+        if reason is not None:
+            raise FitError(reason)
     try:
         if path.is_dir():
             from ..results.store import load

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, not_a_regular_file
 
 class DataUnavailable(RuntimeError):
     pass
@@ -35,6 +35,9 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lhopt"
     )
     path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise DataUnavailable(f"the data cache {path} (LHOPT_CACHE, else ~/.cache/lhopt) is a file, not a folder: "
+                              "point LHOPT_CACHE at a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -94,22 +97,9 @@ def python_source(max_chars: int) -> str:
 
 
 def not_a_text_file(path: Path) -> str | None:
-    """Why `path` cannot be read as a text file ('no such file', a folder, a device or FIFO: what
-    it is), or None for a regular file. Never opens it (a FIFO would block, /dev/zero never ends)."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return f"no such file: {path}"
-    except OSError as err:
-        return f"{path}: {err.strerror or err}"
-    if stat.S_ISREG(mode):
-        return None
-    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
-    what = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
-    return f"{path} is {what}, not a text file"
+    """Why `path` cannot be read as a text file (files.not_a_regular_file), or None."""
+    reason = not_a_regular_file(path)
+    return None if reason is None else reason.replace(", not a file", ", not a text file")
 
 
 def read_text_bytes(path: str | None, max_chars: int) -> bytes:
