@@ -90,7 +90,7 @@ def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame
         ax.set_ylim(low * 0.95 if low > 0 else low - 0.05 * abs(low), top * 1.02 if top > 0 else top + 0.05 * abs(top))
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (EMA)")
-    ax.set_title(f"{task}, seed {seed}: one epoch (dots: where each method reaches the target)")
+    ax.set_title(f"{task}, seed {seed}: one epoch\n(dots: where each method first reaches the target)", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
