@@ -780,9 +780,18 @@ def test_lhopt_adamw_resumed_from_its_own_state_dict_is_the_uninterrupted_run(tm
     plain = torch.optim.AdamW(net.parameters()).state_dict()
     with pytest.raises(ValueError, match="no controller state"):
         make()[1].load_state_dict(plain)
+    # a controller state it refuses leaves AdamW's state and lr as they were too
+    damaged = {**saved["opt"], "lhopt": {**saved["opt"]["lhopt"], "tracker": {**saved["opt"]["lhopt"]["tracker"],
+                                                                           "registers": []}}}
+    _, untouched = make()
+    before = (untouched.param_groups[0]["lr"], len(untouched.state))
+    with pytest.raises(ValueError, match="nothing was changed"):
+        untouched.load_state_dict(damaged)
+    assert (untouched.param_groups[0]["lr"], len(untouched.state)) == before
 
 
-@pytest.mark.parametrize("damage", ["registers", "history", "another_policy", "lr_nan", "step_outside"])
+@pytest.mark.parametrize("damage", ["registers", "history", "another_policy", "lr_nan", "step_outside", "beta1_5",
+                                    "eps_negative", "step_fraction", "ratio_nan"])
 def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(damage, tmp_path):
     from lhopt_cli import Controller
     from lhopt_cli.api import default_policy_path
@@ -810,6 +819,14 @@ def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(da
         state["hparams"]["lr"] = float("nan")
     elif damage == "step_outside":
         state["step_index"] = -5
+    elif damage == "beta1_5":
+        state["hparams"]["beta1"] = 5.0
+    elif damage == "eps_negative":
+        state["hparams"]["eps"] = -1.0
+    elif damage == "step_fraction":
+        state["step_index"] = 3.7
+    elif damage == "ratio_nan":
+        state["group_scales"][0]["lr"] = float("nan")
     fresh = Controller.from_pretrained()
     fresh.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
     with pytest.raises(ValueError, match="nothing was changed"):

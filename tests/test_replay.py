@@ -164,7 +164,7 @@ def test_a_bad_schedule_is_one_line(tmp_path, edit, message):
 
 def test_unreadable_and_non_strict_files_are_one_line(tmp_path):
     opt = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters())
-    with pytest.raises(ScheduleFileError, match="cannot read it"):
+    with pytest.raises(ScheduleFileError, match="no such file"):
         ReplaySchedule(opt, tmp_path / "none.json", 10)
     (tmp_path / "nan.json").write_text('{"format": "lhopt-schedule", "version": 1, "total_steps": NaN}')
     with pytest.raises(ScheduleFileError, match="not strict JSON"):

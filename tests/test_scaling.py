@@ -216,7 +216,7 @@ def test_scaling_tables_as_papers_write_them(tmp_path, monkeypatch, capsys):
                                       f"run_dir={tmp_path / 'fit_b0'}"])
     with pytest.raises(SystemExit) as exit_info:
         main()
-    assert exit_info.value.code == 1 and "bootstrap must be at least 10" in capsys.readouterr().err
+    assert exit_info.value.code == 1 and "bootstrap must lie in [10, 100000] (got 0)" in capsys.readouterr().err
 
 
 def test_a_run_folder_with_diverged_runs_is_fitted_without_them(tmp_path, monkeypatch, capsys):
@@ -259,7 +259,7 @@ def test_tables_piped_into_a_file_keep_every_cell_whole(tmp_path):
     assert any("constant_speedup" in r for r in rows) and any("slope_aware_speedup" in r for r in rows), proc.stdout
     assert "…" not in proc.stdout
     # the refits say how far they are (2 methods x (10 + 20) frontier draws, 2 x 10 speedup draws)
-    assert re.search(r"bootstrap refits .* 80/80", proc.stdout), proc.stdout
+    assert re.search(r"bootstrap refits: 80/80 \(100%\)", proc.stdout), proc.stdout
     assert all(line.count("[") == line.count("]") for line in proc.stdout.splitlines()), proc.stdout
 
 
@@ -316,3 +316,14 @@ def test_parametric_intervals_hold_the_truth_of_most_synthetic_laws():
 
     shares = coverage(laws=12, draws=60, seed=0, points=(30, 60))
     assert all(shares[name] >= 11 / 12 for name in ("E", "alpha", "beta")), shares
+
+
+def test_a_scaling_fit_input_too_large_to_read_is_refused_before_reading(run_cli, tmp_path):
+    from lhopt_cli.scaling.inputs import MAX_INPUT_BYTES
+
+    big = tmp_path / "big.csv"
+    with big.open("wb") as handle:  # sparse: no disk used
+        handle.truncate(MAX_INPUT_BYTES + 1)
+    result = run_cli("scaling-fit", f"inputs=[{big}]", f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code != 0 and f"{MAX_INPUT_BYTES + 1:,} bytes, above the" in str(result.exception)
+    assert not (tmp_path / "o").exists()

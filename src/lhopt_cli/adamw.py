@@ -75,12 +75,14 @@ class LhoptAdamW(torch.optim.AdamW):
         ValueError for a state saved without the controller's (a plain AdamW's: the policy would
         start again at step 0) or one the controller refuses (another run length), before
         anything changes."""
-        if "lhopt" not in state_dict:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("lhopt"), dict):
             raise ValueError("LhoptAdamW.load_state_dict: this state has no controller state (a plain AdamW's?); "
                              "save opt.state_dict() of an LhoptAdamW to resume one")
         plain = {k: v for k, v in state_dict.items() if k != "lhopt"}
-        if int(state_dict["lhopt"].get("total_steps", -1)) != self.controller.total_steps:
-            raise ValueError(f"LhoptAdamW.load_state_dict: the saved run had total_steps="
-                             f"{state_dict['lhopt'].get('total_steps')}, this one {self.controller.total_steps}")
-        super().load_state_dict(plain)
+        groups = plain.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(f"LhoptAdamW.load_state_dict: {len(groups) if isinstance(groups, list) else 'no'} param "
+                             f"groups saved, this optimizer has {len(self.param_groups)}")
+        # the controller checks its whole state first (nothing changes when it refuses), then AdamW's follows
         self.controller.load_state_dict(state_dict["lhopt"])
+        super().load_state_dict(plain)

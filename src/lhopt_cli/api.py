@@ -270,8 +270,8 @@ class Controller:
         try:  # every value read into new objects first: a state that does not fit changes nothing
             new = self._read_state(state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as err:
-            raise ValueError(f"not a whole Controller state ({type(err).__name__}: {str(err)[:100]}); "
-                             "nothing was changed") from None
+            raise ValueError(f"not a whole Controller state ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:240] if str(err) else 'malformed'}); nothing was changed") from None
         for name, value in new.items():
             setattr(self, name, value)
         apply_hparams(self.optimizer, self.hparams, self.group_scales)
@@ -311,9 +311,20 @@ class Controller:
             raise ValueError("its feature tracker lacks registers or histories this policy reads")
         if not 0 <= new["step_index"] <= self.total_steps:
             raise ValueError(f"its step {new['step_index']} lies outside the run's 0..{self.total_steps}")
+        if isinstance(state["step_index"], bool) or not isinstance(state["step_index"], int):
+            raise ValueError(f"its step {state['step_index']!r} is not a whole number")
         values = new["hparams"].as_dict()
-        if not all(math.isfinite(float(v)) for v in values.values()) or float(values["lr"]) <= 0:
-            raise ValueError(f"its hyperparameters are not a run's ({values})")
+        ranges = {"lr": (0, math.inf, False), "beta1": (0, 1, True), "beta2": (0, 1, True), "eps": (0, math.inf, False),
+                  "weight_decay": (0, math.inf, True), "clip": (0, math.inf, False)}
+        for name, (low, high, closed) in ranges.items():
+            value = float(values.get(name, 1.0))
+            if not (math.isfinite(value) and (value >= low if closed else value > low) and value < high):
+                raise ValueError(f"its {name} {value:g} is not one AdamW can run with")
+        scales = [float(v) for group in new["group_scales"] for v in group.values()]
+        if not all(math.isfinite(v) and v >= 0 for v in scales):
+            raise ValueError("its param groups' ratios are not finite and non-negative")
+        if not all(torch.isfinite(x).all() for x in new["state"]):
+            raise ValueError("its recurrent state is not finite")
         if len(new["group_scales"]) != len(self.optimizer.param_groups):
             raise ValueError(f"{len(new['group_scales'])} param groups saved, the optimizer has "
                              f"{len(self.optimizer.param_groups)}")

@@ -25,6 +25,9 @@ def _read(path: Path) -> pd.DataFrame:
         reason = not_a_regular_file(path)
         if reason is not None:
             raise FitError(reason)
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise FitError(f"{path}: {path.stat().st_size:,} bytes, above the {MAX_INPUT_BYTES:,} a scaling-fit input "
+                           "may hold (a CSV of 1,000,000 rows takes tens of MB)")
     try:
         if path.is_dir():
             from ..results.store import load
@@ -40,6 +43,8 @@ def _read(path: Path) -> pd.DataFrame:
         raise FitError(f"{path}: not a readable table ({type(err).__name__})") from None
     raise FitError(f"{path}: expected an lhopt run folder, a .csv or a .parquet file")
 
+
+MAX_INPUT_BYTES = 2**30  # a table read whole into memory: far above any scaling study's curves
 
 UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}  # as papers' tables write sizes: 44M, 2B
 NUMERIC = ("params", "tokens", "flops", "loss", "step")
