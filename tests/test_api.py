@@ -700,17 +700,21 @@ def test_library_calls_with_the_wrong_kind_of_argument_are_one_clear_type_error(
         call(Controller.from_pretrained(), torch.optim.AdamW(net.parameters(), lr=1e-3), net)
 
 
+def state_after_four_steps(ctrl, net) -> dict:
+    """`ctrl` attached to an AdamW on `net` for 10 steps, stepped 4 times; its state_dict()."""
+    ctrl.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
+    for _ in range(4):
+        net(torch.randn(4, 3)).pow(2).mean().backward()
+        ctrl.step(loss=1.0)
+    return ctrl.state_dict()
+
+
 @pytest.mark.parametrize("damage", ["drop_clipper", "drop_tracker_key", "bad_generator", "other_groups"])
 def test_a_truncated_or_foreign_controller_state_changes_nothing(damage):
     from lhopt_cli import Controller
 
     net = torch.nn.Linear(3, 2)
-    saved_ctrl = Controller.from_pretrained()
-    saved_ctrl.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
-    for _ in range(4):
-        net(torch.randn(4, 3)).pow(2).mean().backward()
-        saved_ctrl.step(loss=1.0)
-    state = saved_ctrl.state_dict()
+    state = state_after_four_steps(Controller.from_pretrained(), net)
     if damage == "drop_clipper":
         del state["clipper"]
     elif damage == "drop_tracker_key":
@@ -805,12 +809,7 @@ def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(da
         small = lhopt_agent(16, float(meta["obs_clip"]))
         path = tmp_path / "small.pt"
         save_policy(small, path, {}, policy_protocol(meta))
-    saved = Controller.from_pretrained(path)
-    saved.attach(torch.optim.AdamW(net.parameters(), lr=1e-3), total_steps=10, model=net)
-    for _ in range(4):
-        net(torch.randn(4, 3)).pow(2).mean().backward()
-        saved.step(loss=1.0)
-    state = saved.state_dict()
+    state = state_after_four_steps(Controller.from_pretrained(path), net)
     if damage == "registers":
         state["tracker"]["registers"] = []
     elif damage == "history":

@@ -164,12 +164,17 @@ def test_a_policy_file_with_damaged_tensors_is_refused_by_evaluate(trained, tmp_
     assert str(policy) in line and ("damaged" in line or "truncated" in line)
 
 
+def record_runs(folder, count: int) -> None:
+    """`count` finished grid runs of 5 curve points each, recorded in `folder`'s store."""
+    ResultsStore(folder).add([
+        ({"run_id": f"r{i}", "command": "baseline-grid", "method": "adamw", "task": "nqm", "task_params": "{}",
+          "model_params": 10, "seed": i % 3, "lr0": 1e-3 * (i + 1), "schedule": "cosine", "status": "done",
+          "steps": 40, "total_steps": 40, "final_valid_loss": 0.5 + i / 100, "wall_s": 1.0, "error": ""},
+         [{"step": s, "valid_loss": 1.0 / (s + 1)} for s in range(5)]) for i in range(count)])
+
+
 def test_single_bit_flips_in_runs_parquet_never_load_as_other_data(tmp_path):
-    store = ResultsStore(tmp_path)
-    store.add([({"run_id": f"r{i}", "command": "baseline-grid", "method": "adamw", "task": "nqm", "task_params": "{}",
-                 "model_params": 10, "seed": i % 3, "lr0": 1e-3 * (i + 1), "schedule": "cosine", "status": "done",
-                 "steps": 40, "total_steps": 40, "final_valid_loss": 0.5 + i / 100, "wall_s": 1.0, "error": ""},
-                [{"step": s, "valid_loss": 1.0 / (s + 1)} for s in range(5)]) for i in range(105)])
+    record_runs(tmp_path, 105)
     path = tmp_path / "runs.parquet"
     raw, good = path.read_bytes(), _read(path, RUN_COLUMNS)
     rng, outcomes = random.Random(0), {"detected": 0, "same": 0, "different": 0}
@@ -192,11 +197,7 @@ def test_bit_flips_in_the_footer_of_runs_parquet_never_load_as_other_data(tmp_pa
 
     import pyarrow.parquet as pq
 
-    store = ResultsStore(tmp_path)
-    store.add([({"run_id": f"r{i}", "command": "baseline-grid", "method": "adamw", "task": "nqm", "task_params": "{}",
-                 "model_params": 10, "seed": i % 3, "lr0": 1e-3 * (i + 1), "schedule": "cosine", "status": "done",
-                 "steps": 40, "total_steps": 40, "final_valid_loss": 0.5 + i / 100, "wall_s": 1.0, "error": ""},
-                [{"step": s, "valid_loss": 1.0 / (s + 1)} for s in range(5)]) for i in range(35)])
+    record_runs(tmp_path, 35)
     path = tmp_path / "runs.parquet"
     raw, good = path.read_bytes(), _read(path, RUN_COLUMNS)
     footer_length = struct.unpack("<I", raw[-8:-4])[0]
