@@ -258,7 +258,7 @@ def test_a_run_dir_that_is_a_file_or_lies_under_one_is_one_line(tmp_path, comman
     blocker.write_text("not a folder")
     for run_dir, reason in ((blocker, "File exists"), (blocker / "below", "Not a directory")):
         line = one_error_line(lhopt(*command, f"run_dir={run_dir}", cwd=tmp_path))
-        assert f"run_dir {run_dir}" in line and reason in line
+        assert f"run_dir {run_dir}" in line and reason in line and f"{blocker} is a file, not a folder" in line
     assert blocker.read_text() == "not a folder"
 
 

@@ -231,10 +231,14 @@ def _run_dir_path(cfg: DictConfig) -> Path:
 
 
 def _writable(action, run_dir: Path):
-    """Run a file-system action; OSError becomes one ConfigError line naming the folder."""
+    """Run a file-system action; OSError becomes one ConfigError line naming the folder (and,
+    where a file stands at its path or above it, saying so)."""
     try:
         return action()
     except OSError as err:
+        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ConfigError(f"run_dir {run_dir}: {blocker} is a file, not a folder ({err.strerror or err})") from None
         where = f" ({err.filename})" if err.filename and str(err.filename) != str(run_dir) else ""
         raise ConfigError(f"run_dir {run_dir}: {err.strerror or err}{where}") from None
 
