@@ -327,3 +327,11 @@ def test_a_scaling_fit_input_too_large_to_read_is_refused_before_reading(run_cli
     result = run_cli("scaling-fit", f"inputs=[{big}]", f"run_dir={tmp_path / 'o'}")
     assert result.exit_code != 0 and f"{MAX_INPUT_BYTES + 1:,} bytes, above the" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_same_input_given_twice_is_refused(run_cli, tmp_path):
+    curves("baseline", 1e8, 0.076).to_csv(tmp_path / "t.csv", index=False)
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 't.csv'},{tmp_path / '.' / 't.csv'}]",
+                     f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code != 0 and f"inputs lists {tmp_path / 't.csv'} twice" in str(result.exception)
+    assert not (tmp_path / "o").exists()

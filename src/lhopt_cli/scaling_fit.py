@@ -58,6 +58,10 @@ def load_inputs(cfg: DictConfig, console: Console | None = None):
     made: the CLI calls it first and hands the points to run()."""
     if not cfg.inputs:
         raise ConfigError("inputs=[...] must name at least one run folder, .csv or .parquet file")
+    resolved = [Path(str(p)).expanduser().resolve() for p in cfg.inputs]
+    twice = next((p for p in resolved if resolved.count(p) > 1), None)
+    if twice is not None:  # its points would count twice in every fit and interval
+        raise ConfigError(f"inputs lists {twice} twice; give each folder or table once")
     try:
         data = load_points(list(cfg.inputs), OmegaConf.to_container(cfg.columns, resolve=True), console)
         method_frontiers(data)
