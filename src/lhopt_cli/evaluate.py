@@ -106,8 +106,8 @@ def fixed_default_record(cfg: DictConfig):
 
 def check_grid_settings(cfg: DictConfig) -> None:
     """ConfigError (one line) unless the fixed setting is one of the grid's settings: both its lr
-    and schedule given, a setting the paper's or the extended grid runs (a suite's recorded setting that a reduced grid lacks is
-    simply not reported)."""
+    and schedule given, a setting the paper's or the extended grid runs (a suite's recorded
+    setting that a reduced grid lacks is simply not reported)."""
     record = cfg.get("fixed_default")  # the user's own; a suite's record on a reduced grid is just not shown
     if record is None:
         return
@@ -211,11 +211,10 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     return policy_path, agent, policy_meta
 
 
-def note_other_settings(grid_dir: Path, task_name: str, task_json: str, console: Console) -> None:
-    """Say so when `grid_dir` holds runs of `task_name` at other task settings than this
+def note_other_settings(grid_dir: Path, runs: pd.DataFrame, task_name: str, task_json: str, console: Console) -> None:
+    """Say so when `grid_dir`'s `runs` hold `task_name` at other task settings than this
     evaluate's (debug=smoke's eval_points against the policy's protocol, another batch size):
     those are not reused, and the grid runs again at this evaluate's settings."""
-    runs = ResultsStore(grid_dir).runs
     others = set(runs.task_params[(runs.task == task_name) & (runs.task_params != task_json)]) if len(runs) else set()
     if not others or task_json in set(runs.task_params):
         return
@@ -288,9 +287,10 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
             gcfg = grid_config(cfg, member, grid_dir, protocol)
             console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
-            if cfg.grid_dir:
-                note_other_settings(grid_dir, task_name, baseline_grid.plan(gcfg)[0].task_json, console)
-            recorded = len(ResultsStore(grid_dir).runs) if cfg.grid_dir else 0
+            held_runs = ResultsStore(grid_dir).runs if cfg.grid_dir else None  # read once: the note and the count
+            if held_runs is not None:
+                note_other_settings(grid_dir, held_runs, task_name, baseline_grid.plan(gcfg)[0].task_json, console)
+            recorded = len(held_runs) if held_runs is not None else 0
             grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
             added = len(ResultsStore(grid_dir).runs) - recorded if cfg.grid_dir else 0
             if added:  # a baseline-grid folder this command added runs to: its table, heatmap and log follow

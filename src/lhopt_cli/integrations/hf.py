@@ -68,7 +68,7 @@ class LhoptTrainerCallback(TrainerCallback):
         """The controller's state saved beside the checkpoint the Trainer resumes from (its
         checkpoint-<step> folder in output_dir, or args.resume_from_checkpoint). ValueError (one
         line) where there is none: a checkpoint saved without this callback."""
-        import torch
+        from ..control.checkpoint import DamagedFile, load_verified
 
         folders = [Path(args.output_dir) / f"checkpoint-{state.global_step}"]
         if isinstance(args.resume_from_checkpoint, str):
@@ -76,11 +76,11 @@ class LhoptTrainerCallback(TrainerCallback):
         for folder in folders:
             path = folder / CONTROLLER_FILE
             if path.is_file():
-                try:
-                    saved = torch.load(path, map_location="cpu", weights_only=True)
-                except Exception as err:  # truncated or foreign: torch raises many types, naming no file
-                    raise ValueError(f"{path}: damaged or not a controller state ({type(err).__name__}); resume "
-                                     "from another checkpoint, or start the run anew") from None
+                try:  # CRC-checked, tensors and plain data only, as policy files are read
+                    saved = load_verified(path)
+                except DamagedFile as err:
+                    raise ValueError(f"{path}: damaged or not a controller state ({str(err).split(': ', 1)[-1]}); "
+                                     "resume from another checkpoint, or start the run anew") from None
                 if not isinstance(saved, dict) or saved.get("global_step") != state.global_step:
                     raise ValueError(f"{path}: not the controller's state at step {state.global_step}; resume from "
                                      "the checkpoint folder it was saved in")
@@ -91,14 +91,12 @@ class LhoptTrainerCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # the Trainer has just written output_dir/checkpoint-<step>: the controller's state goes beside it
-        from ..files import atomic_write
+        from ..control.checkpoint import atomic_save
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir() and self.controller.optimizer is not None:
-            import torch
-
-            saved = {"global_step": state.global_step, "controller": self.controller.state_dict()}
-            atomic_write(folder / CONTROLLER_FILE, lambda tmp: torch.save(saved, tmp))
+            atomic_save({"global_step": state.global_step, "controller": self.controller.state_dict()},
+                        folder / CONTROLLER_FILE)
 
     def _read_loss(self, module, inputs, outputs) -> None:
         if not module.training:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask
+from .base import ArrayClassificationTask, in_order
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -77,9 +77,7 @@ class Algorithmic(ArrayClassificationTask):
         up to 16,000 of them in batches of `batch_size`, cycled by the pretraining (tasks/pretrain.py)."""
         c = self.cfg
         count = max(int(c.batch_size), min(16_000, int(c.pretrain_steps) * int(c.batch_size)))
-        x, y = make_sequences(c.problem, count, int(c.length), 2)
-        for start in range(0, count - int(c.batch_size) + 1, int(c.batch_size)):
-            yield x[start:start + int(c.batch_size)], y[start:start + int(c.batch_size)]
+        return in_order(*make_sequences(c.problem, count, int(c.length), 2), int(c.batch_size))
 
     def build_model(self) -> nn.Module:
         return RecurrentNet(self.cfg.cell, self.x_train.shape[-1], int(self.cfg.hidden), 2)

@@ -133,6 +133,12 @@ def epoch_order(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(10_007 * seed + 17))
 
 
+def in_order(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple]:
+    """(x, y) in batches of `batch_size` as they are stored, dropping the last partial batch."""
+    for start in range(0, len(x) - batch_size + 1, batch_size):
+        yield x[start:start + batch_size], y[start:start + batch_size]
+
+
 def batches_from_arrays(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Iterator[tuple]:
     """One epoch over (x, y) in a seeded random order, dropping the last partial batch."""
     order = epoch_order(len(x), seed)

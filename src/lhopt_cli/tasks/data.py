@@ -13,6 +13,7 @@ import numpy as np
 
 from ..files import atomic_write, not_a_regular_file
 
+
 class DataUnavailable(RuntimeError):
     pass
 

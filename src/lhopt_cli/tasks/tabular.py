@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask, ArrayRegressionTask
+from .base import ArrayClassificationTask, ArrayRegressionTask, in_order
 from .data import statsmodels_table
 from .vision import mlp
 
@@ -87,9 +87,7 @@ class SyntheticTabular(ArrayClassificationTask):
 
     def pretrain_batches(self):
         """The rows drawn for pretraining only, in batches of `batch_size` (tasks/pretrain.py)."""
-        batch = int(self.cfg.batch_size)
-        for start in range(0, len(self.x_pretrain) - batch + 1, batch):
-            yield self.x_pretrain[start:start + batch], self.y_pretrain[start:start + batch]
+        return in_order(self.x_pretrain, self.y_pretrain, int(self.cfg.batch_size))
 
     def build_model(self) -> nn.Module:
         return mlp(self.x_train.shape[1], self.cfg.hidden, int(self.cfg.classes), self.cfg.activation, self.cfg.norm)
