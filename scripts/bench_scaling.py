@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lhopt_cli.files import file_in_the_way
 from lhopt_cli.plots import scaling_curves_plot
 from lhopt_cli.results.store import load
 from lhopt_cli.scaling.frontier import frontier
@@ -133,7 +134,7 @@ def main() -> None:
         parser.error("--max-chars: at least 20,000 characters (one epoch of at least a few steps per width)")
     if args.workers < 0:
         parser.error("--workers: 0 (one per core) or more")
-    blocker = next((p for p in (args.out, *args.out.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(args.out)
     if blocker is not None:
         parser.error(f"--out: {blocker} is a file, not a folder")
     from lhopt_cli.api import default_policy_path

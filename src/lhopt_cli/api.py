@@ -89,7 +89,8 @@ class Controller:
         """Write each decision to TensorBoard: `writer` a torch SummaryWriter (or a folder for a
         new one; needs `pip install tensorboard`); scalars lhopt/lr (the policy's), lr_used (times
         the protocol's decay there: the lr the step uses), beta1, beta2, eps, weight_decay, clip,
-        guard_returns and restart (0 none, 1 save, 2 load), at the optimizer step of the decision. Raises TensorBoardUnavailable (a RuntimeError) without tensorboard."""
+        guard_returns and restart (0 none, 1 save, 2 load), at the optimizer step of the decision.
+        Raises TensorBoardUnavailable (a RuntimeError) without tensorboard."""
         if isinstance(writer, (str, Path)):
             from .tensorboard_log import summary_writer
 
@@ -372,7 +373,7 @@ class Controller:
         gradients, not in the loss). Raises ValueError for a loss tensor of more than one value.
         A loop that works against the controller is said once per kind (ControllerMisuseWarning):
         the lr changed between two calls by something else (another scheduler), no valid_loss at
-        one of `validation_steps`, no parameter with a gradient."""
+        one of `validation_steps`, one at another step, no parameter with a gradient."""
         if isinstance(loss, bool) or not (isinstance(loss, (int, float)) or torch.is_tensor(loss)):
             raise TypeError(f"step(loss=...) takes this step's training loss, a number or a 0-d tensor "
                             f"(got {type(loss).__name__})")

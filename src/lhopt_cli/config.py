@@ -17,7 +17,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text, file_in_the_way
 from .schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
 from .tasks.limits import TaskValueError, check_task_values
 
@@ -236,7 +236,7 @@ def _writable(action, run_dir: Path):
     try:
         return action()
     except OSError as err:
-        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+        blocker = file_in_the_way(run_dir)
         if blocker is not None:
             raise ConfigError(f"run_dir {run_dir}: {blocker} is a file, not a folder ({err.strerror or err})") from None
         where = f" ({err.filename})" if err.filename and str(err.filename) != str(run_dir) else ""

@@ -31,7 +31,7 @@ from .control.checkpoint import load_policy, policy_protocol
 from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
 from .control.rollout import run_policy
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text, file_in_the_way
 from .inner import train_one_epoch
 from .plots import hyperparameter_plot, learning_curve_plot
 from .results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
@@ -203,7 +203,7 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
         claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard), write=False)
         ResultsStore(run_dir)  # a damaged table there: StoreError
         grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-        blocker = next((p for p in (grid_dir, *grid_dir.parents) if p.exists() and not p.is_dir()), None)
+        blocker = file_in_the_way(grid_dir)
         if blocker is not None:
             raise ConfigError(f"grid_dir: {blocker} is a file, not a folder")
         if grid_dir.is_dir():

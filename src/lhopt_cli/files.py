@@ -76,3 +76,10 @@ def not_a_regular_file(path: str | Path) -> str | None:
              stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
     what = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
     return f"{path} is {what}, not a file"
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file standing at `folder` or at one of its parents (so the folder cannot be made), or
+    None where every existing part of the path is a folder."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
