@@ -7,7 +7,7 @@ from lhopt_cli.config import compose
 from lhopt_cli.inner import HParams, Hook, ScheduleHook, train_one_epoch
 from lhopt_cli.inner.batched import BatchedRun, train_batched
 from lhopt_cli.inner.stats import STAT_NAMES
-from lhopt_cli.scheduling import Plan, chunks, choose
+from lhopt_cli.scheduling import BATCHED_BELOW_FLOPS, Plan, chunks, choose
 from lhopt_cli.tasks import build_task
 
 
@@ -129,17 +129,22 @@ def test_member_weights_can_be_read_as_a_model_state_dict():
     assert task.valid_loss(model) == pytest.approx(run.valid_losses()[1], rel=1e-5)
 
 
-def test_chunks_are_even_and_a_multiple_of_the_workers():
-    assert [len(c) for c in chunks(list(range(35)), 32, 2)] == [18, 17]
-    sizes = [len(c) for c in chunks(list(range(35)), 8, 2)]
-    assert len(sizes) == 6 and sum(sizes) == 35 and max(sizes) - min(sizes) <= 1
-    assert sum(chunks(list(range(7)), 1, 2), []) == list(range(7))
-    assert sorted(len(c) for c in chunks(list(range(3)), 32, 2)) == [1, 2]
+def test_chunks_are_even_and_depend_on_the_runs_and_size_alone():
+    assert [len(c) for c in chunks(list(range(35)), 32)] == [18, 17]
+    sizes = [len(c) for c in chunks(list(range(35)), 8)]
+    assert len(sizes) == 5 and sum(sizes) == 35 and max(sizes) - min(sizes) <= 1
+    assert sum(chunks(list(range(105)), 8), []) == list(range(105))
+    assert sum(chunks(list(range(7)), 1), []) == list(range(7))
+    assert [len(c) for c in chunks(list(range(3)), 32)] == [3]
 
 
-def test_choose_measures_and_keeps_the_faster_path():
-    task = small_task("nqm", 200)
-    plan = choose(task, runs=35, workers=2, path="auto", max_members=32)
-    assert plan.path == "batched" and "measured on 1 thread" in plan.note  # tiny model: overhead-bound
-    assert choose(task, 35, 2, "single", 32) == Plan("single", 1, 2)
-    assert choose(task, 35, 2, "batched", 32) == Plan("batched", 18, 2)
+def test_choose_decides_the_path_by_a_rule_on_the_task_and_the_chunks_without_the_workers():
+    small, large = small_task("nqm", 200), small_task("char_lm", 20)
+    assert small.flops_per_step < BATCHED_BELOW_FLOPS < large.flops_per_step
+    for workers in (1, 2, 4):  # the path and the chunk size never depend on the workers or a timing
+        plans = choose(small, 35, workers, "auto", 32), choose(large, 35, workers, "auto", 32)
+        assert [(p.path, p.members) for p in plans] == [("batched", 18), ("single", 1)]
+    assert choose(small, 35, 1, "single", 32) == Plan("single", 1, 1)
+    assert choose(small, 35, 1, "batched", 8) == Plan("batched", 7, 1)
+    plan = choose(small, runs=35, workers=2, path="auto", max_members=32)
+    assert plan.workers == 1 and "measured on 1 thread" in plan.note  # seconds of work: no worker processes

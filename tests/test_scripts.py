@@ -345,7 +345,8 @@ def test_bench_scaling_fits_the_live_policy_and_the_replayed_schedule_and_resume
     assert (out / "scaling_curves.png").stat().st_size > 10_000
     again = script("bench_scaling.py", *args)  # everything stored: no run and no fit again
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "policy runs for seeds" not in again.stdout and "lhopt scaling-fit" not in again.stdout
+    assert "method runs (" in proc.stdout and "method runs (" not in again.stdout  # nothing run the second time
+    assert "lhopt scaling-fit" not in again.stdout
     assert table == (out / "scaling.md").read_text() and table in again.stdout
 
 

@@ -106,7 +106,8 @@ def shard_name(cfg: DictConfig) -> str:
 _TASK_CACHE: dict[str, Task] = {}  # one Task (and its data) per worker process
 
 
-def _task(task_json: str) -> Task:
+def cached_task(task_json: str) -> Task:
+    """The Task of a task config given as JSON, built once per process."""
     if task_json not in _TASK_CACHE:
         _TASK_CACHE[task_json] = build_task(json.loads(task_json))
     return _TASK_CACHE[task_json]
@@ -140,7 +141,7 @@ def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
     Any exception becomes 'failed' runs rather than a crash; they are retried on resume.
     """
     try:
-        task = _task(chunk[0].task_json)
+        task = cached_task(chunk[0].task_json)
         bases = [HParams(lr=job.lr, **json.loads(job.hparams_json)) for job in chunk]
         hooks = [ScheduleHook(job.schedule, base) for job, base in zip(chunk, bases)]
         if len(chunk) == 1:
@@ -167,16 +168,19 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
         if len(todo) < len(jobs):
             console.print(f"Resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go.")
         ex = cfg.executor
-        requested = resolve_workers(int(ex.workers), len(todo))
-        path = scheduling.choose(_task(todo[0].task_json), len(todo), requested, ex.path, int(ex.members))
-        work = scheduling.chunks(todo, path.members, path.workers)
+        requested = resolve_workers(int(ex.workers), len(jobs))
+        path = scheduling.choose(cached_task(jobs[0].task_json), len(jobs), requested, ex.path, int(ex.members))
+        # chunks of the whole plan, so a resumed run has the batch-mates it would have had; a
+        # chunk with a run to do runs whole, and only its runs not yet done are added
+        work = [chunk for chunk in scheduling.chunks(jobs, path.members) if any(j.run_id not in finished for j in chunk)]
         workers = min(path.workers, len(work))
         how = f"batched, up to {path.members} members per process" if path.path == "batched" else "one run at a time"
         console.print(f"{len(todo)} runs on {workers} worker process{'es' * (workers > 1)}, {how}"
                       + (f" ({path.note})" if path.note else ""))
         with progress_bar(console) as bar:
             progress = bar.add_task(f"{cfg.task.name} grid", total=len(todo))
-            for _, results in run_jobs(execute, work, workers):
+            for _, chunk_results in run_jobs(execute, work, workers):
+                results = [r for r in chunk_results if r[0]["run_id"] not in finished]
                 store.add(results)
                 for run_row, _ in results:
                     if run_row["status"] == "failed":

@@ -30,37 +30,22 @@ from .control.actions import EVAL_START
 from .control.checkpoint import load_policy, policy_protocol
 from .control.policy import RecurrentActorCritic
 from .control.protocol import ObservationProtocol
-from .control.rollout import run_policy
+from .executor import resolve_workers, run_jobs
 from .files import atomic_write, atomic_write_text, file_in_the_way
-from .inner import train_one_epoch
+from .method_runs import EXTRA_BASELINES, MethodRun
+from .method_runs import execute as execute_method_run
 from .plots import hyperparameter_plot, learning_curve_plot
 from .results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
 from .results.locks import FolderBusy, folder_lock
 from .results.summary import overall, per_task
 from .results.store import ResultsStore
 from .progress import progress_bar
-from .replay import ReplayHook
-from .schedule_file import ScheduleFileError, build_schedule, hparams_at, read_schedule, write_schedule
-from .tasks import build_task
+from .schedule_file import ScheduleFileError, build_schedule, read_schedule, write_schedule
 
-EXTRA_BASELINES = ("schedulefree", "prodigy")
 ADAMW_DEFAULT = (1e-3, "constant")  # what torch.optim.AdamW does untouched: its default lr, no schedule
 DEFAULT_TASKS = ["mlp_mnist"]  # without tasks or a suite
 SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
                    "best_at_edge", "speedup_extended", "best_lr_extended"]
-
-
-def make_extra_optimizer(name: str):
-    """The extra baselines at their recommended defaults."""
-    if name == "schedulefree":
-        from schedulefree import AdamWScheduleFree
-
-        return lambda params: AdamWScheduleFree(params, lr=0.0025, warmup_steps=0)
-    if name == "prodigy":
-        from prodigyopt import Prodigy
-
-        return lambda params: Prodigy(params, lr=1.0)
-    raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
 
 
 def suite_members(cfg: DictConfig, console: Console) -> list[dict]:
@@ -270,6 +255,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             stored = None
         store = ResultsStore(run_dir)
         summary, figures = [], []
+        members, jobs = [], []  # (task name, task JSON, task, grid curves) per member; the method runs to do
         policy_digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()  # in every schedule file
         replay = read_schedule(cfg.replay) if cfg.get("replay") else None
         replay_digest = hashlib.sha256(Path(cfg.replay).read_bytes()).hexdigest() if replay is not None else ""
@@ -301,44 +287,27 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                                    f"(run_dir {run_dir}) added {added} runs of {task_name}")
             task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
             task_json = json.dumps(task_cfg, sort_keys=True)
-            task = build_task(task_cfg)
+            task = baseline_grid.cached_task(task_json)  # the one the method runs of this process use
             key = baseline_grid.task_key(task_cfg)
-            meta = {"command": "evaluate", "task": task_name, "task_params": task_json, "lr0": np.nan}
+            members.append((task_name, task_json, task, grid_curves))
             done = store.finished_ids()
-            todo = [s for s in cfg.seeds if f"{task_name}-{key}-s{s}-lhopt" not in done]
-            if todo:
-                console.print(f"{task_name}: policy runs for seeds {todo}")
-                with progress_bar(console) as bar:  # one bar over the seeds' inner steps
-                    total = task.total_steps
-                    job = bar.add_task(f"{task_name} policy", total=len(todo) * total)
-                    policy_runs = run_policy(agent, task_cfg, list(todo), protocol, greedy=bool(cfg.greedy),
-                                             guard=bool(cfg.guard),
-                                             progress=lambda k, step: bar.update(job, completed=k * total + step))
-                store.add([baseline_grid.result_rows({**meta, "run_id": f"{task_name}-{key}-s{s}-lhopt", "method": "lhopt", "seed": s,
-                                        "schedule": "lhopt"}, task, pr.result) for s, pr in zip(todo, policy_runs)])
-                for s, pr in zip(todo, policy_runs):
-                    atomic_write(run_dir / f"decisions_{task_name}_s{s}.csv",
-                                 lambda tmp, rows=pr.decisions: pd.DataFrame(rows).to_csv(tmp, index=False))
-                    # the hyperparameters it used, replayable on any AdamW (lhopt_cli.ReplaySchedule)
-                    write_schedule(run_dir / f"schedule_{task_name}_s{s}.json",
-                                   build_schedule(EVAL_START, pr.decisions, task.total_steps, protocol.lr_decay,
-                                                  task_name, s, policy_digest))
-            if replay is not None:  # a recorded schedule on this task: no policy runs
-                for s in cfg.seeds:
-                    run_id = f"{task_name}-{key}-s{s}-replay-{replay_digest[:12]}"
-                    if run_id in store.finished_ids():
-                        continue
-                    result = train_one_epoch(task, s, ReplayHook(replay), hparams_at(replay, 0, task.total_steps))
-                    store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": "replay", "seed": s,
-                                                          "schedule": "replay"}, task, result)])
-            for name in cfg.extra_baselines:
-                for s in cfg.seeds:
-                    run_id = f"{task_name}-{key}-s{s}-{name}"
-                    if run_id in store.finished_ids():
-                        continue
-                    result = train_one_epoch(task, s, make_optimizer=make_extra_optimizer(name))
-                    store.add([baseline_grid.result_rows({**meta, "run_id": run_id, "method": name, "seed": s, "schedule": name},
-                                           task, result)])
+            methods = ["lhopt", *(["replay"] if replay is not None else []), *cfg.extra_baselines]
+            jobs += [MethodRun(task_name, method, task_json, int(s), str(policy_path), bool(cfg.greedy), bool(cfg.guard),
+                               str(cfg.replay) if replay is not None else "")
+                     for method in methods for s in cfg.seeds
+                     if method_run_id(task_name, key, int(s), method, replay_digest) not in done]
+        if jobs:
+            workers = resolve_workers(int(cfg.executor.workers), len(jobs))
+            if sum(cached_steps(job) for job in jobs) < SMALL_METHOD_JOB_STEPS:
+                workers = 1  # seconds of work: starting workers would cost more
+            console.print(f"{len(jobs)} method runs ({', '.join(dict.fromkeys(j.method for j in jobs))}) on "
+                          f"{workers} worker process{'es' * (workers > 1)}")
+            with progress_bar(console) as bar:
+                progress = bar.add_task("method runs", total=len(jobs))
+                for job, run in run_jobs(execute_method_run, jobs, workers):
+                    record_method_run(store, run_dir, job, run, protocol, policy_digest, replay_digest)
+                    bar.advance(progress)
+        for task_name, task_json, task, grid_curves in members:
             grid_curves = grid_curves[grid_curves.task_params == task_json]
             ours = store.curves[store.curves.task_params == task_json]
             rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs), untuned)
@@ -357,6 +326,38 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         grids = ", ".join(str(d) for d in (stored, grid_dir) if d is not None and (d / "runs.parquet").exists())
         console.print(f"summary: {run_dir / 'summary.csv'}\ncurves: {run_dir / 'results.parquet'} (grid: {grids})")
         return table
+
+
+SMALL_METHOD_JOB_STEPS = 5_000  # below this many run-steps in all, the method runs stay in this process
+
+
+def method_run_id(task_name: str, key: str, seed: int, method: str, replay_digest: str = "") -> str:
+    """The results store's run id of one method run (the replay's carries its file's digest)."""
+    suffix = f"replay-{replay_digest[:12]}" if method == "replay" else method
+    return f"{task_name}-{key}-s{seed}-{suffix}"
+
+
+def cached_steps(job: MethodRun) -> int:
+    """The run-steps of `job`'s task (its Task built once per process)."""
+    return baseline_grid.cached_task(job.task_json).total_steps
+
+
+def record_method_run(store: ResultsStore, run_dir: Path, job: MethodRun, run, protocol: ObservationProtocol,
+                      policy_digest: str, replay_digest: str) -> None:
+    """Add a finished method run to the store; a policy run also writes its decision log and the
+    schedule it used (replayable on any AdamW: lhopt_cli.ReplaySchedule)."""
+    task = baseline_grid.cached_task(job.task_json)
+    key = baseline_grid.task_key(json.loads(job.task_json))
+    meta = {"command": "evaluate", "task": job.member, "task_params": job.task_json, "lr0": np.nan,
+            "run_id": method_run_id(job.member, key, job.seed, job.method, replay_digest), "method": job.method,
+            "seed": job.seed, "schedule": job.method}
+    if job.method == "lhopt":  # the files first: a run in the store has its decisions beside it
+        atomic_write(run_dir / f"decisions_{job.member}_s{job.seed}.csv",
+                     lambda tmp: pd.DataFrame(run.decisions).to_csv(tmp, index=False))
+        write_schedule(run_dir / f"schedule_{job.member}_s{job.seed}.json",
+                       build_schedule(EVAL_START, run.decisions, task.total_steps, protocol.lr_decay,
+                                      job.member, job.seed, policy_digest))
+    store.add([baseline_grid.result_rows(meta, task, run.result)])
 
 
 def summarize(task_name: str, seeds, grid_curves: pd.DataFrame, ours: pd.DataFrame, paper_lrs: list[float],

@@ -37,7 +37,9 @@ def _init_worker(parent: int) -> None:
     end_with_parent(parent)  # first: torch's import takes seconds
     import torch
 
-    torch.set_num_threads(1)  # processes, not threads, share the cores
+    from .threads import RUN_THREADS
+
+    torch.set_num_threads(RUN_THREADS)  # processes, not threads, share the cores
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 

@@ -1,9 +1,9 @@
-"""Pick the faster way to run many same-task runs, and cut the runs into chunks for workers.
+"""Pick the way to run many same-task runs, and cut the runs into chunks for workers.
 
 Small models are overhead-bound and gain from batching members in one process; larger ones
-are compute-bound and gain only from more processes. Which one a task is depends on the
-machine, so `path=auto` measures both on one thread for a few steps and keeps the faster;
-every core then runs one worker process of that kind.
+are compute-bound and gain only from more processes. The two paths round differently, so
+`path=auto` decides by a rule on the task's cost per step, never by a timing; every core then
+runs one worker process of that kind.
 """
 from __future__ import annotations
 
@@ -60,15 +60,6 @@ def batched_rate(task: Task, members: int, steps: int = 6) -> float:
     return _rate(lambda: train_batched(probe, list(range(members))), steps, members)
 
 
-def on_threads(threads: int, fn, *args):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(before)
-
-
 def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float]]:
     """One-thread rates of one run and of batches of each size, measured once per task config
     on this machine and kept in the cache folder (measuring costs seconds on larger models)."""
@@ -87,41 +78,47 @@ def measured_rates(task: Task, sizes: list[int]) -> tuple[float, dict[int, float
     entry = {k: v for k, v in entry.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf}
     if "single" not in entry:
-        entry["single"] = on_threads(1, single_rate, task)
+        entry["single"] = single_rate(task)
     for k in sizes:
         if str(k) not in entry:
-            entry[str(k)] = on_threads(1, batched_rate, task, k)
+            entry[str(k)] = batched_rate(task, k)
     known[key] = entry
     atomic_write_text(path, json.dumps(known))
     return entry["single"], {k: entry[str(k)] for k in sizes}
 
 
+BATCHED_BELOW_FLOPS = 2e7  # per run-step: below it a step is overhead-bound and batching repays (docs/results.md)
+
+
 def choose(task: Task, runs: int, workers: int, path: str, max_members: int) -> Plan:
     """The path, chunk size and worker count for `runs` runs of `task` on `workers` processes.
 
-    `auto` measures, on one thread, one run at a time against batches of 8 and of a worker's
-    share (once per task config and machine), and keeps the fastest; a job too small to repay
-    starting workers stays in this process.
+    The two paths round differently (vmapped kernels against the module's own), and a batched
+    member's rounding can depend on its batch-mates, so the path and the chunks are a rule on the
+    task and the config, never a timing or the worker count (docs/method.md): `auto` batches a
+    task whose step costs below BATCHED_BELOW_FLOPS (task.flops_per_step), and the runs are cut
+    into the fewest even chunks of at most `max_members`. Only the worker count is measured: a
+    job too small to repay starting workers (one-thread rates, measured once per task config and
+    machine) stays in this process, which changes no result.
     """
-    share = max(1, min(max_members, math.ceil(runs / workers)))
-    if path == "single" or share == 1:
-        return Plan("single", 1, workers)
-    if path == "batched":
-        return Plan("batched", share, workers)
-    single, batched = measured_rates(task, sorted({min(8, share), share} - {1}))
-    members, rate = max(batched.items(), key=lambda item: item[1])
-    if runs * task.total_steps / max(single, rate) / workers < SMALL_JOB_S:
+    if path == "auto":
+        path = "batched" if task.flops_per_step < BATCHED_BELOW_FLOPS else "single"
+    members = 1 if path == "single" else max(1, min(max_members, runs))
+    members = max(len(c) for c in chunks(range(runs), members)) if runs else members
+    if workers <= 1:
+        return Plan(path, members, 1)
+    single, batched = measured_rates(task, [members] if members > 1 else [])
+    rate = batched[members] if members > 1 else single
+    if runs * task.total_steps / rate / workers < SMALL_JOB_S:
         workers = 1
-    note = f"measured on 1 thread, run-steps/s: single {single:.0f}, " + ", ".join(
-        f"batched K={k} {r:.0f}" for k, r in batched.items())
-    return Plan("batched", members, workers, note) if rate > single else Plan("single", 1, workers, note)
+    return Plan(path, members, workers, f"measured on 1 thread: {rate:.0f} run-steps/s")
 
 
-def chunks(items: Sequence[T], size: int, workers: int) -> list[list[T]]:
-    """Split into about-equal chunks of at most `size`, their count a multiple of `workers`."""
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    """Split in order into the fewest about-equal chunks of at most `size` (a function of the
+    items and `size` alone, so the same runs share a batch whatever the workers)."""
     if size <= 1:
         return [[item] for item in items]
     count = math.ceil(len(items) / size)
-    count = min(len(items), math.ceil(count / workers) * workers)
     bounds = [round(k * len(items) / count) for k in range(count + 1)]
     return [list(items[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]

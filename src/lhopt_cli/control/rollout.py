@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..inner.loop import RunResult
+from ..threads import on_run_threads
 from ..tasks.families import TaskFamily
 from .env import VecLhoptEnv
 from .policy import RecurrentActorCritic
@@ -22,6 +23,7 @@ class PolicyRun:
     decisions: list[dict] = field(default_factory=list)  # step, hyperparameters, restart per decision
 
 
+@on_run_threads
 def run_policy(agent: RecurrentActorCritic, task_cfg: dict, seeds: list[int], protocol: ObservationProtocol,
                greedy: bool = False, action_seed: int = 0, guard: bool = True,
                progress: Callable[[int, int], None] | None = None) -> list[PolicyRun]:

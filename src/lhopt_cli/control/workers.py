@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..executor import end_with_parent
+from ..threads import RUN_THREADS, run_threads
 from ..tasks.families import TaskFamily
 from .env import VecLhoptEnv
 from .policy import lhopt_agent
@@ -43,12 +44,8 @@ class RolloutWorker:
         privileged) as (T, envs, ...) tensors, the LSTM
         start state, the bootstrap (next_done, next_value), the finished episodes' returns and the
         seconds spent on reference runs (reference_s)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in a worker process or actor: the same float results anywhere
-        try:
+        with run_threads():  # as in a worker process or actor: the same float results anywhere
             return self._collect(weights, state)
-        finally:
-            torch.set_num_threads(threads)
 
     def _collect(self, weights: dict, state: dict) -> tuple[dict, dict]:
         self.agent.load_state_dict(weights)
@@ -95,7 +92,7 @@ def _init_process(family_cfg: dict, env_kwargs: dict, agent_kwargs: dict, parent
 
     global _PROCESS_WORKER
     end_with_parent(parent)
-    torch.set_num_threads(1)
+    torch.set_num_threads(RUN_THREADS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     _PROCESS_WORKER = RolloutWorker(family_cfg, env_kwargs, agent_kwargs)
 
@@ -155,7 +152,7 @@ class RayWorkers:
 
 class _RayWorker(RolloutWorker):
     def __init__(self, *args):
-        torch.set_num_threads(1)
+        torch.set_num_threads(RUN_THREADS)
         super().__init__(*args)
 
     def pid(self) -> int:

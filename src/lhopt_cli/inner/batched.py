@@ -32,6 +32,7 @@ from .loop import RunResult
 from .optim import HPARAM_NAMES, HParams
 from .schedules import SCHEDULES, lr_multiplier
 from .stats import adamw_stats
+from ..threads import on_run_threads
 from .guard import guarded_hparams, healthy, stalled
 
 
@@ -355,6 +356,7 @@ class BatchedRun:
         return self.results()
 
 
+@on_run_threads
 def train_batched(task: Task, seeds: list[int], hooks: list[Hook] | None = None,
                   hparams: list[HParams] | None = None, stats_every: int = 0, guard: bool = False,
                   lr_decay: str = "constant") -> list[RunResult]:

@@ -9,6 +9,7 @@ from typing import Callable
 from ..tasks import Task
 from .hooks import Hook, RunContext
 from .optim import HParams, RollingMaxClipper, apply_hparams, make_adamw, read_hparams
+from ..threads import on_run_threads
 
 
 @dataclass
@@ -23,6 +24,7 @@ class RunResult:
         return self.curve[-1]["valid_loss"] if self.curve else math.nan
 
 
+@on_run_threads
 def train_one_epoch(task: Task, seed: int, hook: Hook | None = None, hparams: HParams | None = None,
                     make_optimizer: Callable | None = None) -> RunResult:
     """Train `task` for its total steps from the model and data order fixed by `seed`.

@@ -56,8 +56,12 @@ HELDOUT_KINDS = ("friedman_regression", "lorenz_forecast", "mnist1d_transformer"
 
 
 def build_task(cfg) -> "Task":
-    """The Task for a task config; the config's `name` picks the class."""
-    return task_class(cfg["name"])(cfg)
+    """The Task for a task config; the config's `name` picks the class. Its data is generated
+    (and its weights pretrained) on the runs' thread count, so it is the same in every process."""
+    from ..threads import run_threads
+
+    with run_threads():
+        return task_class(cfg["name"])(cfg)
 
 
 __all__ = ["HELDOUT_KINDS", "KINDS", "TASKS", "Task", "build_task", "task_class"]

@@ -19,6 +19,7 @@ import torch
 
 from .data import cache_dir
 from ..files import atomic_write
+from ..threads import RUN_THREADS, on_run_threads
 
 PRETRAIN_LR = 1e-3  # AdamW's default: what the checkpoint's author would have used
 PRETRAIN_SEED = 0
@@ -30,6 +31,7 @@ _RUN_ONLY_KEYS = ("eval_points", "max_steps", "valid_size", "param_scale")
 def pretrained_path(cfg: dict) -> Path:
     """The cache file of the pretrained weights of a task config (a dict)."""
     kept = {k: v for k, v in cfg.items() if k not in _RUN_ONLY_KEYS}
+    kept["run_threads"] = RUN_THREADS  # weights pretrained before runs were held to one thread are not read
     digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_dir() / f"pretrained_{cfg['name']}_{digest}.pt"
 
@@ -42,6 +44,7 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
     return state if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()) else None
 
 
+@on_run_threads
 def pretrained_state(task) -> dict[str, torch.Tensor]:
     """The state dict after `task.cfg.pretrain_steps` AdamW steps on `task.pretrain_batches()`
     (cycled), from the initialisation of seed 0; read from the cache when it is there."""

@@ -1,0 +1,78 @@
+"""The runs `lhopt evaluate` compares beside the grid (the policy, a replayed schedule, the extra
+optimizers), one seed each, as jobs for the executor's worker processes.
+
+A job carries only what names its run (the task's JSON, the seed, the policy file), so it runs
+the same in this process or in a worker: every run is on the runs' thread count (threads.py)
+and each seed's run is on its own, so neither the workers nor the order changes a number.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+
+EXTRA_BASELINES = ("schedulefree", "prodigy")
+
+
+def make_extra_optimizer(name: str):
+    """The extra baselines at their recommended defaults: a function params -> optimizer.
+    Raises ConfigError for a name not in EXTRA_BASELINES."""
+    if name == "schedulefree":
+        from schedulefree import AdamWScheduleFree
+
+        return lambda params: AdamWScheduleFree(params, lr=0.0025, warmup_steps=0)
+    if name == "prodigy":
+        from prodigyopt import Prodigy
+
+        return lambda params: Prodigy(params, lr=1.0)
+    raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One seed of one method on one task member.
+
+    method: "lhopt" (the policy at `policy_path`, `greedy`, `guard`), "replay" (the schedule file
+    at `replay_path`) or an extra baseline's name; task_json: the task config as sorted JSON."""
+    member: str
+    method: str
+    task_json: str
+    seed: int
+    policy_path: str = ""
+    greedy: bool = True
+    guard: bool = True
+    replay_path: str = ""
+
+
+_POLICIES: dict[str, tuple] = {}  # (agent, protocol) per policy file, once per process
+
+
+def _policy(path: str) -> tuple:
+    if path not in _POLICIES:
+        from .control.checkpoint import load_policy, policy_protocol
+
+        agent, meta = load_policy(Path(path))
+        _POLICIES[path] = (agent, policy_protocol(meta))
+    return _POLICIES[path]
+
+
+def execute(job: MethodRun):
+    """Run `job`: a control.rollout.PolicyRun (the result, and the decisions for the policy)."""
+    from .baseline_grid import cached_task
+    from .control.rollout import PolicyRun, run_policy
+    from .inner import train_one_epoch
+
+    task = cached_task(job.task_json)
+    if job.method == "lhopt":
+        agent, protocol = _policy(job.policy_path)
+        (run,) = run_policy(agent, json.loads(job.task_json), [job.seed], protocol, greedy=job.greedy, guard=job.guard)
+        return run
+    if job.method == "replay":
+        from .replay import ReplayHook
+        from .schedule_file import hparams_at, read_schedule
+
+        replay = read_schedule(job.replay_path)
+        return PolicyRun(train_one_epoch(task, job.seed, ReplayHook(replay), hparams_at(replay, 0, task.total_steps)))
+    return PolicyRun(train_one_epoch(task, job.seed, make_optimizer=make_extra_optimizer(job.method)))
