@@ -42,8 +42,11 @@ bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (
 	$(PY) scripts/bench_overhead.py
 	$(PY) scripts/bench_scaling_fit.py
 
-bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds (docs/results.md)
-	$(PY) scripts/bench_speedup.py --markdown
+# e.g. BENCH_SPEEDUP_ARGS="--label again --workers 1": every run is on one torch thread, so any
+# OMP_NUM_THREADS or worker count writes the same summary.csv (docs/method.md)
+BENCH_SPEEDUP_ARGS ?=
+bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds, medians with bootstrap intervals (docs/results.md)
+	$(PY) scripts/bench_speedup.py --markdown $(BENCH_SPEEDUP_ARGS)
 
 bench-scaling: install  ## the paper's Figure 2: char_lm at 8 widths, grid vs the live policy vs its smallest-width schedule replayed; frontiers and speedups with intervals (resumes; docs/results.md)
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_scaling.py --workers 2

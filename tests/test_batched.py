@@ -146,5 +146,6 @@ def test_choose_decides_the_path_by_a_rule_on_the_task_and_the_chunks_without_th
         assert [(p.path, p.members) for p in plans] == [("batched", 18), ("single", 1)]
     assert choose(small, 35, 1, "single", 32) == Plan("single", 1, 1)
     assert choose(small, 35, 1, "batched", 8) == Plan("batched", 7, 1)
+    assert choose(small, 35, 2, "batched", 8) == Plan("batched", 7, 2)  # a named path: the workers asked for
     plan = choose(small, runs=35, workers=2, path="auto", max_members=32)
     assert plan.workers == 1 and "measured on 1 thread" in plan.note  # seconds of work: no worker processes

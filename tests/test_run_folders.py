@@ -540,7 +540,7 @@ def test_grid_workers_end_when_their_parent_is_killed(tmp_path):
     from conftest import LHOPT, lhopt_env
 
     proc = subprocess.Popen([str(LHOPT), "baseline-grid", "task=char_lm", "seeds=[0]", "executor.workers=2",
-                             "grid.lrs=[1e-3,1e-2]", "grid.schedules=[constant]", f"run_dir={tmp_path / 'g'}"],
+                             "grid.lrs=[1e-4,1e-3,3e-3,1e-2]", "grid.schedules=[constant]", f"run_dir={tmp_path / 'g'}"],  # enough work that auto starts its workers
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lhopt_env())
     children: set[int] = set()
     for _ in range(240):  # until both workers are up
@@ -618,7 +618,7 @@ def test_paths_that_are_devices_or_fifos_are_named_never_read(tmp_path):
     cache.mkdir()
     (cache / "calibration.json").symlink_to("/dev/zero")
     env = {**lhopt_env(), "LHOPT_CACHE": str(cache)}
-    proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "task=nqm", "executor.workers=1",
+    proc = subprocess.run([str(LHOPT), "baseline-grid", "debug=smoke", "task=nqm", "executor.workers=2",
                            f"run_dir={tmp_path / 'grid'}"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]  # measured again, and written as a file in the link's place
     assert (cache / "calibration.json").is_file() and not (cache / "calibration.json").is_symlink()

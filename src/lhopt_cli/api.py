@@ -31,6 +31,7 @@ from .control.actions import EVAL_START, apply_action, restart_kind
 from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
+from .threads import run_threads
 from .inner.guard import guarded_hparams, healthy, stalled
 from .inner.hooks import clone_tree, restore, snapshot
 from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
@@ -509,8 +510,9 @@ class Controller:
         self.stat_sums, self.stats_count, self.clipped_count = None, 0, 0
         self.interval_losses, self.valid_is_new = [], False
         obs = torch.as_tensor(to_vector(feats))[None]
-        action, self.state = self.agent.act(obs, self.state, torch.zeros(1), self.greedy, self.generator,
-                                            mask=self.mask)
+        with run_threads():  # the decision the engine would make, whatever the loop's thread count
+            action, self.state = self.agent.act(obs, self.state, torch.zeros(1), self.greedy, self.generator,
+                                                mask=self.mask)
         action = tuple(action[0].tolist())  # the policy runs on the CPU: no device transfer
         self.tracker.prev_action = action
         self.hparams, code = apply_action(self.hparams, action)

@@ -24,6 +24,7 @@ from .inner.batched import train_batched
 from .progress import progress_bar
 from .results.store import ResultsStore
 from .tasks import Task, build_task
+from .threads import on_run_threads
 
 # The stored reference grids of the suites (scripts/make_reference_grids.py), in a source checkout
 STORED_GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
@@ -153,6 +154,7 @@ def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
     return [result_rows(_meta(job), task, result) for job, result in zip(chunk, results)]
 
 
+@on_run_threads  # the whole command on the runs' thread count (docs/method.md)
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None,
         shard: str | None = None) -> pd.DataFrame:
     """Run (or resume) the grid into `run_dir` (its `shard` only, when given); returns the

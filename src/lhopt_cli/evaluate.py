@@ -41,6 +41,7 @@ from .results.summary import overall, per_task
 from .results.store import ResultsStore
 from .progress import progress_bar
 from .schedule_file import ScheduleFileError, build_schedule, read_schedule, write_schedule
+from .threads import on_run_threads
 
 ADAMW_DEFAULT = (1e-3, "constant")  # what torch.optim.AdamW does untouched: its default lr, no schedule
 DEFAULT_TASKS = ["mlp_mnist"]  # without tasks or a suite
@@ -234,6 +235,7 @@ def hold_grid_dir(cfg: DictConfig, run_dir: Path):
         lock.__exit__(None, None, None)
 
 
+@on_run_threads  # the whole command on the runs' thread count (docs/method.md)
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         checked: tuple[Path, RecurrentActorCritic, dict] | None = None, grid_dir_held: bool = False) -> pd.DataFrame:
     """`checked`: what `preflight(cfg)` returned (else it runs here); `grid_dir_held`: the

@@ -97,16 +97,17 @@ def choose(task: Task, runs: int, workers: int, path: str, max_members: int) -> 
     member's rounding can depend on its batch-mates, so the path and the chunks are a rule on the
     task and the config, never a timing or the worker count (docs/method.md): `auto` batches a
     task whose step costs below BATCHED_BELOW_FLOPS (task.flops_per_step), and the runs are cut
-    into the fewest even chunks of at most `max_members`. Only the worker count is measured: a
-    job too small to repay starting workers (one-thread rates, measured once per task config and
-    machine) stays in this process, which changes no result.
+    into the fewest even chunks of at most `max_members`. Only the worker count is measured: under
+    `auto`, a job too small to repay starting workers (one-thread rates, measured once per task
+    config and machine) stays in this process, which changes no result.
     """
+    chosen = path
     if path == "auto":
         path = "batched" if task.flops_per_step < BATCHED_BELOW_FLOPS else "single"
     members = 1 if path == "single" else max(1, min(max_members, runs))
     members = max(len(c) for c in chunks(range(runs), members)) if runs else members
-    if workers <= 1:
-        return Plan(path, members, 1)
+    if workers <= 1 or chosen != "auto":  # a path the user named runs on the workers asked for
+        return Plan(path, members, workers)
     single, batched = measured_rates(task, [members] if members > 1 else [])
     rate = batched[members] if members > 1 else single
     if runs * task.total_steps / rate / workers < SMALL_JOB_S:

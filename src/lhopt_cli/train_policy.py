@@ -33,6 +33,7 @@ from .progress import progress_bar
 from .tasks import HELDOUT_KINDS
 from .tasks.families import FamilyError, TaskFamily, check_family_shape
 from .validation import ValidationSuite, validation_settings
+from .threads import on_run_threads
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
                "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s",
@@ -261,6 +262,7 @@ def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCriti
     return initial
 
 
+@on_run_threads  # the whole command on the runs' thread count: PPO's updates too (docs/method.md)
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
     console = console or Console(soft_wrap=True)
     checkpoint = run_dir / "checkpoint.pt"

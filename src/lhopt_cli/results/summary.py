@@ -5,6 +5,8 @@ columns speedup, speedup_extended, best_at_edge, final_valid_loss).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -44,10 +46,48 @@ def ratio_to(table: pd.DataFrame, method: str, reference: str) -> float | None:
     return float(ratios.median()) if len(ratios) else None
 
 
-def overall(table: pd.DataFrame) -> pd.DataFrame:
+def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: float = 0.95,
+                        seed: int = 0) -> pd.DataFrame:
+    """Percentile bootstrap intervals of the suite's headline numbers, resampling tasks and, within
+    each drawn task, its seeds (both with replacement; Efron & Tibshirani 1993, ch. 13).
+
+    `summary`: evaluate's summary.csv (task, seed, method, speedup). Each resample draws as many
+    tasks as there are, then for each drawn task as many seeds as it has, takes every method's
+    median over the drawn seeds, then the median over the drawn tasks; the ratio to fixed_default
+    divides two methods' per-task medians of the same draw (paired: one draw of seeds for both).
+    Seeded, so the same summary gives the same intervals. Returns one row per method: method,
+    median_lo, median_hi and vs_fixed_default_lo, vs_fixed_default_hi (NaN without fixed_default).
+    """
+    by = summary.pivot_table(index=["task", "seed"], columns="method", values="speedup", aggfunc="first")
+    tasks = list(dict.fromkeys(summary.task))
+    seeds = sorted(set(summary.seed))
+    cube = by.reindex(pd.MultiIndex.from_product([tasks, seeds])).to_numpy(float)  # (tasks * seeds, methods)
+    cube = cube.reshape(len(tasks), len(seeds), -1)
+    rng = np.random.default_rng(seed)
+    drawn_tasks = rng.integers(len(tasks), size=(resamples, len(tasks)))
+    drawn_seeds = rng.integers(len(seeds), size=(resamples, len(tasks), len(seeds)))
+    # (resamples, tasks, methods): each drawn task's median over its drawn seeds
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a method absent from a task: NaN, skipped
+        per_task_medians = np.nanmedian(cube[drawn_tasks[..., None], drawn_seeds], axis=2)
+        headline = np.nanmedian(per_task_medians, axis=1)  # (resamples, methods)
+        methods = list(by.columns)
+        fixed = methods.index("fixed_default") if "fixed_default" in methods else None
+        ratios = (np.nanmedian(per_task_medians / per_task_medians[..., fixed:fixed + 1], axis=1)
+                  if fixed is not None else np.full_like(headline, np.nan))
+        tail = 100 * (1 - level) / 2
+        lo, hi = np.nanpercentile(headline, [tail, 100 - tail], axis=0)
+        ratio_lo, ratio_hi = np.nanpercentile(ratios, [tail, 100 - tail], axis=0)
+    return pd.DataFrame({"method": methods, "median_lo": lo, "median_hi": hi,
+                         "vs_fixed_default_lo": ratio_lo, "vs_fixed_default_hi": ratio_hi})
+
+
+def overall(table: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per method other than the best of 35 (lhopt, the untuned choices, the other optimizers, the
     oracle, in that order): the median over tasks of the per-task medians against the best of 35
-    and against the extended grid, the worst task, and the median ratio to fixed_default."""
+    and against the extended grid, the worst task, and the median ratio to fixed_default; given
+    the per-seed `summary`, also their 95% bootstrap intervals over tasks and seeds
+    (bootstrap_intervals: median_lo, median_hi, vs_fixed_default_lo, vs_fixed_default_hi)."""
     rows = []
     compared = table[table.method != "best_baseline"]
     for method in _ordered(compared.method):
@@ -56,4 +96,7 @@ def overall(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"method": method, "median": float(group["median"].median()),
                      "extended": float(group["extended"].median()), "worst_task": worst.task,
                      "worst": float(worst["median"]), "vs_fixed_default": ratio_to(table, method, "fixed_default")})
-    return pd.DataFrame(rows)
+    totals = pd.DataFrame(rows)
+    if summary is not None and not totals.empty:
+        totals = totals.merge(bootstrap_intervals(summary), on="method", how="left")
+    return totals
