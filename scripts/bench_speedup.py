@@ -154,6 +154,11 @@ def main() -> None:
                    f"does not exclude 1.0 at {len(args.seeds)} seeds: more seeds are needed to tell them apart")
         print(f"lhopt against the untuned fixed_default (one setting for every task, chosen on validation): "
               f"median over tasks of the per-task ratio {ratio_cell(lhopt)}; the interval {verdict}")
+        shares = {what: bootstrap_intervals(summary, resample=(what,)).set_index("method").loc["lhopt"]
+                  for what in ("seeds", "tasks")}
+        print("  its width, drawn apart: " + "; ".join(
+            f"over the {what} alone [{r.vs_fixed_default_lo:.2f}, {r.vs_fixed_default_hi:.2f}]"
+            for what, r in shares.items()) + " (more seeds narrow only the first)")
         goals.insert(1, (f"ratio to fixed_default >= {GOAL_VS_FIXED}x", lhopt.vs_fixed_default >= GOAL_VS_FIXED))
     ahead = ahead_of(compared, "lhopt", ["prodigy", "schedulefree"])
     if ahead is not None:

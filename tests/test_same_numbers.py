@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-
-
 # Runs in a fresh process: torch's thread count is set before the first run, as OMP_NUM_THREADS
 # or a user's torch.set_num_threads would set it; prints every number the runs produce.
 RUNS = textwrap.dedent("""

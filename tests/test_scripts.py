@@ -122,6 +122,7 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
         assert r.median_lo <= r["median"] <= r.median_hi
         assert f"{method:<14} median over tasks {r['median']:.2f}x [{r.median_lo:.2f}, {r.median_hi:.2f}]" in proc.stdout
     assert "the interval excludes 1.0 from" in proc.stdout or "does not exclude 1.0 at 2 seeds" in proc.stdout
+    assert "its width, drawn apart: over the seeds alone [" in proc.stdout and "over the tasks alone [" in proc.stdout
     assert "lhopt goals: median over tasks >= 1.0x" in proc.stdout and ">= 1.5x" not in proc.stdout.split("lhopt goals")[1].split(";")[0]
     assert "ratio to fixed_default >= 1.5x" in proc.stdout and "ahead of the tuning-free optimizers on >= 2 of 2" in proc.stdout
     table = (run / "speedup_smoke.md").read_text()

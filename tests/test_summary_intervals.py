@@ -49,3 +49,12 @@ def test_a_method_missing_on_a_task_is_bootstrapped_over_the_tasks_it_has():
     summary = summary[~((summary.method == "oracle") & (summary.task == "task0"))]
     table = bootstrap_intervals(summary, resamples=500).set_index("method")
     assert table.loc["oracle", "median_lo"] == table.loc["oracle", "median_hi"] == 3
+
+
+def test_drawing_the_seeds_alone_or_the_tasks_alone_splits_the_width():
+    rng = np.random.default_rng(5)
+    same_seeds = np.repeat(np.exp(rng.normal(0, 0.5, size=(12, 1))), 3, axis=1)  # tasks differ, seeds agree
+    table = bootstrap_intervals(_summary({"m": same_seeds}), resample=("seeds",)).set_index("method")
+    assert table.loc["m", "median_lo"] == table.loc["m", "median_hi"]  # nothing left to draw
+    table = bootstrap_intervals(_summary({"m": same_seeds}), resample=("tasks",)).set_index("method")
+    assert table.loc["m", "median_lo"] < table.loc["m", "median_hi"]

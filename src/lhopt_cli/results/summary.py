@@ -47,7 +47,7 @@ def ratio_to(table: pd.DataFrame, method: str, reference: str) -> float | None:
 
 
 def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: float = 0.95,
-                        seed: int = 0) -> pd.DataFrame:
+                        seed: int = 0, resample: tuple[str, ...] = ("tasks", "seeds")) -> pd.DataFrame:
     """Percentile bootstrap intervals of the suite's headline numbers, resampling tasks and, within
     each drawn task, its seeds (both with replacement; Efron & Tibshirani 1993, ch. 13).
 
@@ -55,6 +55,8 @@ def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: f
     tasks as there are, then for each drawn task as many seeds as it has, takes every method's
     median over the drawn seeds, then the median over the drawn tasks; the ratio to fixed_default
     divides two methods' per-task medians of the same draw (paired: one draw of seeds for both).
+    `resample` names what is drawn: ("seeds",) keeps the tasks and tells the seeds' share of the
+    width, ("tasks",) keeps the seeds and tells the tasks' share (more seeds cannot narrow it).
     Seeded, so the same summary gives the same intervals. Returns one row per method: method,
     median_lo, median_hi and vs_fixed_default_lo, vs_fixed_default_hi (NaN without fixed_default).
     """
@@ -66,6 +68,10 @@ def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: f
     rng = np.random.default_rng(seed)
     drawn_tasks = rng.integers(len(tasks), size=(resamples, len(tasks)))
     drawn_seeds = rng.integers(len(seeds), size=(resamples, len(tasks), len(seeds)))
+    if "tasks" not in resample:  # every resample holds every task once
+        drawn_tasks = np.broadcast_to(np.arange(len(tasks)), drawn_tasks.shape)
+    if "seeds" not in resample:
+        drawn_seeds = np.broadcast_to(np.arange(len(seeds)), drawn_seeds.shape)
     # (resamples, tasks, methods): each drawn task's median over its drawn seeds
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a method absent from a task: NaN, skipped
