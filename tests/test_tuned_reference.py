@@ -17,7 +17,7 @@ from lhopt_cli.control.policy import lhopt_agent
 from lhopt_cli.control.ppo import PPO, PPOConfig, leave_one_out
 from lhopt_cli.control.privileged import PRIVILEGED_NAMES, privileged_vector
 from lhopt_cli.control.protocol import ObservationProtocol
-from lhopt_cli.control.reference import ReferenceSweep, curve_on
+from lhopt_cli.control.reference import ReferenceSweep, best_setting, curve_on
 from lhopt_cli.control.reward import SWEEP_REWARD_CLIP, envelope_log_speedup
 from lhopt_cli.inner import HParams, train_one_epoch
 from lhopt_cli.inner.schedules import ScheduleHook
@@ -87,6 +87,15 @@ def test_bad_sweeps_are_refused(kwargs, message):
         ReferenceSweep(**kwargs)
 
 
+def _tiny_nqm() -> dict:
+    """A small nqm task config, as the family draws them."""
+    from lhopt_cli.config import compose
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose("baseline_grid", ["task=nqm", "task.dim=10", "task.max_steps=20",
+                                                            "task.eval_points=4"]).task, resolve=True)
+
+
 TINY_FAMILY = {"kinds": {"nqm": {"dim": [10, 20], "condition": [10.0, 100.0], "noise": [0.1, 0.3],
                                  "steps": [30, 40], "batch_size": [8, 16]}},
                "eval_points": 10, "reuse": 1}
@@ -128,6 +137,40 @@ def test_a_share_of_members_starts_where_evaluation_starts(share, expected):
                       eval_start_share=share)
     env.reset()
     assert sum(start == EVAL_START for start in env.starts) == expected
+
+
+def test_the_best_setting_is_the_sweep_member_with_the_lowest_final_loss_in_the_runs_own_units():
+    sweep = ReferenceSweep(lrs=(1e-3, 1e-2, 1e-1), schedules=("constant", "cosine"))
+    task = build_task({**_tiny_nqm(), "param_scale": 100.0})
+    curves = [[2.0, 1.5], [2.0, 1.2], [2.0, 0.9], [2.0, 0.7], [2.0], [2.0, float("inf")]]  # lr x schedule, in order
+    assert best_setting(sweep, task, curves) == (pytest.approx(1e-4), "cosine")  # 1e-2 / s at s = 100
+    with pytest.raises(ValueError, match="every member of the reference sweep diverged"):
+        best_setting(sweep, task, [[2.0, float("inf")]] * 6)
+
+
+def test_starts_around_the_best_draw_the_lr_on_both_sides_of_the_instances_best():
+    sweep = ReferenceSweep(lrs=(1e-3, 1e-2, 1e-1), schedules=("constant",))
+    env = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=64, seed=5, decisions=(3, 4), autoreset=False,
+                      reference_sweep=sweep, start_around_best=30.0, eval_start_share=0.25)
+    env.reset()
+    _, curves = env.sweep_cache.get(env.instance, env.task, env.instance_seed)
+    best, _ = best_setting(sweep, env.task, curves)
+    lrs = np.array([start.lr for start in env.starts if start != EVAL_START])
+    assert 30 <= len(lrs) < 64  # a share stays where evaluation starts
+    assert (lrs >= best / 30 * (1 - 1e-9)).all() and (lrs <= best * 30 * (1 + 1e-9)).all()
+    assert (lrs < best / 3).sum() >= 5 and (lrs > best * 3).sum() >= 5  # both directions, log-uniform
+    plain = VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=64, seed=5, decisions=(3, 4), autoreset=False,
+                        reference_sweep=sweep)
+    plain.reset()
+    assert plain.sweep_cache.seconds == 0  # off: the sweep waits for the episode's end, as before
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, -3])
+def test_a_spread_that_is_not_above_one_or_a_start_without_a_sweep_is_refused(value):
+    with pytest.raises(ValueError, match="start_around_best needs a reference sweep"):
+        VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=2, reference_sweep=ReferenceSweep(), start_around_best=value)
+    with pytest.raises(ValueError, match="start_around_best needs a reference sweep"):
+        VecLhoptEnv(TaskFamily(TINY_FAMILY), num_envs=2, start_around_best=30.0)
 
 
 # --- PPO ------------------------------------------------------------------------------------
@@ -282,6 +325,19 @@ SWEEP_SMOKE = ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", "reward
                "reward.sweep_lrs=[1e-3,1e-2]", "reward.sweep_schedules=[constant]", "ppo.advantage=loo",
                "ppo.entropy_reduction=mean", "ppo.target_kl=0.05", "ppo.polyak=0.9", "workers=2", "envs=3",
                "task_family.reuse=1", "task_family.eval_start_share=0.25"]
+
+
+def test_train_policy_starts_around_the_best_and_refuses_a_spread_it_cannot_use(run_cli, tmp_path):
+    result = run_cli("train-policy", *SWEEP_SMOKE, "task_family.start_around_best=30", "ppo.iterations=1",
+                     f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "run" / "meta_train.csv").reference_s.gt(0).all()
+    for bad, message in [("task_family.start_around_best=0.5", "must be 0 (off) or a spread above 1"),
+                         ("reward.reference=defaults", "needs reward.reference=sweep")]:
+        refused = run_cli("train-policy", *SWEEP_SMOKE, "task_family.start_around_best=30", bad,
+                          f"run_dir={tmp_path / 'refused'}")
+        assert refused.exit_code != 0 and message in str(refused.exception or refused.output)
+        assert not (tmp_path / "refused").exists()
 
 
 def test_a_sweep_run_logs_its_reference_cost_and_scores_the_polyak_weights(run_cli, tmp_path):

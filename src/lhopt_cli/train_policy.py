@@ -91,13 +91,19 @@ def family_config(cfg: DictConfig) -> dict:
 def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
     """VecLhoptEnv's arguments for meta-training episodes under `cfg`."""
     c = cfg.controller
+    around = family_cfg.get("start_around_best") or 0.0
+    if isinstance(around, bool) or not isinstance(around, (int, float)) or not (around == 0 or 1 < around < math.inf):
+        raise ConfigError(f"task_family.start_around_best must be 0 (off) or a spread above 1 (got {around!r})")
+    if around and reference_sweep(cfg) is None:
+        raise ConfigError("task_family.start_around_best needs reward.reference=sweep: the best lr comes from the sweep")
     return {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
             "protocol": training_protocol(cfg).as_dict(), "reuse": int(family_cfg.get("reuse", 2)),
             "randomize_start": "start_lr_scale" not in family_cfg,
             "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
             "reward_extrapolation": float(cfg.reward_extrapolation), "reference_sweep": reference_sweep(cfg),
             "eval_start_share": float(family_cfg.get("eval_start_share", 0.0)),
-            "guard": bool(c.get("guard", False))}
+            "guard": bool(c.get("guard", False)),
+            "start_around_best": float(around)}
 
 
 def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:

@@ -23,11 +23,11 @@ from ..inner import HParams, Hook, train_one_epoch
 from ..inner.batched import BatchedRun
 from ..tasks import build_task
 from ..tasks.families import TaskFamily
-from .actions import EVAL_START, NVEC, apply_action, randomized_start, restart_kind
+from .actions import BOUNDS, EVAL_START, NVEC, apply_action, randomized_start, restart_kind
 from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
 from .privileged import privileged_vector
 from .protocol import ObservationProtocol, decision_steps
-from .reference import ReferenceCache, ReferenceSweep, curve_on
+from .reference import ReferenceCache, ReferenceSweep, best_setting, curve_on
 from .reward import PowerLawFit, envelope_log_speedup, fit_reference, log_speedup_reward
 
 REFERENCE = HParams()  # torch's AdamW defaults, no clipping
@@ -55,7 +55,7 @@ class VecLhoptEnv:
                  protocol: dict | None = None, reuse: int = 2, randomize_start: bool = True,
                  start_lr_scale: float = 1.0, autoreset: bool = True, fixed: dict | None = None,
                  reward_extrapolation: float = 2.0, reference_sweep: ReferenceSweep | None = None,
-                 eval_start_share: float = 0.0, guard: bool = False):
+                 eval_start_share: float = 0.0, guard: bool = False, start_around_best: float = 0.0):
         """`decisions`: the range a meta-training episode's decision count is drawn from;
         `protocol`: ObservationProtocol fields (defaults for the others). `fixed` = {"task": cfg,
         "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
@@ -66,7 +66,11 @@ class VecLhoptEnv:
         log speedup over the sweep's envelope (control/reference.py), and then every member of an
         instance's episodes runs with the instance's one seed, the sweep's. `eval_start_share`: the
         share of members (randomised starts only) that start at EVAL_START, as evaluation does.
-        `guard`: the divergence guard (inner/guard.py), a guard point offered at every decision."""
+        `guard`: the divergence guard (inner/guard.py), a guard point offered at every decision.
+        `start_around_best` = k > 1 (needs `reference_sweep`): a randomised start's lr is drawn
+        log-uniform from best / k to best x k around the instance's best sweep lr (best_setting),
+        so moving the lr down earns reward as often as moving it up; 0: around AdamW's default
+        lr (randomized_start). Raises ValueError for a k in (0, 1] or without a sweep."""
         self.family, self.num_envs = family, num_envs
         self.protocol = ObservationProtocol.from_dict(protocol or {}, complete=False)
         self.decisions, self.reuse = decisions, reuse
@@ -79,6 +83,10 @@ class VecLhoptEnv:
         self._references: dict[str, PowerLawFit] = {}
         self.sweep_cache = ReferenceCache(reference_sweep) if reference_sweep is not None else None
         self.eval_start_share = float(eval_start_share)
+        self.start_around_best = float(start_around_best)
+        if self.start_around_best != 0 and not (self.start_around_best > 1 and reference_sweep is not None):
+            raise ValueError("start_around_best needs a reference sweep (reward.reference=sweep) and a spread "
+                             f"above 1, or 0 for off (got {start_around_best!r})")
         self.guard = bool(guard)
         self.instance: dict | None = None
         self.instance_seed: int | None = None  # with a sweep: the seed of every run on this instance
@@ -109,13 +117,31 @@ class VecLhoptEnv:
                                                   self.task.total_steps, self.reward_extrapolation)
         return self._references[key]
 
-    def _start_hparams(self) -> HParams:
+    def _start_hparams(self, best_lr: float | None = None) -> HParams:
+        """One member's start: the evaluation start (scaled), a share of them kept there, the rest
+        randomised around it, or with `best_lr` their lr drawn around the instance's best."""
         base = replace(EVAL_START, lr=EVAL_START.lr * self.start_lr_scale)
         if not self.randomize_start:
             return base
         if self.eval_start_share > 0 and self.rng.random() < self.eval_start_share:
             return base
-        return randomized_start(self.rng, base)
+        start = randomized_start(self.rng, base)
+        if best_lr is None:
+            return start
+        spread = math.log(self.start_around_best)
+        return replace(start, lr=min(max(best_lr * math.exp(self.rng.uniform(-spread, spread)), BOUNDS["lr"][0]),
+                                     BOUNDS["lr"][1]))
+
+    def _best_lr(self) -> float | None:
+        """The instance's best sweep lr when starts are drawn around it (the sweep runs now, once
+        per instance and seed, instead of at the episode's end); None otherwise."""
+        if not self.start_around_best or not self.randomize_start:
+            return None
+        _, curves = self.sweep_cache.get(self.instance, self.task, self.instance_seed)
+        try:
+            return best_setting(self.sweep_cache.sweep, self.task, curves)[0]
+        except ValueError:  # every sweep run diverged: no best to start around
+            return None
 
     def sweep_rewards(self, results) -> np.ndarray:
         """Each member's log speedup over the reference sweep's envelope on this instance and seed
@@ -145,7 +171,8 @@ class VecLhoptEnv:
                 seeds = [self.instance_seed] * self.num_envs
             else:
                 seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
-            self.starts = [self._start_hparams() for _ in range(self.num_envs)]
+            best_lr = self._best_lr()
+            self.starts = [self._start_hparams(best_lr) for _ in range(self.num_envs)]
         total = self.task.total_steps
         self.boundaries = [0, *decision_steps(total, count, self.protocol.min_interval), total]
         self.interval = 0

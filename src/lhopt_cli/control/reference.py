@@ -54,6 +54,19 @@ class ReferenceSweep:
         return steps, [curve_on(steps, r.curve) for r in results]
 
 
+def best_setting(sweep: ReferenceSweep, task: Task, curves: list[list[float]]) -> tuple[float, str]:
+    """The sweep member with the lowest final validation loss on this instance and seed: (its lr as
+    the run used it, i.e. divided by the instance's `param_scale`, its schedule). A diverged member
+    (inf) never wins; raises ValueError if every member diverged."""
+    scale = float(task.cfg.get("param_scale") or 1.0)
+    settings = [(float(lr) / scale, s) for lr in sweep.lrs for s in sweep.schedules]
+    finals = [curve[-1] if curve else float("inf") for curve in curves]
+    best = min(range(len(finals)), key=lambda i: finals[i])
+    if finals[best] == float("inf"):
+        raise ValueError("every member of the reference sweep diverged")
+    return settings[best]
+
+
 def curve_on(steps: list[int], rows: list[dict]) -> list[float]:
     """A run's validation losses at `steps` (P,) from its curve rows; inf where it has none (after
     it diverged: a diverging run's last row may sit between validation steps)."""
