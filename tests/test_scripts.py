@@ -131,6 +131,17 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     assert (run / "speedup_smoke.png").stat().st_size > 10_000
 
 
+def test_bench_speedup_says_there_is_no_ratio_when_fixed_default_scores_zero_everywhere(smoke_policy, tmp_path):
+    # lr 30 diverges on every task: every ratio to it is undefined, and the tables are still written
+    proc = script("bench_speedup.py", "--policy", str(smoke_policy), "--suite", "smoke", "--seeds", "0", "1",
+                  "--out", str(tmp_path), "--label", "zero", "debug=smoke",
+                  "extended_lrs=[1.0e-5,3.0e-5,3.0e-2,1.0e-1,30.0]", "fixed_default={lr:30.0,schedule:constant}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no ratio (fixed_default scored 0x on every task)" in proc.stdout
+    assert "ratio to fixed_default >= 1.5x (no ratio) NOT met" in proc.stdout and "more seeds" not in proc.stdout
+    assert (tmp_path / "zero" / "smoke" / "speedup_smoke.md").exists()
+
+
 @pytest.mark.parametrize("name, args, message", [
     ("make_reference_grids.py", ["--suites", "smoke", "--members", "typo", "--out", "OUT"],
      "error: unknown member id(s) typo; known: mlp_digits_small, nqm_small"),

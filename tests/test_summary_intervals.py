@@ -58,3 +58,11 @@ def test_drawing_the_seeds_alone_or_the_tasks_alone_splits_the_width():
     assert table.loc["m", "median_lo"] == table.loc["m", "median_hi"]  # nothing left to draw
     table = bootstrap_intervals(_summary({"m": same_seeds}), resample=("tasks",)).set_index("method")
     assert table.loc["m", "median_lo"] < table.loc["m", "median_hi"]
+
+
+def test_a_task_where_fixed_default_scored_zero_has_no_ratio_in_the_interval_as_in_the_point():
+    fixed = np.array([[0.5, 0.6, 0.55], [0.8, 0.7, 0.75], [0.0, 0.0, 0.0]])
+    summary = _summary({"fixed_default": fixed, "lhopt": fixed + 0.2})
+    totals = overall(per_task(summary), summary).set_index("method")
+    lo, hi = totals.loc["lhopt", ["vs_fixed_default_lo", "vs_fixed_default_hi"]]
+    assert np.isfinite([lo, hi]).all() and lo <= totals.loc["lhopt", "vs_fixed_default"] <= hi

@@ -79,8 +79,12 @@ def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: f
         headline = np.nanmedian(per_task_medians, axis=1)  # (resamples, methods)
         methods = list(by.columns)
         fixed = methods.index("fixed_default") if "fixed_default" in methods else None
-        ratios = (np.nanmedian(per_task_medians / per_task_medians[..., fixed:fixed + 1], axis=1)
-                  if fixed is not None else np.full_like(headline, np.nan))
+        if fixed is not None:  # a task where fixed_default scored 0 has no ratio, as in ratio_to
+            per_task_ratios = per_task_medians / per_task_medians[..., fixed:fixed + 1]
+            per_task_ratios[~np.isfinite(per_task_ratios)] = np.nan
+            ratios = np.nanmedian(per_task_ratios, axis=1)
+        else:
+            ratios = np.full_like(headline, np.nan)
         tail = 100 * (1 - level) / 2
         lo, hi = np.nanpercentile(headline, [tail, 100 - tail], axis=0)
         ratio_lo, ratio_hi = np.nanpercentile(ratios, [tail, 100 - tail], axis=0)
