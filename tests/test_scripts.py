@@ -229,6 +229,36 @@ def test_select_policy_scores_policies_on_validation_suites_and_names_the_best(s
     assert proc.stdout.strip().splitlines()[-1].startswith(f"best: {best} (median ")
 
 
+def test_select_policy_neighbours_print_the_pass_to_pass_spread_and_spread_judges_the_gap(smoke_policy, tmp_path):
+    bundled = REPO / "src" / "lhopt_cli" / "policies" / "default.pt"
+    decayed = tmp_path / "decayed.pt"
+    assert script("set_lr_decay.py", str(bundled), str(decayed), "--lr-decay", "constant").returncode == 0
+    proc = script("select_policy.py", str(smoke_policy), str(bundled), str(decayed),
+                  "--suites", "smoke", "--grid-dir", str(tmp_path / "grids"), "--neighbours", "--spread", "0.001",
+                  "--out", str(tmp_path / "scores.csv"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "scores.csv")
+    assert set(table.suite) == {"smoke"} and len(table) == 6 and set(table.seeds.astype(str)) == {"0"}
+    medians = table.groupby("policy", sort=False).speedup.median().tolist()
+    steps = sorted(abs(b - a) for a, b in zip(medians, medians[1:]))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("pass-to-pass spread: "))
+    assert float(line.split()[2]) == pytest.approx(sum(steps) / 2, abs=1e-3)  # the median of two differences
+    assert f"largest {steps[-1]:.3f}" in line
+    ranked = sorted(medians, reverse=True)
+    verdict = proc.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("ahead of ") and f"by {ranked[0] - ranked[1]:.3f}" in verdict
+    assert ("a gain" in verdict and "not a gain" not in verdict) == (ranked[0] - ranked[1] > 0.001)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([str(REPO / "src/lhopt_cli/policies/default.pt"), "--neighbours"], "error: --neighbours needs at least two passes"),
+    ([str(REPO / "src/lhopt_cli/policies/default.pt"), "--spread", "nan"], "error: --spread must be a finite number"),
+])
+def test_select_policy_bad_noise_arguments_are_one_line(tmp_path, args, message):
+    proc = script("select_policy.py", *args, "--grid-dir", str(tmp_path / "g"), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(message), proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["POLICY", "--suites", "test"], "error: validation.suite=test: the test suite is only reported on"),
     (["MISSING", "--suites", "smoke"], "error: MISSING: no such policy file"),

@@ -25,7 +25,7 @@ def smoke_protocol():
 
 def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_resume(tmp_path):
     overrides = ["debug=smoke", "ppo.iterations=4", "checkpoint_every=2", "validation.every=2",
-                 "validation.suite=smoke", "validation.seeds=[0,1]", f"run_dir={tmp_path}"]
+                 "validation.suite=smoke", "validation.seeds=[0,1]", "validation.keep=true", f"run_dir={tmp_path}"]
     cfg = compose("train_policy", overrides[:1] + ["ppo.iterations=2"] + overrides[2:])
     make_run_dir(cfg)
     train_policy.run(cfg, tmp_path, Console(quiet=True))  # iterations 1-2, then resumed to 4
@@ -42,6 +42,13 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["best"] == {"iteration": int(best_row.iteration), "validation_speedup": pytest.approx(best_row.validation_speedup),
                              "suite": "smoke", "seeds": [0, 1], "weights": "raw"}
+    # validation.keep: every pass's policies, each recording its iteration and its score in the log
+    passes = sorted(p.name for p in (tmp_path / "passes").iterdir())
+    assert [p for p in passes if p.endswith("_raw.pt")] == ["iteration_00002_raw.pt", "iteration_00004_raw.pt"]
+    for row in scored.itertuples():
+        _, kept = load_policy(tmp_path / "passes" / f"iteration_{row.iteration:05d}_raw.pt")
+        assert kept["config"]["trained_iterations"] == row.iteration
+        assert kept["config"]["validation_speedup"] == pytest.approx(row.validation_speedup)
     # the file scores what the log says when the suite scores it again (greedy runs are deterministic)
     suite = ValidationSuite("smoke", [0, 1], smoke_protocol(), tmp_path / "validation_grid", debug=SMOKE,
                             stored=tmp_path / "none", console=Console(quiet=True))

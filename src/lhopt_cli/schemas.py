@@ -268,6 +268,7 @@ class ValidationConfig:
     suite: str = "validation"
     seeds: list[int] = field(default_factory=lambda: [0])
     guard: bool = True
+    keep: bool = False
 
 
 @dataclass

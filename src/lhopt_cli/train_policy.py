@@ -397,6 +397,13 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
                          "validation_speedup_polyak": scores.get("polyak")}
                 kind = max(scores, key=lambda k: scores[k])
                 score = scores[kind]
+                if cfg.validation.get("keep", False):  # every pass's policies, to score neighbouring passes again
+                    (run_dir / "passes").mkdir(exist_ok=True)
+                    for name, agent in candidates.items():
+                        config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
+                                  "validation_speedup": scores[name], "weights": name}
+                        save_policy(agent, run_dir / "passes" / f"iteration_{ppo.iteration:05d}_{name}.pt", config,
+                                    training_protocol(cfg))
                 improved = score > best["validation_speedup"]
                 if improved:
                     best.update(iteration=ppo.iteration, validation_speedup=score, weights=kind)
