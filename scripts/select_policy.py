@@ -17,6 +17,10 @@ spread, the median absolute difference between neighbouring passes' scores: how 
 instrument moves between policies that differ by a few PPO iterations. --spread S (such a spread)
 says whether the best is ahead of the next by more than S: a with/without counts as a gain only
 then. --out CSV keeps every score (policy, suite, member, speedup).
+
+Measuring a part of the controller: --stall-rule runs the divergence guard under another stall
+rule (inner/guard.py: runaway, start, off); --hold-beta1 keeps beta1 where it starts (0.9), the
+policy's beta1 head held at its no-op.
 """
 from __future__ import annotations
 
@@ -30,8 +34,26 @@ import pandas as pd
 from rich.console import Console
 
 from lhopt_cli.config import ConfigError
+from lhopt_cli.control.actions import HEAD_NAMES, NO_OP
+from lhopt_cli.inner import guard
 from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from lhopt_cli.validation import ValidationSuite
+
+
+class HeldHead:
+    """A policy whose `head` always takes its no-op choice (the others as the policy picks)."""
+
+    def __init__(self, agent, head: str):
+        self.agent, self.column = agent, HEAD_NAMES.index(head)
+
+    def initial_state(self, batch: int):
+        return self.agent.initial_state(batch)
+
+    def act(self, *args, **kwargs):
+        action, state = self.agent.act(*args, **kwargs)
+        action = action.clone()
+        action[:, self.column] = NO_OP[self.column]
+        return action, state
 
 
 def main() -> None:
@@ -47,7 +69,11 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=None,
                         help="a pass-to-pass spread: say whether the best is ahead of the next by more")
     parser.add_argument("--out", type=Path, default=None, help="write every score to this CSV")
+    parser.add_argument("--stall-rule", choices=guard.STALL_RULES, default=guard.STALL_RULE,
+                        help=f"the guard's stall rule (default {guard.STALL_RULE})")
+    parser.add_argument("--hold-beta1", action="store_true", help="beta1 held at its start: the beta1 head's no-op")
     args = parser.parse_args()
+    guard.STALL_RULE = args.stall_rule
     if args.neighbours and len(args.policies) < 2:
         sys.exit("error: --neighbours needs at least two passes")
     if args.spread is not None and not (args.spread >= 0 and np.isfinite(args.spread)):
@@ -68,6 +94,8 @@ def main() -> None:
         sys.exit(f"error: --grid-dir {args.grid_dir}: {error.strerror or error}")
     scores = {}
     for (path, agent, _), decay in zip(loaded, decays):
+        if args.hold_beta1:
+            agent = HeldHead(agent, "one_minus_beta1")
         per_member = {}
         for name, suite in zip(args.suites, suites):
             per_member.update({f"{name}/{member}": value

@@ -283,3 +283,63 @@ def test_the_controller_stalls_as_the_engine_does_and_keeps_its_yardstick_across
     first = next(i for i, row in enumerate(engine.decisions) if row["guard_returns"])
     assert ctrl.history[: first + 1] == engine.decisions[: first + 1]
     assert ctrl.initial_valid is not None and ctrl.state_dict()["guard"]["initial_valid"] == ctrl.initial_valid
+
+
+def test_the_stall_rule_tells_a_plateau_from_a_runaway_by_the_training_loss(monkeypatch):
+    import lhopt_cli.inner.guard as guard
+    from lhopt_cli.inner.guard import stalled, train_median
+
+    start = train_median([2.3] * 9 + [9.0])  # the median: one spike does not move the start
+    assert start == 2.3 and train_median([2.3] * 9) is None
+    assert stalled(2.4, 2.3, 50, 100, train_now=2.29, train_start=start)  # no lower: a runaway
+    assert not stalled(2.4, 2.3, 50, 100, train_now=2.0, train_start=start)  # 13% lower: a plateau, learning
+    assert stalled(2.4, 2.3, 50, 100, train_now=2.2, train_start=start)  # 4% lower: within the margin
+    assert stalled(2.4, 2.3, 50, 100) and stalled(2.4, 2.3, 50, 100, math.nan, start)  # unknown: validation decides
+    monkeypatch.setattr(guard, "STALL_RULE", "start")
+    assert stalled(2.4, 2.3, 50, 100, train_now=2.0, train_start=start)
+    monkeypatch.setattr(guard, "STALL_RULE", "off")
+    assert not stalled(2.4, 2.3, 50, 100, train_now=2.29, train_start=start)
+
+
+def _loop_with_losses(training_loss, rule: str, monkeypatch) -> Controller:
+    """A real model and AdamW under the Controller (no-op policy, guard on) told the training
+    losses `training_loss(step)` and a validation loss stuck at its start's at every point."""
+    import lhopt_cli.inner.guard as guard
+
+    monkeypatch.setattr(guard, "STALL_RULE", rule)
+    from lhopt_cli.control.protocol import ObservationProtocol
+
+    task = build_task({**TASK, "max_steps": 100, "valid_size": None})
+    model = task.make_model(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ctrl = Controller(Doubling(0), {"protocol": ObservationProtocol(decisions=10, eval_points=10).as_dict()})
+    ctrl.attach(opt, total_steps=100, model=model)
+    for step, batch in zip(range(100), task.train_batches(0)):
+        task.loss(model, batch).backward()
+        if ctrl.step(loss=training_loss(step), valid_loss=2.3 if step in ctrl.validation_steps else None):
+            opt.step()
+        opt.zero_grad()
+    return ctrl
+
+
+@pytest.mark.parametrize("rule, falling, flat", [("runaway", 0, 1), ("start", 1, 1), ("off", 0, 0)])
+def test_a_run_whose_training_loss_has_fallen_is_not_sent_back(rule, falling, flat, monkeypatch):
+    learning = _loop_with_losses(lambda step: 2.3 * (1 - 0.005 * step), rule, monkeypatch)
+    assert (learning.guard_returns >= 1) == bool(falling)
+    stuck = _loop_with_losses(lambda step: 2.3, rule, monkeypatch)
+    assert (stuck.guard_returns >= 1) == bool(flat)
+    state = learning.state_dict()["guard"]
+    assert state["first_train"] == [2.3 * (1 - 0.005 * s) for s in range(10)] and len(state["latest_train"]) == 10
+
+
+def test_a_controller_state_whose_stall_losses_are_not_finite_is_refused():
+    from lhopt_cli.control.protocol import ObservationProtocol
+
+    task = build_task({**TASK, "max_steps": 40, "valid_size": None})
+    ctrl = Controller(Doubling(0), {"protocol": ObservationProtocol(decisions=4, eval_points=4).as_dict()})
+    model = task.make_model(0)
+    ctrl.attach(torch.optim.AdamW(model.parameters()), total_steps=40, model=model)
+    state = ctrl.state_dict()
+    state["guard"]["latest_train"] = [math.nan]
+    with pytest.raises(ValueError, match="training losses are not finite"):
+        ctrl.load_state_dict(state)

@@ -461,3 +461,26 @@ def test_interval_coverage_prints_the_share_of_laws_each_interval_holds():
     assert all(cell.strip() in ("0%", "50%", "100%") for cell in shares.split("|")[2:-1]), proc.stdout
     bad = script("interval_coverage.py", "--draws", "5", timeout=60)
     assert bad.returncode == 2 and "--draws at least 10" in bad.stderr
+
+
+def test_select_policy_holds_beta1_and_switches_the_stall_rule_when_asked(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from select_policy import HeldHead
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    from lhopt_cli.control.rollout import run_policy
+    from lhopt_cli.control.checkpoint import policy_protocol
+
+    agent, meta = load_policy(REPO / "src" / "lhopt_cli" / "policies" / "default.pt")
+    task = {"name": "nqm", "dim": 20, "condition": 100.0, "noise": 0.3, "batch_size": 16, "steps": 200,
+            "eval_points": policy_protocol(meta).eval_points}
+    (free,) = run_policy(agent, task, [0], policy_protocol(meta), greedy=True)
+    (held,) = run_policy(HeldHead(agent, "one_minus_beta1"), task, [0], policy_protocol(meta), greedy=True)
+    assert {row["beta1"] for row in held.decisions} == {0.9}
+    assert [row["lr"] for row in held.decisions][:1] == [row["lr"] for row in free.decisions][:1]  # the other heads act
+    proc = script("select_policy.py", str(REPO / "src" / "lhopt_cli" / "policies" / "default.pt"), "--suites", "smoke",
+                  "--grid-dir", str(tmp_path / "g"), "--hold-beta1", "--stall-rule", "off", timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1].startswith("best: "), proc.stderr[-2000:]
+    bad = script("select_policy.py", "x.pt", "--stall-rule", "never", timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'never'" in bad.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import deque
 import operator
 import warnings
 from dataclasses import replace
@@ -32,7 +33,7 @@ from .control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from .control.features import FeatureTracker, Register, no_restart_mask, to_vector
 from .control.protocol import ProtocolError, decision_steps
 from .threads import run_threads
-from .inner.guard import guarded_hparams, healthy, stalled
+from .inner.guard import START_STEPS, guarded_hparams, healthy, stalled, train_median
 from .inner.hooks import clone_tree, restore, snapshot
 from .inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
 from .inner.stats import STAT_NAMES, foreach_adamw_stats
@@ -178,6 +179,9 @@ class Controller:
         self._spare = None  # a former guard point whose tensors the next one is written into
         self.first_loss: float | None = None  # the run's first training loss: the guard's yardstick
         self.initial_valid: float | None = None  # the validation loss at step 0: a stall's yardstick
+        # the stall rule's training losses (inner/guard.py): the run's first and latest START_STEPS
+        self.first_train: list[float] = []
+        self.latest_train: deque[float] = deque(maxlen=START_STEPS)
         self._validation_set = set(self.validation_steps)
         self._lr_left: float | None = None  # the lr the last step() left in the optimizer: another writer shows
         self._warned: set[str] = set()
@@ -252,7 +256,8 @@ class Controller:
                 "guard": {"point": clone_tree(self.guard_point), "offered": clone_tree(self.guard_offered),
                           "start": None if self.start_point is self.guard_point else clone_tree(self.start_point),
                           "returns": self.guard_returns,
-                          "first_loss": self.first_loss, "initial_valid": self.initial_valid}}
+                          "first_loss": self.first_loss, "initial_valid": self.initial_valid,
+                          "first_train": list(self.first_train), "latest_train": list(self.latest_train)}}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue a run from `state_dict()`: call after attach() with the restored optimizer (and
@@ -334,7 +339,13 @@ class Controller:
         if "point" in guard:
             new.update(guard_point=guard["point"], guard_offered=guard["offered"], guard_returns=int(guard["returns"]),
                        first_loss=guard.get("first_loss"), initial_valid=guard.get("initial_valid"),
-                       start_point=guard["point"] if guard.get("start") is None else guard["start"])
+                       start_point=guard["point"] if guard.get("start") is None else guard["start"],
+                       # a state from before the stall rule read training losses: the validation loss alone decides
+                       first_train=[float(v) for v in guard.get("first_train", [])],
+                       latest_train=deque((float(v) for v in guard.get("latest_train", [])), maxlen=START_STEPS))
+            losses = new["first_train"] + list(new["latest_train"])
+            if not all(math.isfinite(v) for v in losses) or len(new["first_train"]) > START_STEPS:
+                raise ValueError("its guard's training losses are not finite, or too many")
         return new
 
     def _counted_params(self) -> int:
@@ -433,7 +444,8 @@ class Controller:
         # the engine's order (inner/batched.py): a validation of diverged weights sends the run
         # back and spends this step; then the decision; then this step's loss is checked
         stall = (self._guarding and valid_loss is not None
-                 and stalled(float(valid_loss), self.initial_valid, self.step_index, self.total_steps))
+                 and stalled(float(valid_loss), self.initial_valid, self.step_index, self.total_steps,
+                             train_median(self.latest_train), train_median(self.first_train)))
         returned = self._guarding and valid_loss is not None and (stall or not math.isfinite(float(valid_loss)))
         if returned:
             self._return_to_guard_point(stall=stall)
@@ -471,6 +483,9 @@ class Controller:
             spare = None if self.guard_point is self.start_point else self.guard_point  # the start is kept
             self._spare, self.guard_point, self.guard_offered = spare, self.guard_offered, None
         self.interval_losses.append(loss_value)
+        self.latest_train.append(loss_value)
+        if len(self.first_train) < START_STEPS:
+            self.first_train.append(loss_value)
         _, clipped = self.clipper(self.params, self.hparams.clip, norm, norm_value)
         if (self.step_index - 1) % self.stats_every == 0 or self.step_index in self._decision_at:
             self._sample_stats(clipped)  # every interval's last step is measured

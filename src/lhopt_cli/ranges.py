@@ -74,6 +74,7 @@ VALUE_RANGES: dict[str, Range] = {
     "ppo.minibatch_size": AT_LEAST_1, "ppo.minibatch_episodes": AT_LEAST_1, "ppo.update_epochs": AT_LEAST_1,
     "ppo.clip_coef": Range(0, 1, False, True), "ppo.ent_coef": AT_LEAST_0, "ppo.vf_coef": AT_LEAST_0,
     "ppo.max_grad_norm": POSITIVE, "ppo.target_kl": POSITIVE, "ppo.polyak": Range(0, 1), "ppo.anchor_coef": AT_LEAST_0,
+    "ppo.imitation_coef": AT_LEAST_0,
     # debug=smoke's sizes
     "debug.max_steps": AT_LEAST_1, "debug.eval_points": AT_LEAST_1, "debug.valid_size": AT_LEAST_1,
     "debug.iterations": AT_LEAST_1, "debug.envs": AT_LEAST_1, "debug.decisions": AT_LEAST_1,

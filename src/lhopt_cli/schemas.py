@@ -322,6 +322,7 @@ class PPOSchema:
     entropy_reduction: str = "sum"
     polyak: Optional[float] = None
     anchor_coef: float = 0.0
+    imitation_coef: float = 0.0
 
 
 @dataclass

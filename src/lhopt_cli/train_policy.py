@@ -37,7 +37,7 @@ from .threads import on_run_threads
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
                "clipfrac", "entropy", "explained_variance", "pg_loss", "v_loss", "rollout_s", "update_s", "validation_speedup", "validation_s",
-               "reference_s", "update_epochs", "validation_speedup_polyak", "anchor_kl"]
+               "reference_s", "update_epochs", "validation_speedup_polyak", "anchor_kl", "imitation_loss", "label_agreement"]
 
 
 def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
@@ -96,6 +96,9 @@ def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
         raise ConfigError(f"task_family.start_around_best must be 0 (off) or a spread above 1 (got {around!r})")
     if around and reference_sweep(cfg) is None:
         raise ConfigError("task_family.start_around_best needs reward.reference=sweep: the best lr comes from the sweep")
+    imitation = float(cfg.ppo.get("imitation_coef", 0.0) or 0.0)
+    if imitation > 0 and reference_sweep(cfg) is None:
+        raise ConfigError("ppo.imitation_coef needs reward.reference=sweep: the lr labels point at the sweep's best lr")
     return {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
             "protocol": training_protocol(cfg).as_dict(), "reuse": int(family_cfg.get("reuse", 2)),
             "randomize_start": "start_lr_scale" not in family_cfg,
@@ -103,7 +106,7 @@ def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
             "reward_extrapolation": float(cfg.reward_extrapolation), "reference_sweep": reference_sweep(cfg),
             "eval_start_share": float(family_cfg.get("eval_start_share", 0.0)),
             "guard": bool(c.get("guard", False)),
-            "start_around_best": float(around)}
+            "start_around_best": float(around), "label_lr": imitation > 0}
 
 
 def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:

@@ -86,6 +86,17 @@ def apply_action(hp: HParams, action) -> tuple[HParams, int]:
     return new, int(pick["restart"])
 
 
+def lr_label(lr: float, target: float) -> int:
+    """The lr head's choice (an index into HEADS["lr"]) that moves `lr` closest to `target` in log
+    distance, after clipping to the bounds; of equally close choices, the first (so an lr at its
+    bound keeps the no-op). The supervised label toward an instance's best learning rate.
+    Raises ValueError for an lr or target that is not a positive number."""
+    if not (lr > 0 and target > 0):
+        raise ValueError(f"lr_label needs positive learning rates (got {lr}, {target})")
+    distances = [abs(math.log(_scaled(lr, factor, BOUNDS["lr"]) / target)) for factor in HEADS["lr"]]
+    return int(min(range(len(distances)), key=lambda i: (round(distances[i], 12), abs(math.log(HEADS["lr"][i])))))
+
+
 def restart_kind(code: int) -> tuple[str, int]:
     """('none', -1), ('save', k) or ('load', k) for a restart head choice."""
     if code == 0:

@@ -23,7 +23,7 @@ from ..inner import HParams, Hook, train_one_epoch
 from ..inner.batched import BatchedRun
 from ..tasks import build_task
 from ..tasks.families import TaskFamily
-from .actions import BOUNDS, EVAL_START, NVEC, apply_action, randomized_start, restart_kind
+from .actions import BOUNDS, EVAL_START, NVEC, apply_action, lr_label, randomized_start, restart_kind
 from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
 from .privileged import privileged_vector
 from .protocol import ObservationProtocol, decision_steps
@@ -55,7 +55,8 @@ class VecLhoptEnv:
                  protocol: dict | None = None, reuse: int = 2, randomize_start: bool = True,
                  start_lr_scale: float = 1.0, autoreset: bool = True, fixed: dict | None = None,
                  reward_extrapolation: float = 2.0, reference_sweep: ReferenceSweep | None = None,
-                 eval_start_share: float = 0.0, guard: bool = False, start_around_best: float = 0.0):
+                 eval_start_share: float = 0.0, guard: bool = False, start_around_best: float = 0.0,
+                 label_lr: bool = False):
         """`decisions`: the range a meta-training episode's decision count is drawn from;
         `protocol`: ObservationProtocol fields (defaults for the others). `fixed` = {"task": cfg,
         "seeds": [...]} runs that exact episode (evaluation) with the protocol's decision count:
@@ -70,7 +71,10 @@ class VecLhoptEnv:
         `start_around_best` = k > 1 (needs `reference_sweep`): a randomised start's lr is drawn
         log-uniform from best / k to best x k around the instance's best sweep lr (best_setting),
         so moving the lr down earns reward as often as moving it up; 0: around AdamW's default
-        lr (randomized_start). Raises ValueError for a k in (0, 1] or without a sweep."""
+        lr (randomized_start). `label_lr` (needs `reference_sweep`): every observation comes with
+        `lr_labels` (num_envs,), the lr choice a teacher would make at that decision (lr_label), or
+        -1 where there is none (a frozen member, an instance whose sweep all diverged, a fixed
+        episode). Raises ValueError for a k in (0, 1] or either without a sweep."""
         self.family, self.num_envs = family, num_envs
         self.protocol = ObservationProtocol.from_dict(protocol or {}, complete=False)
         self.decisions, self.reuse = decisions, reuse
@@ -87,6 +91,11 @@ class VecLhoptEnv:
         if self.start_around_best != 0 and not (self.start_around_best > 1 and reference_sweep is not None):
             raise ValueError("start_around_best needs a reference sweep (reward.reference=sweep) and a spread "
                              f"above 1, or 0 for off (got {start_around_best!r})")
+        self.label_lr = bool(label_lr)
+        if self.label_lr and reference_sweep is None:
+            raise ValueError("lr labels need a reference sweep (reward.reference=sweep): the best lr comes from the sweep")
+        self.lr_labels = np.full(num_envs, -1, dtype=np.int64)
+        self.label_target: float | None = None  # this episode's teacher lr (the instance's best)
         self.guard = bool(guard)
         self.instance: dict | None = None
         self.instance_seed: int | None = None  # with a sweep: the seed of every run on this instance
@@ -133,9 +142,9 @@ class VecLhoptEnv:
                                      BOUNDS["lr"][1]))
 
     def _best_lr(self) -> float | None:
-        """The instance's best sweep lr when starts are drawn around it (the sweep runs now, once
-        per instance and seed, instead of at the episode's end); None otherwise."""
-        if not self.start_around_best or not self.randomize_start:
+        """The instance's best sweep lr when starts are drawn around it or labels point at it (the
+        sweep runs now, once per instance and seed, instead of at the episode's end); None otherwise."""
+        if not ((self.start_around_best and self.randomize_start) or self.label_lr):
             return None
         _, curves = self.sweep_cache.get(self.instance, self.task, self.instance_seed)
         try:
@@ -172,7 +181,9 @@ class VecLhoptEnv:
             else:
                 seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, self.num_envs)]
             best_lr = self._best_lr()
-            self.starts = [self._start_hparams(best_lr) for _ in range(self.num_envs)]
+            self.label_target = best_lr if self.label_lr else None
+            self.starts = [self._start_hparams(best_lr if self.start_around_best else None)
+                           for _ in range(self.num_envs)]
         total = self.task.total_steps
         self.boundaries = [0, *decision_steps(total, count, self.protocol.min_interval), total]
         self.interval = 0
@@ -214,6 +225,9 @@ class VecLhoptEnv:
             rows.append(to_vector(feats))
             ctx.stats, ctx.stats_count, rec.train, rec.valid_is_new = {}, 0, [], False
         self.privileged = np.stack(privileged)  # (num_envs, PRIVILEGED): the critic's extra inputs
+        self.lr_labels = np.array([lr_label(ctx.hparams.lr, self.label_target)
+                                   if self.label_target is not None and self.run.active[ctx.index] and self.fixed is None
+                                   else -1 for ctx in self.run.ctx], dtype=np.int64)
         return np.stack(rows)
 
     def _act(self, actions: np.ndarray) -> None:

@@ -58,6 +58,10 @@ class PPOConfig:
     # heads: a continuation of a policy that transfers may then improve on its family without
     # drifting from what transferred (0: no penalty)
     anchor_coef: float = 0.0
+    # weight of a supervised loss on the lr head beside PPO's: the cross-entropy of the policy's lr
+    # choice against the teacher's label at every decision the current policy visits (batches with
+    # lr_labels; DAgger's labels on the learner's own states, Ross et al. 2011); 0: none
+    imitation_coef: float = 0.0
 
     def __post_init__(self):
         if self.advantage not in ("gae", "loo"):
@@ -71,7 +75,7 @@ class PPOConfig:
         for name in ("learning_rate", "clip_coef", "max_grad_norm"):  # the comparisons also refuse nan
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"ppo.{name} must be a finite number > 0 (got {getattr(self, name)})")
-        for name in ("ent_coef", "vf_coef", "anchor_coef"):
+        for name in ("ent_coef", "vf_coef", "anchor_coef", "imitation_coef"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"ppo.{name} must be a finite number >= 0 (got {getattr(self, name)})")
         for name in ("gamma", "gae_lambda"):
@@ -288,16 +292,17 @@ class PPO:
             steps, n = b["rewards"].shape
             flat = {k: v.reshape(-1) for k, v in (("logprobs", b["logprobs"]), ("dones", b["dones"]),
                                                    ("advantages", advantages), ("returns", returns), ("values", b["values"]))}
+            flat["lr_labels"] = b["lr_labels"].reshape(-1) if "lr_labels" in b else None
             flat.update(obs=b["obs"].reshape(steps * n, -1), actions=b["actions"].reshape(steps * n, -1),
                         index=np.arange(steps * n).reshape(steps, n), start_state=b["start_state"],
                         privileged=b["privileged"].reshape(steps * n, -1) if "privileged" in b else None)
             flats.append(flat)
-        clipfracs, stats, epochs = [], {}, 0
+        clipfracs, stats, epochs, imitation_stats = [], {}, 0, []
         for _ in range(cfg.update_epochs):
             epochs += 1
             for minibatch in self.minibatches(batches):
                 parts = {k: [] for k in ("newlogprob", "entropy", "newvalue", "logprobs", "advantages", "returns", "values",
-                                         "anchor_kl")}
+                                         "anchor_kl", "imitation", "agreement")}
                 for k, mb_envs in minibatch:
                     flat = flats[k]
                     mb = flat["index"][:, mb_envs].ravel()  # whole sequences of these envs, time-major
@@ -313,6 +318,12 @@ class PPO:
                             anchored = self.anchor.distributions(hidden, flat["obs"][mb])
                         parts["anchor_kl"].append(torch.stack([kl_divergence(d, a) for d, a in zip(dists, anchored)],
                                                               -1).sum(-1))
+                    if flat["lr_labels"] is not None and cfg.imitation_coef > 0:
+                        labels = flat["lr_labels"][mb]
+                        labelled = labels >= 0
+                        lr_head = dists[0]  # HEADS' first head is the lr's
+                        parts["imitation"].append(-lr_head.log_prob(labels.clamp(min=0))[labelled])
+                        parts["agreement"].append((lr_head.probs.argmax(-1) == labels)[labelled].float())
                     for name, value in (("newlogprob", newlogprob), ("entropy", entropy), ("newvalue", newvalue.view(-1))):
                         parts[name].append(value)
                     for name in ("logprobs", "advantages", "returns", "values"):
@@ -338,6 +349,10 @@ class PPO:
                 if self.anchor is not None:
                     anchor_kl = mb_["anchor_kl"].mean()
                     loss = loss + cfg.anchor_coef * anchor_kl
+                if "imitation" in mb_ and mb_["imitation"].numel():
+                    imitation = mb_["imitation"].mean()
+                    loss = loss + cfg.imitation_coef * imitation
+                    imitation_stats.append((imitation.item(), mb_["agreement"].mean().item()))
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
@@ -350,7 +365,10 @@ class PPO:
         stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=entropy_loss.item(),
                      approx_kl=approx_kl.item(), clipfrac=float(np.mean(clipfracs)), update_epochs=epochs,
                      explained_variance=float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y),
-                     anchor_kl=anchor_kl.item() if self.anchor is not None else float("nan"))
+                     anchor_kl=anchor_kl.item() if self.anchor is not None else float("nan"),
+                     # over every minibatch of the update: how far the lr head is from the teacher
+                     imitation_loss=float(np.mean([i for i, _ in imitation_stats])) if imitation_stats else float("nan"),
+                     label_agreement=float(np.mean([a for _, a in imitation_stats])) if imitation_stats else float("nan"))
         return stats
 
     def iterate(self) -> dict[str, float]:

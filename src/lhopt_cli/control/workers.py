@@ -41,7 +41,7 @@ class RolloutWorker:
         """One episode group with `weights` from `state`: (batch, the state after it).
 
         batch: obs, actions, logprobs, values, rewards, dones (and a privileged critic's inputs,
-        privileged) as (T, envs, ...) tensors, the LSTM
+        privileged; with lr labels, lr_labels (T, envs) int64) as (T, envs, ...) tensors, the LSTM
         start state, the bootstrap (next_done, next_value), the finished episodes' returns and the
         seconds spent on reference runs (reference_s)."""
         with run_threads():  # as in a worker process or actor: the same float results anywhere
@@ -58,10 +58,13 @@ class RolloutWorker:
         next_obs, next_done = torch.as_tensor(obs, dtype=torch.float32), torch.ones(n)  # a fresh episode
         lstm_state = self.agent.initial_state(n)
         start_state = (lstm_state[0].clone(), lstm_state[1].clone())
-        buf: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "dones", "values", "privileged")}
+        buf: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "dones", "values", "privileged",
+                                                "lr_labels")}
         while True:
             privileged = torch.as_tensor(self.env.privileged) if self.agent.privileged_dim else None
             buf["obs"].append(next_obs)
+            if self.env.label_lr:  # the teacher's lr choice at this decision (-1: none)
+                buf["lr_labels"].append(torch.as_tensor(self.env.lr_labels))
             buf["dones"].append(next_done)
             if privileged is not None:
                 buf["privileged"].append(privileged)

@@ -17,6 +17,7 @@ once the next step's loss at it is healthy; the start always holds.
 from __future__ import annotations
 
 import math
+from collections import deque
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .optim import HPARAM_NAMES, HParams
 from .schedules import SCHEDULES, lr_multiplier
 from .stats import adamw_stats
 from ..threads import on_run_threads
-from .guard import guarded_hparams, healthy, stalled
+from .guard import START_STEPS, guarded_hparams, healthy, stalled, train_median
 
 
 # vmap runs attention member by member (no batching rule yet); correct, and measured by the
@@ -248,6 +249,9 @@ class BatchedRun:
         self._start = time.perf_counter()
         self._curves: list[list[dict]] = [[] for _ in range(K)]
         self._recent: list[list[float]] = [[] for _ in range(K)]
+        # the stall rule's training losses (inner/guard.py): each member's first and latest START_STEPS
+        self._first_train: list[list[float]] = [[] for _ in range(K)]
+        self._latest_train = [deque(maxlen=START_STEPS) for _ in range(K)]
         self._status = ["done"] * K
         self._done_steps = [self.task.total_steps] * K
         self._batches = iter(self.task.member_batches(self.seeds))
@@ -309,6 +313,9 @@ class BatchedRun:
             if self.guard_offered[i] is not None:
                 self.guard_points[i], self.guard_offered[i] = self.guard_offered[i], None
             self._recent[i].append(values[i])
+            if len(self._first_train[i]) < START_STEPS:
+                self._first_train[i].append(values[i])
+            self._latest_train[i].append(values[i])
             if not math.isfinite(values[i]):
                 self._diverge(i, step, self.valid_losses()[i])
         stepping = self.active & ~self.skip & ~guarded
@@ -329,7 +336,9 @@ class BatchedRun:
         if step + 1 in self._eval_at:
             valid = self.valid_losses()
             total = self.task.total_steps
-            stalls = {i for i in live if self.guard and stalled(valid[i], self._initial[i], step + 1, total)}
+            stalls = {i for i in live if self.guard and stalled(valid[i], self._initial[i], step + 1, total,
+                                                               train_median(self._latest_train[i]),
+                                                               train_median(self._first_train[i]))}
             bad = [i for i in live if self.guard and (not math.isfinite(valid[i]) or i in stalls)]
             for i in bad:  # the curve gets the loss at the point returned to; the hooks see no validation
                 self._return_to_guard_point(i, stall=i in stalls)
