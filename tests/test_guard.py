@@ -289,6 +289,7 @@ def test_the_stall_rule_tells_a_plateau_from_a_runaway_by_the_training_loss(monk
     import lhopt_cli.inner.guard as guard
     from lhopt_cli.inner.guard import stalled, train_median
 
+    monkeypatch.setattr(guard, "STALL_RULE", "runaway")
     start = train_median([2.3] * 9 + [9.0])  # the median: one spike does not move the start
     assert start == 2.3 and train_median([2.3] * 9) is None
     assert stalled(2.4, 2.3, 50, 100, train_now=2.29, train_start=start)  # no lower: a runaway
