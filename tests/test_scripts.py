@@ -484,3 +484,28 @@ def test_select_policy_holds_beta1_and_switches_the_stall_rule_when_asked(tmp_pa
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1].startswith("best: "), proc.stderr[-2000:]
     bad = script("select_policy.py", "x.pt", "--stall-rule", "never", timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'never'" in bad.stderr
+
+
+def test_scale_check_scores_the_policy_at_each_scale_against_the_unscaled_grid(tmp_path):
+    proc = script("scale_check.py", "--suite", "smoke", "--scales", "0.01", "--grid-dir", str(tmp_path / "g"),
+                  "--markdown", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("| 0.01") or line.startswith("| 1 ")}
+    assert set(rows) == {"0.01", "1"}  # s = 1 is always scored: the yardstick
+    medians = {s: float(row[0].rstrip("x")) for s, row in rows.items()}
+    for s, row in rows.items():
+        members = [float(v) for v in row[2:]]
+        assert len(members) == 2 and abs(medians[s] - sum(members) / 2) < 0.01
+        assert float(row[1]) == pytest.approx(medians[s] / medians["1"], abs=0.01)
+    assert rows["0.01"][2:] != rows["1"][2:]  # the scale reached the runs
+    assert proc.stdout.strip().splitlines()[-1].startswith("lowest median against s = 1: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scales", "0"], "error: --scales must be finite positive numbers"),
+    (["--suite", "test"], "error: validation.suite=test: the test suite is only reported on"),
+])
+def test_scale_check_bad_input_is_one_line(tmp_path, args, message):
+    proc = script("scale_check.py", *args, "--grid-dir", str(tmp_path / "g"), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1
