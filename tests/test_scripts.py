@@ -509,3 +509,22 @@ def test_scale_check_scores_the_policy_at_each_scale_against_the_unscaled_grid(t
 def test_scale_check_bad_input_is_one_line(tmp_path, args, message):
     proc = script("scale_check.py", *args, "--grid-dir", str(tmp_path / "g"), timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_decision_trace_reads_the_lr_against_the_best_and_counts_the_controllers_goals(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from decision_trace import trace
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    decisions = [{"step": s, "lr": lr} for s, lr in [(0, 2e-3), (10, 4e-3), (20, 8e-3), (40, 8e-3), (60, 4e-3), (80, 4e-3)]]
+    row = trace(decisions, total_steps=100, best_lr=1e-3)
+    assert row == {"first_lr": 2e-3, "changes": 3, "down": 1, "last_change": 60, "lr_at_quarter": 8e-3,
+                   "above_at_quarter": True, "down_after_quarter": True, "final_lr": 4e-3, "within": False}
+    held = trace(decisions[:3], total_steps=100, best_lr=3e-3)
+    assert held["above_at_quarter"] and not held["down_after_quarter"] and held["within"]  # 8e-3 within 3x of 3e-3
+    proc = script("decision_trace.py", "--suite", "smoke", "--grid-dir", str(tmp_path / "g"), "--markdown", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert sum(line.startswith("| nqm_small | 0 |") or line.startswith("| mlp_digits_small | 0 |") for line in lines) == 2
+    assert lines[-2].startswith("down after the first quarter") and lines[-1].startswith("final level within 3x")
