@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from lhopt_cli.plots import speedup_plot
-from lhopt_cli.results.summary import bootstrap_intervals, overall, per_task
+from lhopt_cli.results.summary import UNTUNED, bootstrap_intervals, comparators_beaten, overall, per_task, rank_among_untuned
 
 # The goals the project holds for lhopt on the test suite (docs/results.md): the median over tasks
 # against the best of 35, the median per-task ratio to fixed_default, the worst task, and on how
@@ -88,8 +88,11 @@ def ahead_of(table: pd.DataFrame, method: str, others: list[str]) -> tuple[int, 
 def markdown(table: pd.DataFrame, summary: pd.DataFrame, totals: pd.DataFrame) -> str:
     methods = list(totals.method)
     first_seed = int(summary.seed.min())
-    lines = [f"| task | best of 35 (seed {first_seed}) | " + " | ".join(f"{m} (vs extended)" for m in methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
+    beaten = comparators_beaten(table)
+    others = len([m for m in UNTUNED if m in methods])
+    lines = [f"| task | best of 35 (seed {first_seed}) | " + " | ".join(f"{m} (vs extended)" for m in methods)
+             + " | comparators lhopt beats |",
+             "|---|---|" + "---|" * len(methods) + "---|"]
     for task in table.task.unique():
         best = summary[(summary.task == task) & (summary.method == "best_baseline") & (summary.seed == first_seed)].iloc[0]
         edge = " (edge)" if table[table.task == task].edge.any() else ""
@@ -97,12 +100,13 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame, totals: pd.DataFrame) -
         for method in methods:
             r = table[(table.task == task) & (table.method == method)].iloc[0]
             cells.append(f"{r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}] ({r['extended']:.2f}x)")
-        lines.append(f"| {task} | lr {best.best_lr:g} {best.best_schedule}{edge} | " + " | ".join(cells) + " |")
+        count = f"{beaten[task]} of {others}" if task in beaten else ""
+        lines.append(f"| {task} | lr {best.best_lr:g} {best.best_schedule}{edge} | " + " | ".join(cells) + f" | {count} |")
     lines.append("| **median over tasks** [95% interval over tasks and seeds] | | " + " | ".join(
-        f"**{r.median:.2f}x** [{r.median_lo:.2f}, {r.median_hi:.2f}] ({r.extended:.2f}x)" for r in totals.itertuples()) + " |")
-    lines.append("| worst task | | " + " | ".join(f"{r.worst_task} {r.worst:.2f}x" for r in totals.itertuples()) + " |")
+        f"**{r.median:.2f}x** [{r.median_lo:.2f}, {r.median_hi:.2f}] ({r.extended:.2f}x)" for r in totals.itertuples()) + " | |")
+    lines.append("| worst task | | " + " | ".join(f"{r.worst_task} {r.worst:.2f}x" for r in totals.itertuples()) + " | |")
     lines.append("| ratio to fixed_default (median over tasks) [95% interval] | | " + " | ".join(
-        ratio_cell(r) for r in totals.itertuples()) + " |")
+        ratio_cell(r) for r in totals.itertuples()) + " | |")
     return "\n".join(lines)
 
 
@@ -145,6 +149,11 @@ def main() -> None:
         print(f"{r.method:<14} median over tasks {r.median:.2f}x [{r.median_lo:.2f}, {r.median_hi:.2f}] "
               f"(vs extended {r.extended:.2f}x); worst task {r.worst_task} {r.worst:.2f}x"
               + (f"; {ratio} fixed_default" if ratio else ""))
+    rank = rank_among_untuned(totals)
+    if rank is not None and rank[1] > 1:
+        beaten = comparators_beaten(compared)
+        print(f"lhopt ranks {rank[0]} of {rank[1]} among the choices that need no tuning (median over tasks); "
+              f"comparators it beats per task: " + ", ".join(f"{t} {n}/{rank[1] - 1}" for t, n in beaten.items()))
     lhopt = totals.set_index("method").loc["lhopt"]
     goals = [(f"median over tasks >= {GOAL_MEDIAN}x", lhopt["median"] >= GOAL_MEDIAN),
              (f"every task >= {GOAL_EVERY}x", lhopt["worst"] >= GOAL_EVERY)]

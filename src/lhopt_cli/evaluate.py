@@ -37,7 +37,7 @@ from .method_runs import execute as execute_method_run
 from .plots import hyperparameter_plot, learning_curve_plot
 from .results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
 from .results.locks import FolderBusy, folder_lock
-from .results.summary import overall, per_task
+from .results.summary import comparators_beaten, overall, per_task, rank_among_untuned
 from .results.store import ResultsStore
 from .progress import progress_bar
 from .schedule_file import ScheduleFileError, build_schedule, read_schedule, write_schedule
@@ -256,6 +256,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
                           f"the grid runs go into {grid_dir}")
             stored = None
         store = ResultsStore(run_dir)
+        comparators = stored_comparators(cfg)  # the suite's extra baselines, run once and kept
+        from_stored = 0
         summary, figures = [], []
         members, jobs = [], []  # (task name, task JSON, task, grid curves) per member; the method runs to do
         policy_digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()  # in every schedule file
@@ -293,11 +295,20 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             key = baseline_grid.task_key(task_cfg)
             members.append((task_name, task_json, task, grid_curves))
             done = store.finished_ids()
+            if comparators is not None:  # read, not run again: the same task settings and seeds
+                wanted = {method_run_id(task_name, key, int(s), m) for m in cfg.extra_baselines for s in cfg.seeds}
+                found = sorted((wanted - done) & comparators.finished_ids())
+                if found:
+                    store.add([(run, comparators.curves[comparators.curves.run_id == run["run_id"]].to_dict("records"))
+                               for run in comparators.runs[comparators.runs.run_id.isin(found)].to_dict("records")])
+                    done, from_stored = done | set(found), from_stored + len(found)
             methods = ["lhopt", *(["replay"] if replay is not None else []), *cfg.extra_baselines]
             jobs += [MethodRun(task_name, method, task_json, int(s), str(policy_path), bool(cfg.greedy), bool(cfg.guard),
                                str(cfg.replay) if replay is not None else "")
                      for method in methods for s in cfg.seeds
                      if method_run_id(task_name, key, int(s), method, replay_digest) not in done]
+        if from_stored:
+            console.print(f"{from_stored} comparator runs read from {STORED_COMPARATORS / cfg.suite.name}")
         if jobs:
             workers = resolve_workers(int(cfg.executor.workers), len(jobs))
             if sum(cached_steps(job) for job in jobs) < SMALL_METHOD_JOB_STEPS:
@@ -331,6 +342,17 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
 
 
 SMALL_METHOD_JOB_STEPS = 5_000  # below this many run-steps in all, the method runs stay in this process
+# the suites' comparator runs (extra_baselines), kept beside the stored grids by scripts/make_comparator_tables.py
+STORED_COMPARATORS = baseline_grid.STORED_GRIDS.parent / "comparators"
+
+
+def stored_comparators(cfg: DictConfig) -> ResultsStore | None:
+    """The stored comparator runs of `cfg`'s suite (read only), or None: no suite, no extra
+    baselines, a grid_dir of the user's (their own settings), or nothing stored."""
+    if cfg.get("suite") is None or not cfg.extra_baselines or cfg.grid_dir:
+        return None
+    folder = STORED_COMPARATORS / cfg.suite.name
+    return ResultsStore(folder) if (folder / "runs.parquet").is_file() else None
 
 
 def method_run_id(task_name: str, key: str, seed: int, method: str, replay_digest: str = "") -> str:
@@ -424,6 +446,12 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
         console.print(shown)
     if table.task.nunique() > 1:
         print_totals(overall(per_task(table)), console)
+    rank = rank_among_untuned(overall(per_task(table)))
+    if rank is not None and rank[1] > 1:
+        beaten = comparators_beaten(per_task(table))
+        others = rank[1] - 1
+        console.print(f"lhopt ranks {rank[0]} of {rank[1]} among the choices that need no tuning (median over tasks); "
+                      "it beats, per task: " + ", ".join(f"{task} {count} of {others}" for task, count in beaten.items()))
 
 
 def print_totals(totals: pd.DataFrame, console: Console) -> None:

@@ -7,18 +7,28 @@ and each seed's run is on its own, so neither the workers nor the order changes 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError
 
-EXTRA_BASELINES = ("schedulefree", "prodigy")
+# the comparators that need no tuning, each at its own documented defaults (docs/method.md section 9)
+EXTRA_BASELINES = ("schedulefree", "prodigy", "dadapt_adam", "dog", "mechanic", "hypergradient", "range_test")
 
 
 def make_extra_optimizer(name: str):
-    """The extra baselines at their recommended defaults: a function params -> optimizer.
-    Raises ConfigError for a name not in EXTRA_BASELINES."""
+    """An extra baseline's optimizer at its documented defaults: a function params -> optimizer
+    (range_test is a whole run of its own: inner/range_test.py). Raises ConfigError for a name not
+    in EXTRA_BASELINES.
+
+    schedulefree: AdamWScheduleFree, lr 0.0025, no warmup; prodigy: Prodigy, lr 1.0;
+    dadapt_adam: D-Adaptation's DAdaptAdam, lr 1.0, decoupled weight decay 0.01 (AdamW's);
+    dog: DoG (Ivgi et al. 2023), lr 1.0, reps_rel 1e-6, evaluated at its polynomial decay average
+    (gamma 8, inner/averaging.py); mechanic: mechanic-pytorch's mechanize(AdamW), lr 1.0 as its
+    README writes it; hypergradient: AdamW with Adam-HD's lr update (inner/hypergradient.py)."""
     if name == "schedulefree":
         from schedulefree import AdamWScheduleFree
 
@@ -27,6 +37,35 @@ def make_extra_optimizer(name: str):
         from prodigyopt import Prodigy
 
         return lambda params: Prodigy(params, lr=1.0)
+    if name == "dadapt_adam":
+        from dadaptation import DAdaptAdam
+
+        def dadapt_adam(params):
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints that the decay is decoupled
+                return DAdaptAdam(params, lr=1.0, decouple=True, weight_decay=1e-2)
+
+        return dadapt_adam
+    if name == "dog":
+        from dog import DoG
+
+        from .inner.averaging import IterateAveraged
+
+        def averaged_dog(params):
+            params = list(params)
+            return IterateAveraged(DoG(params, lr=1.0), params)
+
+        return averaged_dog
+    if name == "mechanic":
+        import torch
+        from mechanic_pytorch import mechanize
+
+        return lambda params: mechanize(torch.optim.AdamW)(params, lr=1.0)
+    if name == "hypergradient":
+        from .inner.hypergradient import HypergradientAdamW
+
+        return lambda params: HypergradientAdamW(params)
+    if name == "range_test":
+        raise ConfigError("range_test is a run of its own (inner/range_test.range_test_run), not an optimizer")
     raise ConfigError(f"unknown extra baseline '{name}'; known: {', '.join(EXTRA_BASELINES)}")
 
 
@@ -75,4 +114,8 @@ def execute(job: MethodRun):
 
         replay = read_schedule(job.replay_path)
         return PolicyRun(train_one_epoch(task, job.seed, ReplayHook(replay), hparams_at(replay, 0, task.total_steps)))
+    if job.method == "range_test":
+        from .inner.range_test import range_test_run
+
+        return PolicyRun(range_test_run(task, job.seed))
     return PolicyRun(train_one_epoch(task, job.seed, make_optimizer=make_extra_optimizer(job.method)))

@@ -73,10 +73,12 @@ def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams, scales: list[di
 
 
 def read_hparams(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> HParams:
-    """The hyperparameters of the first param group (AdamW-family optimizers)."""
+    """The hyperparameters of the first param group (AdamW-family optimizers); a value the group
+    does not hold (DoG has no betas) reads as NaN."""
     group = optimizer.param_groups[0]
-    beta1, beta2 = group["betas"]
-    return HParams(float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]), clip)
+    beta1, beta2 = group.get("betas", (math.nan, math.nan))
+    return HParams(float(group["lr"]), float(beta1), float(beta2), float(group.get("eps", math.nan)),
+                   float(group.get("weight_decay", math.nan)), clip)
 
 
 class RollingMaxClipper:

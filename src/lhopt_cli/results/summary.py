@@ -10,7 +10,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-METHOD_ORDER = ("lhopt", "replay", "fixed_default", "adamw_default", "prodigy", "schedulefree", "oracle")
+METHOD_ORDER = ("lhopt", "replay", "fixed_default", "adamw_default", "prodigy", "schedulefree", "dadapt_adam", "dog",
+                "mechanic", "hypergradient", "range_test", "oracle")
+# what a user gets without tuning: the fixed settings and the optimizers that set their own step size
+UNTUNED = ("fixed_default", "adamw_default", "prodigy", "schedulefree", "dadapt_adam", "dog", "mechanic",
+           "hypergradient", "range_test")
 
 
 def _ordered(methods) -> list[str]:
@@ -110,3 +114,23 @@ def overall(table: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.Data
     if summary is not None and not totals.empty:
         totals = totals.merge(bootstrap_intervals(summary), on="method", how="left")
     return totals
+
+
+def rank_among_untuned(totals: pd.DataFrame, method: str = "lhopt") -> tuple[int, int] | None:
+    """`method`'s place among itself and the UNTUNED choices present in `totals` (overall's table),
+    by median over tasks: (rank, of how many), 1 the highest; ties share the better place. None
+    if `method` is absent."""
+    present = totals[totals.method.isin([method, *UNTUNED])].set_index("method")["median"]
+    if method not in present:
+        return None
+    return int((present > present[method]).sum()) + 1, len(present)
+
+
+def comparators_beaten(table: pd.DataFrame, method: str = "lhopt") -> pd.Series:
+    """Per task (index): how many of the UNTUNED choices present `method`'s median over seeds is
+    above (per_task's table). Empty if `method` is absent."""
+    by = table.pivot_table(index="task", columns="method", values="median")
+    others = [m for m in UNTUNED if m in by and m != method]
+    if method not in by:
+        return pd.Series(dtype=int)
+    return (by[others].lt(by[method], axis=0)).sum(axis=1).astype(int).rename("beaten")
