@@ -10,6 +10,7 @@ from conftest import LHOPT, lhopt_env
 from lhopt_cli.api import default_policy_path
 from lhopt_cli.control.protocol import decision_steps
 from lhopt_cli.config import compose
+from lhopt_cli.method_runs import EXTRA_BASELINES
 from lhopt_cli.results.speedup import speedup
 from lhopt_cli.results.store import load
 
@@ -21,8 +22,8 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary.columns) == ["task", "seed", "method", "final_valid_loss", "speedup", "best_lr", "best_schedule",
                                      "best_at_edge", "speedup_extended", "best_lr_extended"]
-    assert set(summary.method) == {"best_baseline", "lhopt", "schedulefree", "prodigy", "adamw_default", "fixed_default",
-                                   "oracle"}
+    assert set(summary.method) == {"best_baseline", "lhopt", "adamw_default", "fixed_default", "oracle",
+                                   *EXTRA_BASELINES}  # every comparator by default
     assert (summary.speedup >= 0).all() and summary.loc[summary.method == "best_baseline", "speedup"].item() == 1.0
     grid = pd.read_parquet(tmp_path / "grid" / "runs.parquet")
     # the extended grid: lrs 1e-5 to 1e-1 at half-decades, those outside the paper's five at 3 schedules

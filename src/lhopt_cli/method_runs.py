@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import ConfigError
 
-# the comparators that need no tuning, each at its own documented defaults (docs/method.md section 9)
+# the comparators that need no tuning, each at its own documented defaults (docs/method.md section 8)
 EXTRA_BASELINES = ("schedulefree", "prodigy", "dadapt_adam", "dog", "mechanic", "hypergradient", "range_test")
 
 
