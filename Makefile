@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # fair_tabular at batch 4: an MLP whose best lr of 35 is 1e-3, not the grid's top (docs/results.md)
-demo: install  ## the bundled policy beside the 5 x 7 AdamW grid and the untuned choices on fair_tabular (batch 4, 3 seeds): table + figures
+demo: install  ## the bundled policy beside the 5 x 7 AdamW grid, the untuned choices and every tuning-free comparator on fair_tabular (batch 4, 3 seeds): table + figures
 	OMP_NUM_THREADS=1 $(LHOPT) evaluate tasks=[fair_tabular] "task_overrides=['task.batch_size=4']" seeds=[0,1,2] \
 		executor.workers=2 run_dir=$(DEMO_DIR)/evaluate
 

@@ -48,7 +48,7 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     assert summary.best_lr_extended.iloc[0] == grid.loc[grid.final_valid_loss.idxmin()].lr0
     assert (summary.speedup_extended <= summary.speedup + 1e-9).all()  # a stronger baseline never flatters
     curves = load(tmp_path)
-    assert set(curves.method) == {"lhopt", "schedulefree", "prodigy"} and (curves.step.max() == 8)
+    assert set(curves.method) == {"lhopt", *EXTRA_BASELINES} and (curves.step.max() == 8)
     decisions = pd.read_csv(tmp_path / "decisions_mlp_mnist_s0.csv")
     assert {"step", "lr", "beta1", "clip", "restart"} <= set(decisions.columns)
     from lhopt_cli.schedule_file import read_schedule  # the run's schedule, replayable elsewhere

@@ -49,3 +49,20 @@ def test_the_lr_panel_shows_the_lr_each_step_used_under_the_policys_decay(monkey
     values = used[0].get_ydata()
     assert values[0] == 1e-3 and np.isclose(values[50], 1e-2 * 0.5) and values[-1] < 2e-4  # x (1 - step / 100)
     assert "saved a checkpoint" in figures[0]._suptitle.get_text()
+
+
+def test_the_curves_figure_draws_every_comparator_in_its_own_colour(monkeypatch, tmp_path):
+    from lhopt_cli.method_runs import EXTRA_BASELINES
+
+    figures = _capture(monkeypatch)
+    steps = 11
+    grid = _curve("a", 1e-3, "cosine", np.linspace(2.0, 0.5, steps))
+    methods = ["lhopt", *EXTRA_BASELINES]
+    ours = pd.concat([_curve(m, np.nan, m, np.linspace(2.0, 0.4 + 0.05 * k, steps), method=m)
+                      for k, m in enumerate(methods)])
+    plots.learning_curve_plot("t", grid, ours, tmp_path / "c.png")
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(methods) <= set(labels)
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines() if line.get_label() in methods}
+    assert len(set(colours.values())) == len(methods)

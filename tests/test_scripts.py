@@ -107,9 +107,11 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     summary = pd.read_csv(run / "summary.csv")
     # the untuned choices are runs of the stored grid (fixed_default: chosen on validation_heldout's
     # grid, which is the default extended grid); the oracle is its best run in hindsight
-    assert set(summary.method) == {"best_baseline", "lhopt", "prodigy", "schedulefree", "adamw_default", "fixed_default",
-                                   "oracle"} and set(summary.seed) == {0, 1}
-    for method in ("lhopt", "prodigy", "schedulefree"):
+    from lhopt_cli.method_runs import EXTRA_BASELINES
+
+    assert set(summary.method) == {"best_baseline", "lhopt", "adamw_default", "fixed_default", "oracle",
+                                   *EXTRA_BASELINES} and set(summary.seed) == {0, 1}
+    for method in ("lhopt", *EXTRA_BASELINES):
         s = summary[(summary.method == method) & (summary.task == "nqm_small")].speedup
         assert f"{s.median():.2f}x [{s.min():.2f}, {s.max():.2f}]" in proc.stdout  # the table shows the seeds' spread
         assert f"{method:<14} median over tasks" in proc.stdout
@@ -125,8 +127,16 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     assert "its width, drawn apart: over the seeds alone [" in proc.stdout and "over the tasks alone [" in proc.stdout
     assert "lhopt goals: median over tasks >= 1.0x" in proc.stdout and ">= 1.5x" not in proc.stdout.split("lhopt goals")[1].split(";")[0]
     assert "ratio to fixed_default >= 1.5x" in proc.stdout and "ahead of the tuning-free optimizers on >= 2 of 2" in proc.stdout
+    # lhopt's place among every choice that needs no tuning, and the comparators it beats per task
+    from lhopt_cli.results.summary import comparators_beaten, rank_among_untuned
+
+    rank, of = rank_among_untuned(totals.reset_index())
+    assert of == 2 + len(EXTRA_BASELINES) + 1 and f"lhopt ranks {rank} of {of} among the choices that need no tuning" in proc.stdout
+    beaten = comparators_beaten(per_task(summary))
+    assert all(f"{task} {count}/{of - 1}" in proc.stdout for task, count in beaten.items())
     table = (run / "speedup_smoke.md").read_text()
     assert "| nqm_small |" in table and "| mlp_digits_small |" in table and "**median over tasks**" in table
+    assert f"| {beaten['nqm_small']} of {of - 1} |" in table
     assert f"**{totals.loc['lhopt', 'median']:.2f}x** [{totals.loc['lhopt', 'median_lo']:.2f}, " in table
     assert (run / "speedup_smoke.png").stat().st_size > 10_000
 
