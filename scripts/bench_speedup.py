@@ -65,14 +65,17 @@ def ratio_cell(r) -> str:
 
 
 def seeds_needed(summary: pd.DataFrame) -> int | None:
-    """The fewest of the summary's seeds (taken in order) at which lhopt's 95% interval against
-    fixed_default excludes 1.0; None if not even all of them."""
+    """The fewest of the summary's seeds (taken in order) from which on lhopt's 95% interval
+    against fixed_default excludes 1.0 at every count up to all of them; None if the interval of
+    all the seeds holds 1.0 (a first seed that happened to exclude it proves nothing)."""
     seeds = sorted(set(summary.seed))
-    for k in range(1, len(seeds) + 1):
+    needed = None
+    for k in range(len(seeds), 0, -1):
         row = bootstrap_intervals(summary[summary.seed.isin(seeds[:k])]).set_index("method").loc["lhopt"]
-        if row.vs_fixed_default_lo > 1 or row.vs_fixed_default_hi < 1:
-            return k
-    return None
+        if not (row.vs_fixed_default_lo > 1 or row.vs_fixed_default_hi < 1):
+            break
+        needed = k
+    return needed
 
 
 def ahead_of(table: pd.DataFrame, method: str, others: list[str]) -> tuple[int, int] | None:

@@ -538,3 +538,19 @@ def test_decision_trace_reads_the_lr_against_the_best_and_counts_the_controllers
     lines = proc.stdout.strip().splitlines()
     assert sum(line.startswith("| nqm_small | 0 |") or line.startswith("| mlp_digits_small | 0 |") for line in lines) == 2
     assert lines[-2].startswith("down after the first quarter") and lines[-1].startswith("final level within 3x")
+
+
+def test_seeds_needed_counts_only_an_exclusion_that_holds_up_to_all_the_seeds():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from bench_speedup import seeds_needed
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+
+    def summary(ratios_per_seed):
+        return pd.DataFrame([{"task": f"t{t}", "seed": seed, "method": m, "speedup": (r if m == "lhopt" else 1.0)}
+                             for seed, r in enumerate(ratios_per_seed) for t in range(6)
+                             for m in ("lhopt", "fixed_default")])
+
+    assert seeds_needed(summary([2.0, 2.0, 2.0])) == 1
+    assert seeds_needed(summary([2.0, 0.5, 0.5])) is None  # the first seed alone excluded 1.0; all three do not
