@@ -1,14 +1,15 @@
 """Run a suite's comparators (the tuning-free optimizers and the range test) once and keep them.
 
-    python scripts/make_comparator_tables.py --suite test [--seeds 0 1 2] [--workers 2] [--out DIR] [overrides]
+    python scripts/make_comparator_tables.py --suite test [--seeds 0 1 2] [--methods dog,prodigy] [--workers 2] [--out DIR] [overrides]
 
 Every extra baseline of `lhopt evaluate` (method_runs.EXTRA_BASELINES, or --methods) runs on every
 member of the suite at every seed, at the task settings `lhopt evaluate suite=<suite>` uses with
 the bundled policy's protocol, and is recorded as evaluate records it into
 benchmarks/comparators/<suite>/ (runs.parquet, results.parquet). `lhopt evaluate` on that suite
 then reads these runs instead of running them again, so `make bench-speedup` runs only the
-policy. Resumable: runs already recorded are kept. Trailing Hydra overrides go to the evaluate
-config (e.g. debug=smoke).
+policy. Resumable: runs already recorded are kept. Hydra overrides go to the evaluate config
+(e.g. debug=smoke); they change the task settings, so they need --out (the stored tables hold
+the suites' own settings only).
 """
 from __future__ import annotations
 
@@ -36,14 +37,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True, help="a conf/suite/ name (test, validation_heldout, validation)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(EXTRA_BASELINES), help="extra baselines to run")
+    parser.add_argument("--methods", default=",".join(EXTRA_BASELINES),
+                        help="comma-separated extra baselines to run (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="processes (0: one per core)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/comparators/<suite>")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the evaluate config")
     args = parser.parse_args()
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in EXTRA_BASELINES]
-    if unknown:
-        sys.exit(f"error: unknown comparator '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
+    if unknown or not args.methods:
+        sys.exit(f"error: unknown comparator '{unknown[0] if unknown else ''}'; known: {', '.join(EXTRA_BASELINES)}")
+    if len(set(args.methods)) < len(args.methods):
+        sys.exit("error: --methods names a comparator more than once")
+    if args.overrides and args.out is None:
+        sys.exit("error: overrides change the task settings: give --out (the stored tables hold the suites' own)")
     out = args.out or STORED_COMPARATORS / args.suite
     console = Console(soft_wrap=True)
     try:

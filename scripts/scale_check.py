@@ -39,6 +39,8 @@ def main() -> None:
     bad = [s for s in args.scales if not (0 < s < float("inf"))]
     if bad:
         sys.exit(f"error: --scales must be finite positive numbers (got {bad[0]})")
+    if len(set(args.scales)) < len(args.scales):
+        sys.exit("error: --scales lists a scale more than once")
     if 1.0 not in args.scales:
         args.scales = [1.0, *args.scales]  # the yardstick
     try:

@@ -51,6 +51,25 @@ def test_each_comparator_runs_through_the_real_cli(method, run_cli, tmp_path):
     assert ran.groupby("run_id").step.max().tolist() == [8, 8]  # the whole run, the range test's sweep included
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "smoke", "--methods", "dog,dog", "--out", "X"], "error: --methods names a comparator more than once"),
+    (["--suite", "smoke", "--methods", "nope"], "error: unknown comparator 'nope'"),
+    (["--suite", "test", "debug=smoke"], "error: overrides change the task settings: give --out"),
+])
+def test_make_comparator_tables_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path):
+    args = [str(tmp_path / "X") if a == "X" else a for a in args]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), *args],
+                          capture_output=True, text=True, env=lhopt_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(message), proc.stderr
+    assert not (tmp_path / "X").exists()
+
+
+def test_a_comparator_named_twice_is_refused(run_cli, tmp_path):
+    result = run_cli("evaluate", *SMOKE, "extra_baselines=[dog,dog]", f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code != 0 and "extra_baselines lists dog more than once" in str(result.exception or result.output)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bad_comparator_name_is_one_line_naming_the_known_ones(run_cli, tmp_path):
     result = run_cli("evaluate", *SMOKE, "extra_baselines=[adamw_hd]", f"run_dir={tmp_path / 'run'}")
     assert result.exit_code != 0
@@ -63,7 +82,7 @@ def test_stored_comparator_runs_are_read_not_run_again(run_cli, tmp_path, monkey
     stored = tmp_path / "comparators"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), "--suite", "smoke",
                            "--seeds", "0", "--out", str(stored / "smoke"), "debug=smoke", "--methods",
-                           "prodigy", "dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
+                           "prodigy,dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     kept = pd.read_parquet(stored / "smoke" / "results.parquet")
     kept.loc[kept.method == "dog", "valid_loss"] = 123.0  # a mark only a read can carry into the results
@@ -76,7 +95,7 @@ def test_stored_comparator_runs_are_read_not_run_again(run_cli, tmp_path, monkey
     assert (curves[curves.method == "dog"].valid_loss == 123.0).all()
     rerun = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), "--suite", "smoke",
                             "--seeds", "0", "--out", str(stored / "smoke"), "debug=smoke", "--methods",
-                            "prodigy", "dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
+                            "prodigy,dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert rerun.returncode == 0 and "every comparator run is recorded" in rerun.stdout
 
 
@@ -87,3 +106,42 @@ def test_lhopts_rank_among_the_untuned_choices_and_the_comparators_it_beats_per_
     totals = pd.DataFrame({"method": ["lhopt", "prodigy", "dog", "oracle"], "median": [0.65, 0.45, 0.65, 1.0]})
     assert rank_among_untuned(totals) == (1, 3)  # a tie shares the better place
     assert rank_among_untuned(totals[totals.method != "lhopt"]) is None
+
+
+def _fit(maximize: bool = False, closure: bool = False, steps: int = 60):
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 4), torch.randn(256, 1)
+    net = torch.nn.Linear(4, 1)
+    opt = HypergradientAdamW(net.parameters(), hypergradient_lr=1e-4, maximize=maximize)
+    lrs = []
+    for _ in range(steps):
+        def loss_fn():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            (-loss if maximize else loss).backward()
+            return loss
+        if closure:
+            opt.step(loss_fn)
+        else:
+            loss_fn()
+            opt.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def test_hypergradient_adamw_maximising_and_with_a_closure_moves_the_lr_as_minimising_does():
+    plain = _fit()
+    assert _fit(maximize=True) == pytest.approx(plain)  # maximising -loss is minimising loss
+    assert _fit(closure=True) == pytest.approx(plain)   # the closure's gradient is this step's
+    assert plain[-1] > plain[0] > 0
+
+
+def test_hypergradient_adamw_takes_a_plain_adamw_state():
+    net = torch.nn.Linear(3, 1)
+    plain = torch.optim.AdamW(net.parameters())
+    net(torch.ones(2, 3)).sum().backward()
+    plain.step()
+    opt = HypergradientAdamW(net.parameters(), hypergradient_lr=1e-5)
+    opt.load_state_dict(plain.state_dict())
+    opt.step()
+    assert opt.param_groups[0]["hypergradient_lr"] == 1e-5

@@ -174,6 +174,9 @@ def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, Recur
     unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
+    twice = sorted({b for b in cfg.extra_baselines if list(cfg.extra_baselines).count(b) > 1})
+    if twice:
+        raise ConfigError(f"extra_baselines lists {twice[0]} more than once")
     if cfg.get("replay"):
         try:
             read_schedule(cfg.replay)

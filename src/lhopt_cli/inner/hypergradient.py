@@ -22,25 +22,38 @@ class HypergradientAdamW(torch.optim.AdamW):
     """torch's AdamW with Adam-HD's lr update before every step (one lr per param group).
 
     `hypergradient_lr` is beta; other arguments are AdamW's. The lr may become negative if the
-    hypergradient says so, as in the paper's algorithm (nothing clamps it). Raises ValueError for
-    a beta that is not finite and >= 0."""
+    hypergradient says so, as in the paper's algorithm (nothing clamps it); with `maximize` the lr
+    climbs the objective. A `closure` is evaluated first, as torch's optimizers do. Raises
+    ValueError for a beta that is not finite and >= 0."""
 
     def __init__(self, params, lr: float = 1e-3, hypergradient_lr: float = HYPERGRADIENT_LR, **kwargs):
         if not (0 <= hypergradient_lr < float("inf")):
             raise ValueError(f"hypergradient_lr must be a finite number >= 0 (got {hypergradient_lr})")
+        self.hypergradient_lr = hypergradient_lr
         super().__init__(params, lr=lr, **kwargs)
         for group in self.param_groups:
             group["hypergradient_lr"] = hypergradient_lr
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """AdamW's load; a state saved by plain AdamW gets this optimizer's hypergradient_lr."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            group.setdefault("hypergradient_lr", self.hypergradient_lr)
+
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # the gradient of this step first: the hypergradient reads it
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             with_grad = [p for p in group["params"] if p.grad is not None and "hd_direction" in self.state[p]]
             if with_grad:  # grad_t . u_{t-1}: how the last step's lr moved this loss
                 dot = sum(torch.sum(p.grad * self.state[p]["hd_direction"]) for p in with_grad)
-                group["lr"] = group["lr"] + group["hypergradient_lr"] * float(dot)
+                ascent = -1.0 if group.get("maximize", False) else 1.0  # maximising: climb the objective
+                group["lr"] = group["lr"] + ascent * group["hypergradient_lr"] * float(dot)
         before = {p: p.detach().clone() for group in self.param_groups for p in group["params"] if p.grad is not None}
-        loss = super().step(closure)
+        super().step()
         for group in self.param_groups:
             for p in group["params"]:
                 if p in before and group["lr"] != 0:
