@@ -66,3 +66,16 @@ def test_the_curves_figure_draws_every_comparator_in_its_own_colour(monkeypatch,
     assert set(methods) <= set(labels)
     colours = {line.get_label(): line.get_color() for line in ax.get_lines() if line.get_label() in methods}
     assert len(set(colours.values())) == len(methods)
+
+
+def test_a_blow_up_leaves_the_top_of_the_curves_figure_instead_of_flattening_the_others(monkeypatch, tmp_path):
+    figures = _capture(monkeypatch)
+    steps = 11
+    grid = _curve("a", 1e-3, "cosine", np.linspace(2.0, 0.5, steps))
+    spike = np.linspace(2.0, 0.6, steps)
+    spike[2] = 400.0  # a range test's sweep blowing up, then recovering
+    ours = pd.concat([_curve("p", np.nan, "lhopt", np.linspace(2.0, 0.45, steps), method="lhopt"),
+                      _curve("r", np.nan, "range_test", spike, method="range_test")])
+    plots.learning_curve_plot("t", grid, ours, tmp_path / "c.png")
+    low, high = figures[0].axes[0].get_ylim()
+    assert high <= plots.VIEW_ABOVE_START * 2.0 * 1.02 and low < 1.0  # the other curves keep the room

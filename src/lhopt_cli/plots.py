@@ -47,6 +47,9 @@ def grid_heatmap(table: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+VIEW_ABOVE_START = 5.0  # the curves figure's y-axis reaches at most this many times the starting loss
+
+
 def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame, path: Path,
                         paper_lrs: list[float] | None = None) -> Path:
     """Validation loss (EMA-smoothed) of the policy, the extra baselines, the best baseline and
@@ -54,7 +57,8 @@ def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame
     envelope and the best baseline are the paper grid's (those learning rates), as the tables
     compute them: the same best run, the same target. A dotted line marks the target loss (the
     envelope's final value, docs/method.md section 8) and a dot where each method first reaches
-    it; the y-axis holds every method's curve, so a stalled run stays in view."""
+    it; the y-axis holds every method's curve up to VIEW_ABOVE_START x the starting loss, so a
+    stalled run stays in view and a blow-up does not flatten the others."""
     from .results.speedup import best_curve, ema, envelope, first_step_reaching, padded
 
     seed = int(sorted(grid_curves.seed.unique())[0])
@@ -85,7 +89,13 @@ def learning_curve_plot(task: str, grid_curves: pd.DataFrame, ours: pd.DataFrame
     finite = np.concatenate([v[np.isfinite(v)] for v in smoothed.values()])
     ours_finite = np.concatenate(shown)
     if finite.size:
-        top = max(np.percentile(finite, 90), ours_finite.max() if ours_finite.size else -np.inf)
+        # a stalled run stays in view; a blow-up (a range test's sweep, say) leaves the top rather
+        # than flattening every other curve: the axis reaches at most VIEW_ABOVE_START x the start
+        start = float(np.nanmax([v[0] for v in smoothed.values()]))
+        ours_top = ours_finite.max() if ours_finite.size else -np.inf
+        if np.isfinite(start) and start > 0:
+            ours_top = min(ours_top, VIEW_ABOVE_START * start)
+        top = max(np.percentile(finite, 90), ours_top)
         low = min(finite.min(), ours_finite.min() if ours_finite.size else np.inf)
         ax.set_ylim(low * 0.95 if low > 0 else low - 0.05 * abs(low), top * 1.02 if top > 0 else top + 0.05 * abs(top))
     ax.set_xlabel("step")
