@@ -447,11 +447,13 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
             shown.add_row(method, f"{group.final_valid_loss.median():.4f}", " ".join(f"{v:.2f}x" for v in s),
                           f"{np.median(s):.2f}x [{s.min():.2f}, {s.max():.2f}]", f"{np.median(e):.2f}x")
         console.print(shown)
+    tasks = per_task(table)
+    totals = overall(tasks)
     if table.task.nunique() > 1:
-        print_totals(overall(per_task(table)), console)
-    rank = rank_among_untuned(overall(per_task(table)))
+        print_totals(totals, console)
+    rank = rank_among_untuned(totals)
     if rank is not None and rank[1] > 1:
-        beaten = comparators_beaten(per_task(table))
+        beaten = comparators_beaten(tasks)
         others = rank[1] - 1
         console.print(f"lhopt ranks {rank[0]} of {rank[1]} among the choices that need no tuning (median over tasks); "
                       "it beats, per task: " + ", ".join(f"{task} {count} of {others}" for task, count in beaten.items()))
