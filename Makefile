@@ -37,19 +37,19 @@ test-fast: install  ## the suite without slow-marked tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install  ## benchmarks: batched engine, grid paths, Controller overhead (ratios measured in one run), scaling-fit time and memory against rows
-	$(PY) scripts/bench_engine.py
-	$(PY) scripts/bench_engine.py --grid mlp_mnist nqm
-	$(PY) scripts/bench_overhead.py
-	$(PY) scripts/bench_scaling_fit.py
+	$(PY) scripts/bench/bench_engine.py
+	$(PY) scripts/bench/bench_engine.py --grid mlp_mnist nqm
+	$(PY) scripts/bench/bench_overhead.py
+	$(PY) scripts/bench/bench_scaling_fit.py
 
 # e.g. BENCH_SPEEDUP_ARGS="--label again --workers 1": every run is on one torch thread, so any
 # OMP_NUM_THREADS or worker count writes the same summary.csv (docs/method.md)
 BENCH_SPEEDUP_ARGS ?=
 bench-speedup: install  ## the bundled policy beside the untuned choices and the oracle, vs the best of 35 and the extended grid: test suite x 3 seeds, medians with bootstrap intervals (docs/results.md)
-	$(PY) scripts/bench_speedup.py --markdown $(BENCH_SPEEDUP_ARGS)
+	$(PY) scripts/bench/bench_speedup.py --markdown $(BENCH_SPEEDUP_ARGS)
 
 bench-scaling: install  ## the paper's Figure 2: char_lm at 8 widths, grid vs the live policy vs its smallest-width schedule replayed; frontiers and speedups with intervals (resumes; docs/results.md)
-	OMP_NUM_THREADS=1 $(PY) scripts/bench_scaling.py --workers 2
+	OMP_NUM_THREADS=1 $(PY) scripts/bench/bench_scaling.py --workers 2
 
 clean:  ## remove build outputs (keeps .venv and outputs/)
 	rm -rf build dist .pytest_cache src/*.egg-info

@@ -13,7 +13,7 @@ def run_cli():
     """Invoke the real `lhopt` console entry point in-process (typer's CliRunner)."""
     from typer.testing import CliRunner
 
-    from lhopt_cli.cli import app
+    from lhopt_cli.commands.cli import app
 
     runner = CliRunner()
 
@@ -34,8 +34,8 @@ def smoke_policy(tmp_path_factory):
     """A policy file from a real (tiny) `lhopt train-policy debug=smoke` run."""
     from rich.console import Console
 
-    from lhopt_cli import train_policy
-    from lhopt_cli.config import compose, make_run_dir
+    from lhopt_cli.commands import train_policy
+    from lhopt_cli.config.compose import compose, make_run_dir
 
     run_dir = tmp_path_factory.mktemp("smoke_policy")
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}"])

@@ -734,7 +734,7 @@ def test_a_truncated_or_foreign_controller_state_changes_nothing(damage):
 
 def test_a_policy_file_whose_weights_are_not_finite_is_refused(tmp_path):
     from lhopt_cli import Controller
-    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.loop.controller import default_policy_path
     from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, save_policy
 
     agent, meta = load_policy(default_policy_path())
@@ -798,7 +798,7 @@ def test_lhopt_adamw_resumed_from_its_own_state_dict_is_the_uninterrupted_run(tm
                                     "eps_negative", "step_fraction", "ratio_nan"])
 def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(damage, tmp_path):
     from lhopt_cli import Controller
-    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.loop.controller import default_policy_path
     from lhopt_cli.control.checkpoint import load_policy, policy_protocol, save_policy
     from lhopt_cli.control.policy import lhopt_agent
 

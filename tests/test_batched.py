@@ -3,11 +3,11 @@ import math
 
 import pytest
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.inner import HParams, Hook, ScheduleHook, train_one_epoch
 from lhopt_cli.inner.batched import BatchedRun, train_batched
 from lhopt_cli.inner.stats import STAT_NAMES
-from lhopt_cli.scheduling import BATCHED_BELOW_FLOPS, Plan, chunks, choose
+from lhopt_cli.support.scheduling import BATCHED_BELOW_FLOPS, Plan, chunks, choose
 from lhopt_cli.tasks import build_task
 
 

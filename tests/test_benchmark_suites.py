@@ -2,25 +2,32 @@
 the stored grids, the untuned fixed_default chosen on validation alone, and the extended grid."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
 from conftest import LHOPT, REPO, lhopt_env
-from lhopt_cli.baseline_grid import grid_settings, plan
-from lhopt_cli.config import compose
+from lhopt_cli.commands.baseline_grid import grid_settings, plan
+from lhopt_cli.config.compose import compose
+
+
+def script_path(name: str) -> Path:
+    """A script of scripts/ by file name, in whichever group folder holds it."""
+    (path,) = (REPO / "scripts").glob(f"*/{name}")
+    return path
 
 
 def script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(script_path(name)), *args], capture_output=True, text=True,
                           env=lhopt_env(), timeout=timeout)
 
 
 def load_check_suite():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_suite", REPO / "scripts" / "check_suite.py")
+    spec = importlib.util.spec_from_file_location("check_suite", REPO / "scripts" / "suites" / "check_suite.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.tasks import build_task
 
 
@@ -21,7 +21,7 @@ def cache(tmp_path, monkeypatch):
 def test_a_calibration_cache_of_the_wrong_shape_is_measured_again(cache, content):
     import torch
 
-    from lhopt_cli.scheduling import measured_rates
+    from lhopt_cli.support.scheduling import measured_rates
 
     task = build_task(compose("baseline_grid", ["task=nqm", "task.dim=10", "task.steps=6", "task.eval_points=1"]).task)
     key = f"{torch.__version__}|{task.describe()}"

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import LHOPT, lhopt_env
-from lhopt_cli.cli import main
+from lhopt_cli.commands.cli import main
 
 KNOWN_TASKS = ("algorithmic, char_lm, char_lm_finetune, cnn_mnist, co2_forecast, code_lm, digits_transformer, "
                "fair_tabular, friedman_regression, lorenz_forecast, markov_lm, mlp_digits, mlp_mnist, mnist1d_conv, "
@@ -148,7 +148,7 @@ def test_evaluate_with_an_empty_task_list_is_refused_before_anything_runs(tmp_pa
 
 
 def test_a_byte_model_reads_a_latin_1_file_as_its_bytes(tmp_path):
-    from lhopt_cli.config import compose
+    from lhopt_cli.config.compose import compose
     from lhopt_cli.tasks import build_task
 
     text = b"".join([b"cr\xe8me ", b"caf\xe9 ", b"na\xefve ", b"the "][i % 4] for i in range(4000))  # not UTF-8
@@ -245,7 +245,7 @@ def test_hydra_flags_lhopt_does_not_take_are_refused_in_one_line(tmp_path, comma
 @pytest.mark.parametrize("args", [["--help"], ["evaluate", "--help"], ["evaluate", "grid.lr=1"],
                                   ["baseline-grid", "task=foo"], ["train-policy", "--cfg"], ["scaling-fit", "--info"]])
 def test_help_and_config_errors_do_not_wait_for_torch(args):
-    code = ("import sys\nfrom lhopt_cli.cli import main\nsys.argv = ['lhopt', *sys.argv[1:]]\ntry:\n    main()\n"
+    code = ("import sys\nfrom lhopt_cli.commands.cli import main\nsys.argv = ['lhopt', *sys.argv[1:]]\ntry:\n    main()\n"
             "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=lhopt_env(),
                           timeout=120)

@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from lhopt_cli import train_policy
-from lhopt_cli.config import compose
+from lhopt_cli.commands import train_policy
+from lhopt_cli.config.compose import compose
 
 if os.environ.get("CI"):
     import ray  # CI installs the cluster extras: a missing engine fails here, never skips

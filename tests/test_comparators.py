@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import REPO, lhopt_env
-from lhopt_cli import evaluate
+from lhopt_cli.commands import evaluate
 from lhopt_cli.inner.hypergradient import HypergradientAdamW
 from lhopt_cli.inner.range_test import sweep_steps
-from lhopt_cli.method_runs import EXTRA_BASELINES
+from lhopt_cli.commands.method_runs import EXTRA_BASELINES
 from lhopt_cli.results.summary import comparators_beaten, rank_among_untuned
 
 SMOKE = ["suite=smoke", "debug=smoke", "seeds=[0]", "extended_lrs=[]"]
@@ -58,7 +58,7 @@ def test_each_comparator_runs_through_the_real_cli(method, run_cli, tmp_path):
 ])
 def test_make_comparator_tables_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path):
     args = [str(tmp_path / "X") if a == "X" else a for a in args]
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), *args],
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_comparator_tables.py"), *args],
                           capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith(message), proc.stderr
     assert not (tmp_path / "X").exists()
@@ -80,7 +80,7 @@ def test_a_bad_comparator_name_is_one_line_naming_the_known_ones(run_cli, tmp_pa
 
 def test_stored_comparator_runs_are_read_not_run_again(run_cli, tmp_path, monkeypatch):
     stored = tmp_path / "comparators"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), "--suite", "smoke",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_comparator_tables.py"), "--suite", "smoke",
                            "--seeds", "0", "--out", str(stored / "smoke"), "debug=smoke", "--methods",
                            "prodigy,dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -93,7 +93,7 @@ def test_stored_comparator_runs_are_read_not_run_again(run_cli, tmp_path, monkey
     assert "4 comparator runs read from" in result.output and "method runs (lhopt) on" in result.output
     curves = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert (curves[curves.method == "dog"].valid_loss == 123.0).all()
-    rerun = subprocess.run([sys.executable, str(REPO / "scripts" / "make_comparator_tables.py"), "--suite", "smoke",
+    rerun = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_comparator_tables.py"), "--suite", "smoke",
                             "--seeds", "0", "--out", str(stored / "smoke"), "debug=smoke", "--methods",
                             "prodigy,dog"], capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert rerun.returncode == 0 and "every comparator run is recorded" in rerun.stdout

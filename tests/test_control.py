@@ -290,7 +290,7 @@ def test_a_protocol_without_min_interval_is_one_written_before_it_existed():
 
 def test_run_policy_reports_each_seeds_inner_step_as_it_goes():
     from lhopt_cli.control.checkpoint import load_policy
-    from lhopt_cli.api import default_policy_path
+    from lhopt_cli.loop.controller import default_policy_path
 
     agent, _ = load_policy(default_policy_path())
     heard = []

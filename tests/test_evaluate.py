@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import LHOPT, lhopt_env
-from lhopt_cli.api import default_policy_path
+from lhopt_cli.loop.controller import default_policy_path
 from lhopt_cli.control.protocol import decision_steps
-from lhopt_cli.config import compose
-from lhopt_cli.method_runs import EXTRA_BASELINES
+from lhopt_cli.config.compose import compose
+from lhopt_cli.commands.method_runs import EXTRA_BASELINES
 from lhopt_cli.results.speedup import speedup
 from lhopt_cli.results.store import load
 
@@ -51,7 +51,7 @@ def test_smoke_evaluate_writes_summary_curves_and_figures(run_cli, smoke_policy,
     assert set(curves.method) == {"lhopt", *EXTRA_BASELINES} and (curves.step.max() == 8)
     decisions = pd.read_csv(tmp_path / "decisions_mlp_mnist_s0.csv")
     assert {"step", "lr", "beta1", "clip", "restart"} <= set(decisions.columns)
-    from lhopt_cli.schedule_file import read_schedule  # the run's schedule, replayable elsewhere
+    from lhopt_cli.loop.schedule_file import read_schedule  # the run's schedule, replayable elsewhere
 
     schedule = read_schedule(tmp_path / "schedule_mlp_mnist_s0.json")
     assert schedule["task"] == "mlp_mnist" and schedule["seed"] == 0 and len(schedule["points"]) == len(decisions) + 1
@@ -138,8 +138,8 @@ def test_a_run_dir_holds_the_runs_of_one_policy(run_cli, smoke_policy, policy_wi
 
 
 def test_a_run_folder_holds_one_policy_acting_one_way(tmp_path, smoke_policy):
-    from lhopt_cli.config import ConfigError
-    from lhopt_cli.evaluate import claim_run_dir
+    from lhopt_cli.config.compose import ConfigError
+    from lhopt_cli.commands.evaluate import claim_run_dir
 
     claim_run_dir(tmp_path, smoke_policy, greedy=True)
     claim_run_dir(tmp_path, smoke_policy, greedy=True)  # the same policy, the same actions: its runs are reused

@@ -73,7 +73,7 @@ def test_a_bad_fine_tuning_share_is_one_line(spec, message):
 def test_the_finetune_family_composes_and_keeps_the_test_kinds_out():
     from omegaconf import OmegaConf
 
-    from lhopt_cli.config import compose
+    from lhopt_cli.config.compose import compose
 
     cfg = compose("train_policy", ["task_family=find_lr_finetune"])
     kinds = cfg.task_family.kinds

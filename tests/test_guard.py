@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lhopt_cli import Controller
-from lhopt_cli.config import ConfigError
+from lhopt_cli.config.compose import ConfigError
 from lhopt_cli.control.actions import HEAD_NAMES, HEADS, NO_OP
 from lhopt_cli.control.rollout import run_policy
-from lhopt_cli.evaluate import claim_run_dir
+from lhopt_cli.commands.evaluate import claim_run_dir
 from lhopt_cli.inner.batched import BatchedRun
 from lhopt_cli.inner.guard import guarded_hparams
 from lhopt_cli.inner.hooks import Hook
@@ -197,7 +197,7 @@ def test_without_a_model_or_with_guard_false_the_controller_keeps_no_copy():
     for kwargs, model in (({}, None), ({"guard": False}, net)):
         ctrl = Controller(Doubling(), {"protocol": protocol}, **kwargs)
         ctrl.attach(torch.optim.AdamW(net.parameters()), total_steps=10, model=model)
-        assert ctrl.guard_point is None
+        assert ctrl.divergence_guard.point is None
 
 
 def test_an_evaluate_folder_keeps_runs_of_one_guard_setting(tmp_path):
@@ -222,15 +222,15 @@ def test_guard_points_reuse_two_buffers_and_the_saved_state_is_a_copy():
         if ctrl.step(loss=1.0):
             opt.step()
         opt.zero_grad()
-        buffers.add(ctrl.guard_point["state"]["model"]["weight"].data_ptr())
+        buffers.add(ctrl.divergence_guard.point["state"]["model"]["weight"].data_ptr())
         if step == 20:
             saved = ctrl.state_dict()
             kept = saved["guard"]["point"]["state"]["model"]["weight"].clone()
     # the start's copy (kept: a stall goes back there) and two more in turn: decisions allocate nothing
-    assert len(buffers) <= 3 and ctrl.start_point["state"]["model"]["weight"].data_ptr() in buffers
+    assert len(buffers) <= 3 and ctrl.divergence_guard.start["state"]["model"]["weight"].data_ptr() in buffers
     # the state_dict taken at step 20 is not rewritten by the decisions after it
     assert torch.equal(saved["guard"]["point"]["state"]["model"]["weight"], kept)
-    held = ctrl.guard_point["state"]["model"]["weight"]
+    held = ctrl.divergence_guard.point["state"]["model"]["weight"]
     assert not torch.equal(held, kept)  # later points hold later weights
 
 
@@ -282,7 +282,7 @@ def test_the_controller_stalls_as_the_engine_does_and_keeps_its_yardstick_across
     plain_loop(task, 0, ctrl)
     first = next(i for i, row in enumerate(engine.decisions) if row["guard_returns"])
     assert ctrl.history[: first + 1] == engine.decisions[: first + 1]
-    assert ctrl.initial_valid is not None and ctrl.state_dict()["guard"]["initial_valid"] == ctrl.initial_valid
+    assert ctrl.divergence_guard.initial_valid is not None and ctrl.state_dict()["guard"]["initial_valid"] == ctrl.divergence_guard.initial_valid
 
 
 def test_the_stall_rule_tells_a_plateau_from_a_runaway_by_the_training_loss(monkeypatch):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.inner import HParams, Hook, RunContext, ScheduleHook, train_one_epoch
 from lhopt_cli.inner.optim import RollingMaxClipper, apply_hparams, make_adamw
 from lhopt_cli.tasks import build_task

@@ -341,7 +341,7 @@ def test_lightning_and_the_hf_trainer_replay_a_schedule_file(policy_with_protoco
 
     from lhopt_cli.integrations.hf import ReplayTrainerCallback
     from lhopt_cli.integrations.lightning import ReplayCallback
-    from lhopt_cli.schedule_file import hparams_at, read_schedule
+    from lhopt_cli.loop.schedule_file import hparams_at, read_schedule
     from test_replay import NoRestarts
 
     ctrl, _ = plain_run(policy_with_protocol(decisions=8), NoRestarts(lively_agent(3)))
@@ -366,7 +366,7 @@ def test_lightning_and_the_hf_trainer_replay_a_schedule_file(policy_with_protoco
 
 
 def test_the_hf_trainer_logs_the_learning_rate_each_update_used(policy_with_protocol, tmp_path):
-    from lhopt_cli.api import ControllerMisuseWarning
+    from lhopt_cli.loop.controller import ControllerMisuseWarning
     from lhopt_cli.integrations.hf import LhoptTrainerCallback
 
     callback, rates = LhoptTrainerCallback(policy_with_protocol(decisions=8, lr_decay="linear")), hf_learning_rates()

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import LHOPT, REPO, lhopt_env
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.control.privileged import KINDS, PRIVILEGED_NAMES, privileged_vector
 from lhopt_cli.inner.optim import HParams
 from lhopt_cli.tasks import HELDOUT_KINDS, build_task
@@ -46,7 +46,7 @@ def test_held_out_kinds_are_in_no_training_family_and_not_in_the_test_suite():
 
 def test_the_short_held_out_suite_is_what_its_script_samples(tmp_path):
     out = tmp_path / "validation_heldout_short.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--family", "heldout",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_validation_suite.py"), "--family", "heldout",
                            "--per-kind", "4", "--seed", "7200", "--name", "validation_heldout_short", "--out", str(out)],
                           capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -159,7 +159,7 @@ def test_a_kind_spec_cannot_rename_the_task_it_builds_and_malformed_families_are
     ("nqm", "task.noise=-1", "task.noise must be finite and non-negative (got -1.0)"),
 ])
 def test_a_task_value_no_run_can_use_is_refused_when_the_config_is_composed(task, override, message):
-    from lhopt_cli.config import ConfigError
+    from lhopt_cli.config.compose import ConfigError
 
     with pytest.raises(ConfigError) as refused:
         compose("baseline_grid", [f"task={task}", override])
@@ -177,7 +177,7 @@ def test_the_cli_refuses_a_bad_task_value_in_one_line_before_any_folder(tmp_path
 def test_every_shipped_task_config_and_suite_member_passes_the_value_checks():
     import glob
 
-    from lhopt_cli.evaluate import member_overrides
+    from lhopt_cli.config.suites import member_overrides
     from lhopt_cli.tasks import TASKS
     from lhopt_cli.tasks.limits import check_task_values
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lhopt_cli.api import Controller
-from lhopt_cli.config import compose
+from lhopt_cli.loop.controller import Controller
+from lhopt_cli.config.compose import compose
 from lhopt_cli.control.checkpoint import load_policy, policy_protocol
 from lhopt_cli.control.protocol import ObservationProtocol, ProtocolError
 from lhopt_cli.inner import HParams, Hook, ScheduleHook
@@ -80,7 +80,7 @@ def test_a_warm_start_may_change_the_decay_and_the_file_carries_the_new_one(smok
 def test_a_run_from_before_the_decay_existed_reads_as_constant(tmp_path):
     from omegaconf import OmegaConf
 
-    from lhopt_cli.train_policy import training_protocol
+    from lhopt_cli.commands.train_policy import training_protocol
 
     cfg = compose("train_policy", ["debug=smoke", f"run_dir={tmp_path}"])
     older = OmegaConf.to_container(cfg, resolve=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from lhopt_cli import plots
+from lhopt_cli.support import plots
 
 
 def _capture(monkeypatch) -> list:
@@ -52,7 +52,7 @@ def test_the_lr_panel_shows_the_lr_each_step_used_under_the_policys_decay(monkey
 
 
 def test_the_curves_figure_draws_every_comparator_in_its_own_colour(monkeypatch, tmp_path):
-    from lhopt_cli.method_runs import EXTRA_BASELINES
+    from lhopt_cli.commands.method_runs import EXTRA_BASELINES
 
     figures = _capture(monkeypatch)
     steps = 11

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.control.policy import lhopt_agent
 from lhopt_cli.control.ppo import PPO, PPOConfig, episode_weights
 

@@ -7,7 +7,7 @@ import subprocess
 from rich.console import Console
 
 from conftest import LHOPT, lhopt_env
-from lhopt_cli.progress import PlainProgress, progress_bar
+from lhopt_cli.support.progress import PlainProgress, progress_bar
 
 
 def test_without_a_terminal_progress_is_plain_lines_at_each_tenth_and_the_end():

@@ -9,9 +9,9 @@ from dataclasses import fields, is_dataclass
 
 import pytest
 
-from lhopt_cli.config import ConfigError, compose
-from lhopt_cli.ranges import VALUE_RANGES, Range
-from lhopt_cli.schemas import COMMAND_SCHEMAS
+from lhopt_cli.config.compose import ConfigError, compose
+from lhopt_cli.config.ranges import VALUE_RANGES, Range
+from lhopt_cli.config.schemas import COMMAND_SCHEMAS
 
 CONFIG_NAMES = {"baseline-grid": "baseline_grid", "train-policy": "train_policy", "evaluate": "evaluate",
                 "scaling-fit": "scaling_fit"}

@@ -6,7 +6,7 @@ import torch
 
 from lhopt_cli import Controller, ReplaySchedule, ScheduleFileError
 from lhopt_cli.control.actions import EVAL_START, HEAD_NAMES
-from lhopt_cli.schedule_file import hparams_at, read_schedule
+from lhopt_cli.loop.schedule_file import hparams_at, read_schedule
 from lhopt_cli.tasks import build_task
 from test_api import lively_agent
 
@@ -212,7 +212,7 @@ def test_replay_takes_any_integer_length_and_refuses_adams_coupled_weight_decay(
     import numpy as np
 
     from lhopt_cli import ReplaySchedule
-    from lhopt_cli.schedule_file import build_schedule, write_schedule
+    from lhopt_cli.loop.schedule_file import build_schedule, write_schedule
     from lhopt_cli.control.actions import EVAL_START
 
     path = write_schedule(tmp_path / "s.json", build_schedule(EVAL_START, [], 10, "constant", "t", 0, ""))

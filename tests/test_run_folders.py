@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import LHOPT, lhopt_env
-from lhopt_cli.cli import main
+from lhopt_cli.commands.cli import main
 from lhopt_cli.results.store import RUN_COLUMNS, ResultsStore, StoreError, _read
 
 GRID = ["baseline-grid", "debug=smoke", "task=nqm"]
@@ -336,9 +336,9 @@ def test_a_refused_resume_changes_nothing_either(trained, tmp_path):
 
 
 def test_checkpoints_and_policies_with_the_wrong_fields_are_one_line(trained, tmp_path):
-    from lhopt_cli.config import ConfigError
+    from lhopt_cli.config.compose import ConfigError
     from lhopt_cli.control.checkpoint import PolicyFileError, atomic_save, load_policy
-    from lhopt_cli.train_policy import load_checkpoint
+    from lhopt_cli.commands.train_policy import load_checkpoint
 
     state = torch.load(trained / "checkpoint.pt", weights_only=True)
     atomic_save({**state, "ppo": {}}, tmp_path / "checkpoint.pt")
@@ -366,7 +366,7 @@ def test_a_table_whose_footer_changed_a_column_type_is_refused(tmp_path):
 
 def test_outputs_replace_planted_symlinks_and_a_full_disk_in_torch_is_one_oserror(tmp_path, monkeypatch):
     from lhopt_cli.control.checkpoint import atomic_save
-    from lhopt_cli.report import write_grid_csv
+    from lhopt_cli.support.report import write_grid_csv
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -407,7 +407,7 @@ def test_a_grid_dir_the_file_system_refuses_leaves_no_run_folder(trained, tmp_pa
     def read_only(run_dir, command):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run_dir / ".lhopt.lock"))
 
-    monkeypatch.setattr("lhopt_cli.evaluate.folder_lock", read_only)
+    monkeypatch.setattr("lhopt_cli.commands.evaluate.folder_lock", read_only)
     line = in_process_error(monkeypatch, capsys, "evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}",
                             "tasks=[nqm]", "seeds=[0]", "extra_baselines=[]", f"grid_dir={grid_dir}",
                             f"run_dir={tmp_path / 'e2'}")
@@ -416,7 +416,7 @@ def test_a_grid_dir_the_file_system_refuses_leaves_no_run_folder(trained, tmp_pa
 
 @pytest.mark.parametrize("command", [GRID + ["seeds=[0]"], ["evaluate", "debug=smoke", "tasks=[nqm]", "seeds=[0]"]])
 def test_a_full_disk_at_a_new_run_folder_leaves_no_folder_or_lock_file(tmp_path, monkeypatch, capsys, command):
-    from lhopt_cli import files
+    from lhopt_cli.support import files
 
     def full(path, write):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
@@ -427,7 +427,7 @@ def test_a_full_disk_at_a_new_run_folder_leaves_no_folder_or_lock_file(tmp_path,
 
 
 def test_a_traceback_before_any_result_leaves_no_folder(tmp_path, monkeypatch, capsys):
-    from lhopt_cli import baseline_grid
+    from lhopt_cli.commands import baseline_grid
 
     def broken(*args, **kwargs):
         raise RuntimeError("an error inside the job")

@@ -15,15 +15,16 @@ RUNS = textwrap.dedent("""
     import json, sys, torch
     threads, pinned = int(sys.argv[1]), sys.argv[2] == "pinned"
     torch.set_num_threads(threads)
-    import lhopt_cli.threads
+    import lhopt_cli.support.threads
     if not pinned:  # the control: runs left on the process's threads
-        lhopt_cli.threads.RUN_THREADS = threads
-    from lhopt_cli import baseline_grid, scheduling
-    from lhopt_cli.api import default_policy_path
-    from lhopt_cli.config import compose
+        lhopt_cli.support.threads.RUN_THREADS = threads
+    from lhopt_cli.commands import baseline_grid
+    from lhopt_cli.support import scheduling
+    from lhopt_cli.loop.controller import default_policy_path
+    from lhopt_cli.config.compose import compose
     from lhopt_cli.inner import HParams, ScheduleHook, train_one_epoch
     from lhopt_cli.inner.batched import train_batched
-    from lhopt_cli.method_runs import MethodRun, execute
+    from lhopt_cli.commands.method_runs import MethodRun, execute
     from omegaconf import OmegaConf
 
     cfg = compose("baseline_grid", ["task=mlp_mnist", "task.max_steps=120", "task.eval_points=25",

@@ -154,13 +154,13 @@ def _iso_flop_points(tmp_path, noise: float):
 def test_parametric_intervals_hold_their_estimate_and_the_truth(tmp_path, noise, truth_in):
     from rich.console import Console
 
-    from lhopt_cli import scaling_fit
-    from lhopt_cli.config import compose
+    from lhopt_cli.commands import scaling_fit
+    from lhopt_cli.config.compose import compose
     from lhopt_cli.scaling.parametric import fit_parametric, objective
 
     path = _iso_flop_points(tmp_path, noise)
     cfg = compose("scaling_fit", [f"inputs=[{path}]", "bootstrap=40", f"run_dir={tmp_path}"])
-    rows = {r["parameter"]: r for r in scaling_fit.run(cfg, tmp_path, Console(quiet=True))
+    rows = {r["parameter"]: r for r in scaling_fit.run(scaling_fit.plan(cfg), tmp_path, Console(quiet=True))
             if "N^alpha" in r["fit"] or "compute-optimal" in r["fit"]}
     truth = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28, "a": 0.28 / 0.62, "b": 0.34 / 0.62}
     for name, row in rows.items():
@@ -177,7 +177,7 @@ def test_parametric_intervals_hold_their_estimate_and_the_truth(tmp_path, noise,
 
 
 def test_scaling_tables_as_papers_write_them(tmp_path, monkeypatch, capsys):
-    from lhopt_cli.cli import main
+    from lhopt_cli.commands.cli import main
     from lhopt_cli.scaling.inputs import parse_number
 
     assert [parse_number(v) for v in ("44M", "2B", "3.74", "1.4T", "500k", "2G", "1e9")] == [
@@ -220,7 +220,7 @@ def test_scaling_tables_as_papers_write_them(tmp_path, monkeypatch, capsys):
 
 
 def test_a_run_folder_with_diverged_runs_is_fitted_without_them(tmp_path, monkeypatch, capsys):
-    from lhopt_cli.cli import main
+    from lhopt_cli.commands.cli import main
     from lhopt_cli.results.store import ResultsStore
 
     store, records = ResultsStore(tmp_path / "grid"), []
@@ -309,9 +309,9 @@ def test_an_ambiguous_or_suffixed_loss_column_is_one_line(run_cli, tmp_path, hea
 
 
 def test_parametric_intervals_hold_the_truth_of_most_synthetic_laws():
-    """The coverage check of scripts/interval_coverage.py at a small size (12 laws of 30 to 60
+    """The coverage check of scripts/bench/interval_coverage.py at a small size (12 laws of 30 to 60
     points, 60 refits each): E, alpha and beta's 95% intervals hold the truth for 11 of 12."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "bench"))
     from interval_coverage import coverage
 
     shares = coverage(laws=12, draws=60, seed=0, points=(30, 60))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.inner import SCHEDULES, HParams, ScheduleHook, lr_multiplier, train_one_epoch
 from lhopt_cli.tasks import build_task
 

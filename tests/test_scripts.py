@@ -1,18 +1,25 @@
 """The scripts in scripts/ run, in a smoke form (a documented command that no longer runs is a defect)."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import REPO, lhopt_env
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.control.checkpoint import load_policy
 
 
+def script_path(name: str) -> Path:
+    """A script of scripts/ by file name, in whichever group folder holds it."""
+    (path,) = (REPO / "scripts").glob(f"*/{name}")
+    return path
+
+
 def script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(script_path(name)), *args], capture_output=True, text=True,
                           env=lhopt_env(), timeout=timeout, cwd=REPO)
 
 
@@ -35,8 +42,8 @@ def test_ppo_cartpole_runs_and_reports_a_greedy_evaluation():
 def smoke_run(tmp_path_factory):
     from rich.console import Console
 
-    from lhopt_cli import train_policy
-    from lhopt_cli.config import compose, make_run_dir
+    from lhopt_cli.commands import train_policy
+    from lhopt_cli.config.compose import compose, make_run_dir
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}",
@@ -107,7 +114,7 @@ def test_bench_speedup_reports_every_method_against_both_grids_with_a_figure(smo
     summary = pd.read_csv(run / "summary.csv")
     # the untuned choices are runs of the stored grid (fixed_default: chosen on validation_heldout's
     # grid, which is the default extended grid); the oracle is its best run in hindsight
-    from lhopt_cli.method_runs import EXTRA_BASELINES
+    from lhopt_cli.commands.method_runs import EXTRA_BASELINES
 
     assert set(summary.method) == {"best_baseline", "lhopt", "adamw_default", "fixed_default", "oracle",
                                    *EXTRA_BASELINES} and set(summary.seed) == {0, 1}
@@ -200,7 +207,7 @@ def test_grid_headroom_scores_only_the_suites_own_members_by_their_ids():
 
 
 def test_grid_headroom_finds_the_run_that_beats_the_paper_grid():
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "scripts" / "suites"))
     from grid_headroom import ceilings
     steps = [0, 10, 20, 30, 40]
     def run(lr, schedule, losses):
@@ -445,12 +452,12 @@ def test_makefile_benchmark_targets_run_scripts_that_are_smoke_tested_here():
     dry = subprocess.run(["make", "-n", "bench", "bench-speedup", "bench-scaling"], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert dry.returncode == 0, dry.stderr
-    named = {word.split("/", 1)[1] for word in dry.stdout.split() if word.startswith("scripts/")}
+    named = {word.rsplit("/", 1)[1] for word in dry.stdout.split() if word.startswith("scripts/")}
     assert {"bench_engine.py", "bench_overhead.py", "bench_speedup.py", "bench_scaling.py",
             "bench_scaling_fit.py"} <= named, named
     tested = open(__file__).read()
     for name in named:
-        assert (REPO / "scripts" / name).exists() and f'"{name}"' in tested, name
+        assert script_path(name).exists() and f'"{name}"' in tested, name
 
 
 def test_bench_scaling_fit_times_the_real_cli_with_and_without_the_parametric_fit():
@@ -474,11 +481,11 @@ def test_interval_coverage_prints_the_share_of_laws_each_interval_holds():
 
 
 def test_select_policy_holds_beta1_and_switches_the_stall_rule_when_asked(tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "scripts" / "policy"))
     try:
         from select_policy import HeldHead
     finally:
-        sys.path.remove(str(REPO / "scripts"))
+        sys.path.remove(str(REPO / "scripts" / "policy"))
     from lhopt_cli.control.rollout import run_policy
     from lhopt_cli.control.checkpoint import policy_protocol
 
@@ -522,11 +529,11 @@ def test_scale_check_bad_input_is_one_line(tmp_path, args, message):
 
 
 def test_decision_trace_reads_the_lr_against_the_best_and_counts_the_controllers_goals(tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "scripts" / "policy"))
     try:
         from decision_trace import trace
     finally:
-        sys.path.remove(str(REPO / "scripts"))
+        sys.path.remove(str(REPO / "scripts" / "policy"))
     decisions = [{"step": s, "lr": lr} for s, lr in [(0, 2e-3), (10, 4e-3), (20, 8e-3), (40, 8e-3), (60, 4e-3), (80, 4e-3)]]
     row = trace(decisions, total_steps=100, best_lr=1e-3)
     assert row == {"first_lr": 2e-3, "changes": 3, "down": 1, "last_change": 60, "lr_at_quarter": 8e-3,
@@ -541,11 +548,11 @@ def test_decision_trace_reads_the_lr_against_the_best_and_counts_the_controllers
 
 
 def test_seeds_needed_counts_only_an_exclusion_that_holds_up_to_all_the_seeds():
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
     try:
         from bench_speedup import seeds_needed
     finally:
-        sys.path.remove(str(REPO / "scripts"))
+        sys.path.remove(str(REPO / "scripts" / "bench"))
 
     def summary(ratios_per_seed):
         return pd.DataFrame([{"task": f"t{t}", "seed": seed, "method": m, "speedup": (r if m == "lhopt" else 1.0)}

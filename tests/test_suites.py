@@ -9,7 +9,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import LHOPT, REPO, lhopt_env
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.tasks.families import TaskFamily
 
 
@@ -45,7 +45,7 @@ def test_the_extended_family_draws_sequence_models_half_the_time_over_the_test_s
 
 def test_the_validation_suite_is_what_its_script_samples(tmp_path):
     out = tmp_path / "validation.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_validation_suite.py"), "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_validation_suite.py"), "--out", str(out)],
                           capture_output=True, text=True, env=lhopt_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(out.read_text()) == yaml.safe_load((REPO / "conf" / "suite" / "validation.yaml").read_text())
@@ -74,12 +74,12 @@ def test_a_suite_without_tasks_and_no_tasks_are_one_line(tmp_path):
 
 
 def reference_grid_jobs(suite_name: str, member: dict):
-    """The runs scripts/make_reference_grids.py plans for a suite member (the stored grids' recipe)."""
+    """The runs scripts/suites/make_reference_grids.py plans for a suite member (the stored grids' recipe)."""
     import importlib.util
 
-    from lhopt_cli import baseline_grid
+    from lhopt_cli.commands import baseline_grid
 
-    spec = importlib.util.spec_from_file_location("make_reference_grids", REPO / "scripts" / "make_reference_grids.py")
+    spec = importlib.util.spec_from_file_location("make_reference_grids", REPO / "scripts" / "suites" / "make_reference_grids.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     cfg = compose("evaluate", [f"suite={suite_name}"])
@@ -108,7 +108,7 @@ def test_the_stored_reference_grids_hold_every_run_of_every_member(suite_name):
                                                    ("test_short", "fair_tabular"), ("test", "fair_tabular"),
                                                    ("validation_heldout", "lorenz_forecast_wide")])
 def test_a_stored_reference_run_recomputes_to_the_same_curve(suite_name, member_id):
-    from lhopt_cli import baseline_grid
+    from lhopt_cli.commands import baseline_grid
     from lhopt_cli.results.store import ResultsStore
 
     member = next(m for m in suite(suite_name)["members"] if m["id"] == member_id)

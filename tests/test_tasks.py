@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.inner import HParams, ScheduleHook, train_one_epoch
 from lhopt_cli.tasks import TASKS, build_task
 
@@ -172,7 +172,7 @@ def test_char_lm_trains_on_user_text(cache_dir, tmp_path):
     assert result.status == "done" and result.steps == 30
     assert result.curve[-1]["valid_loss"] < result.curve[0]["valid_loss"]
 
-    from lhopt_cli.config import ConfigError
+    from lhopt_cli.config.compose import ConfigError
 
     with pytest.raises(ConfigError, match="task.text_path: no such file"):  # refused when the config is composed
         small_cfg("char_lm", f"task.text_path={tmp_path / 'missing.txt'}")

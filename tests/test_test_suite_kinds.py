@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lhopt_cli.config import compose
+from lhopt_cli.config.compose import compose
 from lhopt_cli.inner import HParams, train_one_epoch
 from lhopt_cli.inner.batched import train_batched
 from lhopt_cli.tasks import build_task

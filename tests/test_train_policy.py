@@ -169,8 +169,8 @@ def test_a_resume_under_another_protocol_and_family_validations_that_contradict_
 
 
 def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_cli, tmp_path):
-    from lhopt_cli import train_policy
-    from lhopt_cli.config import compose
+    from lhopt_cli.commands import train_policy
+    from lhopt_cli.config.compose import compose
 
     cfg = compose("train_policy", [*SMOKE, "ppo.polyak=0.99", f"init_policy={smoke_policy}", f"run_dir={tmp_path / 'a'}"])
     ppo = train_policy.build(cfg)

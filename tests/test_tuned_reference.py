@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import LHOPT, lhopt_env
-from lhopt_cli.config import ConfigError
+from lhopt_cli.config.compose import ConfigError
 from lhopt_cli.control.actions import EVAL_START, NO_OP
 from lhopt_cli.control.checkpoint import load_policy, save_policy
 from lhopt_cli.control.env import VecLhoptEnv
@@ -89,7 +89,7 @@ def test_bad_sweeps_are_refused(kwargs, message):
 
 def _tiny_nqm() -> dict:
     """A small nqm task config, as the family draws them."""
-    from lhopt_cli.config import compose
+    from lhopt_cli.config.compose import compose
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(compose("baseline_grid", ["task=nqm", "task.dim=10", "task.max_steps=20",

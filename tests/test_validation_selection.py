@@ -11,10 +11,11 @@ import torch
 from rich.console import Console
 
 from conftest import LHOPT, REPO, lhopt_env
-from lhopt_cli import baseline_grid, train_policy
-from lhopt_cli.config import ConfigError, compose, make_run_dir
+from lhopt_cli.commands import baseline_grid
+from lhopt_cli.commands import train_policy
+from lhopt_cli.config.compose import ConfigError, compose, make_run_dir
 from lhopt_cli.control.checkpoint import load_policy
-from lhopt_cli.validation import ValidationSuite, refuse_test_tasks
+from lhopt_cli.commands.validation import ValidationSuite, refuse_test_tasks
 
 SMOKE = {"max_steps": 8, "eval_points": 4, "valid_size": 128}
 
@@ -62,12 +63,12 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
         train_policy.run(compose("train_policy", [*(o for o in overrides if not o.startswith("validation.suite")),
                                                   "validation.suite=validation", "resume=true"]), tmp_path, Console(quiet=True))
     # the meta-training summary shows the validation scores
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "meta_train_summary.py"), str(tmp_path), "--block", "2",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "policy" / "meta_train_summary.py"), str(tmp_path), "--block", "2",
                            "--png", str(tmp_path / "curve.png")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "validation speedup |" in proc.stdout and f"{scored.validation_speedup.iloc[-1]:.3f}x |" in proc.stdout
     # the validation-chosen policy bundles with its config, log and curve
-    bundle = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--out",
+    bundle = subprocess.run([sys.executable, str(REPO / "scripts" / "policy" / "bundle_policy.py"), str(tmp_path), "--out",
                              str(tmp_path / "bundle")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert bundle.returncode == 0, bundle.stderr[-2000:]
     assert (tmp_path / "bundle" / "default.pt").read_bytes() == (tmp_path / "best.pt").read_bytes()
@@ -75,20 +76,20 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert (tmp_path / "bundle" / "default_meta_train.csv").read_text() == (tmp_path / "meta_train.csv").read_text()
     assert (tmp_path / "bundle" / "default_meta_training.png").stat().st_size > 1000
     assert f"validation {meta['config']['validation_speedup']:.3f}x" in bundle.stdout
-    chosen = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--policy",
+    chosen = subprocess.run([sys.executable, str(REPO / "scripts" / "policy" / "bundle_policy.py"), str(tmp_path), "--policy",
                              str(tmp_path / "policy.pt"), "--out", str(tmp_path / "chosen")],
                             capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert chosen.returncode == 0, chosen.stderr[-2000:]
     assert (tmp_path / "chosen" / "default.pt").read_bytes() == (tmp_path / "policy.pt").read_bytes()
     (tmp_path / "best.pt").unlink()
-    refused = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_policy.py"), str(tmp_path), "--out",
+    refused = subprocess.run([sys.executable, str(REPO / "scripts" / "policy" / "bundle_policy.py"), str(tmp_path), "--out",
                               str(tmp_path / "bundle")], capture_output=True, text=True, env=lhopt_env(), timeout=120)
     assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0 and "best.pt: missing" in refused.stderr
 
 
 def test_stored_grids_are_read_and_never_recomputed_or_written(tmp_path, run_cli, smoke_policy, monkeypatch):
     stored = tmp_path / "stored"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_reference_grids.py"), "--suites", "smoke",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "suites" / "make_reference_grids.py"), "--suites", "smoke",
                            "--paper-only", "--seeds", "0", "--workers", "1", "--out", str(stored), "debug=smoke"],
                           capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

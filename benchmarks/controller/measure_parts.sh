@@ -10,7 +10,7 @@ tag=${TAG:-default}
 run() {
   local name=$1; shift
   [ -s "$out/${tag}_$name.csv" ] && return 0
-  OMP_NUM_THREADS=1 .venv/bin/python scripts/select_policy.py "$policy" --suites validation_heldout validation \
+  OMP_NUM_THREADS=1 .venv/bin/python scripts/policy/select_policy.py "$policy" --suites validation_heldout validation \
     --seeds 0 1 2 --out "$out/${tag}_$name.csv.part" "$@" > "$out/${tag}_$name.txt"
   mv "$out/${tag}_$name.csv.part" "$out/${tag}_$name.csv"
 }

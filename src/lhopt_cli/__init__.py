@@ -7,19 +7,19 @@ __all__ = ["Controller", "ControllerMisuseWarning", "LhoptAdamW", "PolicyFileErr
 def __getattr__(name: str):
     # imported on first use, so `lhopt --help` does not pay for torch
     if name == "LhoptAdamW":
-        from .adamw import LhoptAdamW
+        from lhopt_cli.loop.adamw import LhoptAdamW
 
         return LhoptAdamW
     if name == "ReplaySchedule":
-        from .replay import ReplaySchedule
+        from lhopt_cli.loop.replay import ReplaySchedule
 
         return ReplaySchedule
     if name == "ScheduleFileError":
-        from .schedule_file import ScheduleFileError
+        from lhopt_cli.loop.schedule_file import ScheduleFileError
 
         return ScheduleFileError
     if name in __all__:
-        from . import api
+        from lhopt_cli.loop import controller
 
-        return getattr(api, name)
+        return getattr(controller, name)
     raise AttributeError(name)

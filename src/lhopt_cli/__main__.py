@@ -1,4 +1,4 @@
 """`python -m lhopt_cli` is the `lhopt` command."""
-from .cli import main
+from lhopt_cli.commands.cli import main
 
 main()

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..inner.optim import HParams
+from lhopt_cli.inner.optim import HParams
 
 REGISTERS = 3
 # head name -> choices; the restart head is none, save to register k, load from register k

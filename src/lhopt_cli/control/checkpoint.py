@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from .actions import HEADS
-from ..files import atomic_write, not_a_regular_file
-from .features import FEATURE_NAMES
-from .policy import RecurrentActorCritic, lhopt_agent
-from .protocol import ObservationProtocol, ProtocolError
+from lhopt_cli.control.actions import HEADS
+from lhopt_cli.support.files import atomic_write, not_a_regular_file
+from lhopt_cli.control.features import FEATURE_NAMES
+from lhopt_cli.control.policy import RecurrentActorCritic, lhopt_agent
+from lhopt_cli.control.protocol import ObservationProtocol, ProtocolError
 
 POLICY_FORMAT = "lhopt-policy"
 POLICY_VERSION = 1

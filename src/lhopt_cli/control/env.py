@@ -19,16 +19,16 @@ from dataclasses import replace
 import gymnasium as gym
 import numpy as np
 
-from ..inner import HParams, Hook, train_one_epoch
-from ..inner.batched import BatchedRun
-from ..tasks import build_task
-from ..tasks.families import TaskFamily
-from .actions import BOUNDS, EVAL_START, NVEC, apply_action, lr_label, randomized_start, restart_kind
-from .features import FEATURE_NAMES, FeatureTracker, Register, to_vector
-from .privileged import privileged_vector
-from .protocol import ObservationProtocol, decision_steps
-from .reference import ReferenceCache, ReferenceSweep, best_setting, curve_on
-from .reward import PowerLawFit, envelope_log_speedup, fit_reference, log_speedup_reward
+from lhopt_cli.inner import HParams, Hook, train_one_epoch
+from lhopt_cli.inner.batched import BatchedRun
+from lhopt_cli.tasks import build_task
+from lhopt_cli.tasks.families import TaskFamily
+from lhopt_cli.control.actions import BOUNDS, EVAL_START, NVEC, apply_action, lr_label, randomized_start, restart_kind
+from lhopt_cli.control.features import FEATURE_NAMES, FeatureTracker, Register, to_vector
+from lhopt_cli.control.privileged import privileged_vector
+from lhopt_cli.control.protocol import ObservationProtocol, decision_steps
+from lhopt_cli.control.reference import ReferenceCache, ReferenceSweep, best_setting, curve_on
+from lhopt_cli.control.reward import PowerLawFit, envelope_log_speedup, fit_reference, log_speedup_reward
 
 REFERENCE = HParams()  # torch's AdamW defaults, no clipping
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..inner.optim import HParams
-from .actions import HEAD_NAMES, NVEC, REGISTERS, logit
+from lhopt_cli.inner.optim import HParams
+from lhopt_cli.control.actions import HEAD_NAMES, NVEC, REGISTERS, logit
 
 CDF_STRENGTHS = (1.25, 2.5, 5.0, 10.0, 20.0)  # weight of the newest over the oldest history value
 CDF_OF = ("train_loss", "valid_loss", "grad_norm", "rel_update", "noise_scale")

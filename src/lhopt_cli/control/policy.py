@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from .actions import NVEC
-from .features import FEATURE_NAMES, feasible_actions
-from .privileged import PRIVILEGED_NAMES
+from lhopt_cli.control.actions import NVEC
+from lhopt_cli.control.features import FEATURE_NAMES, feasible_actions
+from lhopt_cli.control.privileged import PRIVILEGED_NAMES
 
 
 MASKED_LOGIT = -1e9  # a ruled-out choice: probability exactly 0, entropies stay finite

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from .policy import RecurrentActorCritic
+from lhopt_cli.control.policy import RecurrentActorCritic
 
 
 @dataclass

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from ..inner.optim import HParams
-from .actions import logit
+from lhopt_cli.inner.optim import HParams
+from lhopt_cli.control.actions import logit
 
 # One-hot positions of the task kind, fixed: a critic's input width is stored in every policy file,
 # so kinds added later (which no family trained before them) read as all zeros rather than

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..inner.schedules import SCHEDULES, lr_multiplier
+from lhopt_cli.inner.schedules import SCHEDULES, lr_multiplier
 
 PARAMETER_COUNTS = ("all", "non_embedding")
 LIMIT = 100_000  # most decisions, statistics spacing or validation points a run can have

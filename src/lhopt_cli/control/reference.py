@@ -12,10 +12,10 @@ import json
 import time
 from dataclasses import dataclass
 
-from ..inner import HParams
-from ..inner.batched import train_batched
-from ..inner.schedules import SCHEDULES, ScheduleHook
-from ..tasks import Task
+from lhopt_cli.inner import HParams
+from lhopt_cli.inner.batched import train_batched
+from lhopt_cli.inner.schedules import SCHEDULES, ScheduleHook
+from lhopt_cli.tasks import Task
 
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 DEFAULT_SCHEDULES = ("constant", "cosine")

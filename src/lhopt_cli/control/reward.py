@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import curve_fit
 
-from ..results.speedup import NoFinishedBaseline, padded, speedup
+from lhopt_cli.results.speedup import NoFinishedBaseline, padded, speedup
 
 EXTRAPOLATION = 2.0  # t_ref may reach at most 2x the reference run's length
 REWARD_CLIP = 3.0

@@ -9,12 +9,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..inner.loop import RunResult
-from ..threads import on_run_threads
-from ..tasks.families import TaskFamily
-from .env import VecLhoptEnv
-from .policy import RecurrentActorCritic
-from .protocol import ObservationProtocol
+from lhopt_cli.inner.loop import RunResult
+from lhopt_cli.support.threads import on_run_threads
+from lhopt_cli.tasks.families import TaskFamily
+from lhopt_cli.control.env import VecLhoptEnv
+from lhopt_cli.control.policy import RecurrentActorCritic
+from lhopt_cli.control.protocol import ObservationProtocol
 
 
 @dataclass

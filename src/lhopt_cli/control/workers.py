@@ -16,11 +16,11 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from ..executor import end_with_parent
-from ..threads import RUN_THREADS, run_threads
-from ..tasks.families import TaskFamily
-from .env import VecLhoptEnv
-from .policy import lhopt_agent
+from lhopt_cli.support.executor import end_with_parent
+from lhopt_cli.support.threads import RUN_THREADS, run_threads
+from lhopt_cli.tasks.families import TaskFamily
+from lhopt_cli.control.env import VecLhoptEnv
+from lhopt_cli.control.policy import lhopt_agent
 
 
 def initial_worker_state(seed: int, index: int, family_cfg: dict, env_kwargs: dict) -> dict:

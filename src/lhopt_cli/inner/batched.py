@@ -27,14 +27,14 @@ import torch
 from torch.func import functional_call, vmap
 from torch.optim.adamw import adamw
 
-from ..tasks import Task
-from .hooks import Hook
-from .loop import RunResult
-from .optim import HPARAM_NAMES, HParams
-from .schedules import SCHEDULES, lr_multiplier
-from .stats import adamw_stats
-from ..threads import on_run_threads
-from .guard import START_STEPS, guarded_hparams, healthy, stalled, train_median
+from lhopt_cli.tasks import Task
+from lhopt_cli.inner.hooks import Hook
+from lhopt_cli.inner.loop import RunResult
+from lhopt_cli.inner.optim import HPARAM_NAMES, HParams
+from lhopt_cli.inner.schedules import SCHEDULES, lr_multiplier
+from lhopt_cli.inner.stats import adamw_stats
+from lhopt_cli.support.threads import on_run_threads
+from lhopt_cli.inner.guard import START_STEPS, guarded_hparams, healthy, stalled, train_median
 
 
 # vmap runs attention member by member (no batching rule yet); correct, and measured by the

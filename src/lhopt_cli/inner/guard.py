@@ -38,7 +38,7 @@ import math
 import statistics
 from dataclasses import replace
 
-from .optim import HParams
+from lhopt_cli.inner.optim import HParams
 
 GUARD_LR_FACTOR = 0.5
 GUARD_LOSS_FACTOR = math.inf  # a training loss this many times the first one has blown up

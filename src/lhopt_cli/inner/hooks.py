@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .optim import HParams, RollingMaxClipper
+from lhopt_cli.inner.optim import HParams, RollingMaxClipper
 
 
 def clone_tree(obj: Any) -> Any:

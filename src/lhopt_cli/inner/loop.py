@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..tasks import Task
-from .hooks import Hook, RunContext
-from .optim import HParams, RollingMaxClipper, apply_hparams, make_adamw, read_hparams
-from ..threads import on_run_threads
+from lhopt_cli.tasks import Task
+from lhopt_cli.inner.hooks import Hook, RunContext
+from lhopt_cli.inner.optim import HParams, RollingMaxClipper, apply_hparams, make_adamw, read_hparams
+from lhopt_cli.support.threads import on_run_threads
 
 
 @dataclass

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tasks import Task
-from .loop import RunResult
-from .optim import read_hparams
+from lhopt_cli.tasks import Task
+from lhopt_cli.inner.loop import RunResult
+from lhopt_cli.inner.optim import read_hparams
 
 START_LR, END_LR = 1e-7, 10.0  # torch-lr-finder's documented range (start: the optimizer's lr)
 SKIP_START, SKIP_END = 10, 5  # the package's suggestion rule trims these points

@@ -9,8 +9,8 @@ import math
 from dataclasses import replace
 from typing import Callable
 
-from .hooks import Hook
-from .optim import HParams
+from lhopt_cli.inner.hooks import Hook
+from lhopt_cli.inner.optim import HParams
 
 MILESTONES = (0.5, 0.75)
 WSD_DECAY_START = 0.8  # the share of the run held constant before the linear cooldown to zero

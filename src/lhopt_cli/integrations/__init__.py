@@ -1,3 +1,2 @@
-"""The Controller inside training frameworks: PyTorch Lightning (`lhopt_cli.integrations.lightning`,
-extra `lhopt-cli[lightning]`) and Hugging Face transformers' Trainer (`lhopt_cli.integrations.hf`,
-extra `lhopt-cli[hf]`). Each module imports its framework; this package imports neither."""
+"""The public import path of the framework callbacks (`lhopt_cli.integrations.lightning`,
+`lhopt_cli.integrations.hf`); they live with the rest of the loop library in loop/integrations/."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..files import atomic_write_text
+from lhopt_cli.support.files import atomic_write_text
 
 LOCK_NAME = ".lhopt.lock"
 HOLDER_NAME = ".lhopt.lock.json"

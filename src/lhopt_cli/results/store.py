@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import atomic_write
+from lhopt_cli.support.files import atomic_write
 CURVE_COLUMNS = [
     "run_id", "command", "method", "task", "task_params", "model_params", "seed", "lr0", "schedule",
     "step", "total_steps", "tokens_or_examples", "flops", "train_loss", "valid_loss",

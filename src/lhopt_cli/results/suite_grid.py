@@ -1,47 +1,20 @@
 """A suite's stored reference grid, member by member: which learning rate and schedule is best on
 each task and seed, and how one setting does over a whole suite.
 
-The stored grids (benchmarks/grids/<suite>/, scripts/make_reference_grids.py) hold every member's
-runs validated at the observation protocol's points; a member's runs are found by its task config
-as the grid composed it.
+The stored grids (benchmarks/grids/<suite>/, scripts/suites/make_reference_grids.py) hold every member's
+runs validated at the observation protocol's points; config/suites.py finds a member's runs by
+its task config as the grid composed it, and hands them here.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from ..config import compose
-from .speedup import ema, padded, speedup
-from .store import load
+from lhopt_cli.results.speedup import ema, padded, speedup
 
 PAPER_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # conf/grid/default.yaml
 TEST_SUITES = ("test", "test_short")  # reported on only: nothing is chosen or tuned on them
 HELDOUT_SUITES = ("validation_heldout", "validation_heldout_short")  # leave-kinds-out: chosen on
-
-
-def suite_config(suite: str) -> dict:
-    """The suite's config (conf/suite/<suite>.yaml) as a dict; ConfigError for an unknown suite."""
-    return OmegaConf.to_container(compose("evaluate", [f"suite={suite}"]).suite, resolve=True)
-
-
-def member_task_json(member: dict) -> str:
-    """The task config of a suite member as its stored runs record it (validated at the protocol's points)."""
-    from ..evaluate import member_overrides
-
-    eval_points = int(compose("train_policy", []).controller.eval_points)
-    task = compose("baseline_grid", [*member_overrides(member), f"task.eval_points={eval_points}"]).task
-    return json.dumps(OmegaConf.to_container(task, resolve=True), sort_keys=True)
-
-
-def member_curves(suite: str, grids: Path) -> dict[str, pd.DataFrame]:
-    """{member id: its curves in the stored grid of `suite` under `grids`} (StoreError for a
-    damaged store, FileNotFoundError where none is stored); a member without runs maps to an empty frame."""
-    curves = load(Path(grids) / suite / "results.parquet")
-    return {m["id"]: curves[curves.task_params == member_task_json(m)] for m in suite_config(suite)["members"]}
 
 
 def runs_by_setting(curves: pd.DataFrame, seed: int) -> tuple[np.ndarray, dict[tuple[float, str], np.ndarray]]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..files import not_a_regular_file
-from .frontier import FitError
+from lhopt_cli.support.files import not_a_regular_file
+from lhopt_cli.scaling.frontier import FitError
 
 STORE_COLUMNS = {"params": "model_params", "tokens": "tokens_or_examples", "flops": "flops", "loss": "valid_loss",
                  "method": "method", "step": "step"}
@@ -30,7 +30,7 @@ def _read(path: Path) -> pd.DataFrame:
                            "may hold (a CSV of 1,000,000 rows takes tens of MB)")
     try:
         if path.is_dir():
-            from ..results.store import load
+            from lhopt_cli.results.store import load
 
             return load(path).rename(columns={v: k for k, v in STORE_COLUMNS.items()})
         if path.suffix == ".csv":

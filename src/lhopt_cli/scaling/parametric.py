@@ -14,7 +14,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from .frontier import FitError
+from lhopt_cli.scaling.frontier import FitError
 
 HUBER_DELTA = 1e-3
 NAMES = ("E", "A", "alpha", "B", "beta")
@@ -22,7 +22,7 @@ NAMES = ("E", "A", "alpha", "B", "beta")
 # rows x 3 terms x 8 bytes, 10 MB per temporary here) whatever the input's size
 COARSE_CHUNK_ROWS = 256
 # The most points (per method) the fit takes: its time grows linearly with them (about 35 s for
-# one fit of 100,000 points on one core, and `bootstrap` refits follow; scripts/bench_scaling_fit.py)
+# one fit of 100,000 points on one core, and `bootstrap` refits follow; scripts/bench/bench_scaling_fit.py)
 MAX_ROWS = 100_000
 
 
@@ -140,10 +140,10 @@ def fit_parametric(params, tokens, loss, starts: int = 8, warm: ParametricFit | 
 def bootstrap_parametric(params, tokens, loss, fit: ParametricFit, draws: int, seed: int = 0, tick=None) -> np.ndarray:
     """`draws` refits on resamples of the points (rows drawn with replacement), each from the
     main fit's optimum: shape (refits with finite values, 7), the columns E, A, alpha, B, beta, a, b.
-    Each refit starts from `fit` only: over 50 synthetic laws (scripts/interval_coverage.py) 200
+    Each refit starts from `fit` only: over 50 synthetic laws (scripts/bench/interval_coverage.py) 200
     such refits give percentile intervals that hold the truth 92-96% of the time, where 20 refits
     from the coarse grid's best points held it 84-92%."""
-    from .frontier import bootstrap
+    from lhopt_cli.scaling.frontier import bootstrap
 
     table = pd.DataFrame({"params": np.asarray(params, float), "tokens": np.asarray(tokens, float),
                           "loss": np.asarray(loss, float)})

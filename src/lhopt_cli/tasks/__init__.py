@@ -46,7 +46,7 @@ def __getattr__(name: str):
     if name == "TASKS":  # {name: Task subclass}, every kind imported
         return {kind: task_class(kind) for kind in KINDS}
     if name == "Task":
-        from .base import Task
+        from lhopt_cli.tasks.base import Task
 
         return Task
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -58,7 +58,7 @@ HELDOUT_KINDS = ("friedman_regression", "lorenz_forecast", "mnist1d_transformer"
 def build_task(cfg) -> "Task":
     """The Task for a task config; the config's `name` picks the class. Its data is generated
     (and its weights pretrained) on the runs' thread count, so it is the same in every process."""
-    from ..threads import run_threads
+    from lhopt_cli.support.threads import run_threads
 
     with run_threads():
         return task_class(cfg["name"])(cfg)

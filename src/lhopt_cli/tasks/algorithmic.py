@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask, in_order
+from lhopt_cli.tasks.base import ArrayClassificationTask, in_order
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ArrayRegressionTask
-from .data import GRAY_IMAGES, image_patches
-from .vision import _mnist_split, mlp
+from lhopt_cli.tasks.base import ArrayRegressionTask
+from lhopt_cli.tasks.data import GRAY_IMAGES, image_patches
+from lhopt_cli.tasks.vision import _mnist_split, mlp
 
 VALID_IMAGES = ("camera", "horse")  # never seen in training
 

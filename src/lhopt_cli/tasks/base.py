@@ -87,12 +87,12 @@ class Task(ABC):
             torch.manual_seed(seed)
             model = self.build_model()
         if int(self.cfg.get("pretrain_steps") or 0) > 0:
-            from .pretrain import pretrained_state
+            from lhopt_cli.tasks.pretrain import pretrained_state
 
             model.load_state_dict(pretrained_state(self))
         scale = self.cfg.get("param_scale")
         if scale is not None and float(scale) != 1.0:
-            from .rescale import Rescaled
+            from lhopt_cli.tasks.rescale import Rescaled
 
             model = Rescaled(model, float(scale))
         return model

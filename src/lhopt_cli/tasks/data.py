@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write, not_a_regular_file
+from lhopt_cli.support.files import atomic_write, not_a_regular_file
 
 
 class DataUnavailable(RuntimeError):

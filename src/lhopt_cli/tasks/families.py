@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import KINDS
+from lhopt_cli.tasks import KINDS
 
 DEPTH_KEYS = {"mlp_mnist", "mlp_digits", "mnist_autoencoder", "synthetic_tabular", "friedman_regression", "lorenz_forecast"}
 

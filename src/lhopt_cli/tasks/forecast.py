@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .algorithmic import RecurrentNet
-from .base import ArrayRegressionTask
-from .data import co2_weekly
+from lhopt_cli.tasks.algorithmic import RecurrentNet
+from lhopt_cli.tasks.base import ArrayRegressionTask
+from lhopt_cli.tasks.data import co2_weekly
 
 
 class GruForecaster(nn.Module):

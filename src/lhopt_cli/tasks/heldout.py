@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask, ArrayRegressionTask
-from .data import mnist1d
-from .algorithmic import RecurrentNet
-from .vision import RowTransformer, mlp
+from lhopt_cli.tasks.base import ArrayClassificationTask, ArrayRegressionTask
+from lhopt_cli.tasks.data import mnist1d
+from lhopt_cli.tasks.algorithmic import RecurrentNet
+from lhopt_cli.tasks.vision import RowTransformer, mlp
 
 
 class FriedmanRegression(ArrayRegressionTask):

@@ -72,8 +72,8 @@ def check_task_values(cfg: Any) -> None:
     if name == "friedman_regression" and int(get("features")) < 5:
         _refuse("features", "at least 5 (Friedman's function reads 5 inputs)", get("features"))
     if name == "co2_forecast":
-        from .data import co2_weekly
-        from .forecast import co2_window_counts
+        from lhopt_cli.tasks.data import co2_weekly
+        from lhopt_cli.tasks.forecast import co2_window_counts
 
         weeks, window, horizon = len(co2_weekly()), int(get("window")), int(get("horizon"))
         training, validation = co2_window_counts(weeks, window, horizon)
@@ -81,7 +81,7 @@ def check_task_values(cfg: Any) -> None:
             _refuse("window", f"short enough, with task.horizon ({horizon}), for a batch of training windows in the "
                               f"first {int(0.8 * weeks)} of the series' {weeks} weeks and one validation window after them", window)
     if name == "lorenz_forecast":
-        from .heldout import lorenz_window_counts
+        from lhopt_cli.tasks.heldout import lorenz_window_counts
 
         span = int(get("window")) + int(get("horizon"))
         training, validation = lorenz_window_counts(int(get("points")), int(get("window")), int(get("horizon")))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask
-from .data import mnist1d
+from lhopt_cli.tasks.base import ArrayClassificationTask
+from lhopt_cli.tasks.data import mnist1d
 
 
 class Mnist1dConv(ArrayClassificationTask):

@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .base import Task
+from lhopt_cli.tasks.base import Task
 
 
 def curvatures(dim: int, condition: float) -> torch.Tensor:

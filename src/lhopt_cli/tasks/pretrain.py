@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .data import cache_dir
-from ..files import atomic_write
-from ..threads import RUN_THREADS, on_run_threads
+from lhopt_cli.tasks.data import cache_dir
+from lhopt_cli.support.files import atomic_write
+from lhopt_cli.support.threads import RUN_THREADS, on_run_threads
 
 PRETRAIN_LR = 1e-3  # AdamW's default: what the checkpoint's author would have used
 PRETRAIN_SEED = 0

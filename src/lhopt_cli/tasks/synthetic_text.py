@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .algorithmic import RecurrentNet
-from .base import ArrayClassificationTask
+from lhopt_cli.tasks.algorithmic import RecurrentNet
+from lhopt_cli.tasks.base import ArrayClassificationTask
 
 
 class Block(nn.Module):

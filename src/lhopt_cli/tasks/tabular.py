@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask, ArrayRegressionTask, in_order
-from .data import statsmodels_table
-from .vision import mlp
+from lhopt_cli.tasks.base import ArrayClassificationTask, ArrayRegressionTask, in_order
+from lhopt_cli.tasks.data import statsmodels_table
+from lhopt_cli.tasks.vision import mlp
 
 
 def _split(x: np.ndarray, y: np.ndarray, valid_fraction: float = 0.2) -> tuple[torch.Tensor, ...]:

@@ -6,9 +6,9 @@ import math
 import torch
 from torch import nn
 
-from .algorithmic import RecurrentNet
-from .base import ArrayClassificationTask
-from .data import DataUnavailable, python_source, read_text_bytes
+from lhopt_cli.tasks.algorithmic import RecurrentNet
+from lhopt_cli.tasks.base import ArrayClassificationTask
+from lhopt_cli.tasks.data import DataUnavailable, python_source, read_text_bytes
 
 
 class CausalTransformer(nn.Module):

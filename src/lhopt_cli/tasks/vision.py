@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ArrayClassificationTask
-from .data import mnist_5k
+from lhopt_cli.tasks.base import ArrayClassificationTask
+from lhopt_cli.tasks.data import mnist_5k
 
 NUM_TRAIN = 4000
 
