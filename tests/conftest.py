@@ -40,7 +40,7 @@ def smoke_policy(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke_policy")
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}"])
     make_run_dir(cfg)
-    return train_policy.run(cfg, run_dir, Console(quiet=True))
+    return train_policy.run(train_policy.plan(cfg, run_dir), Console(quiet=True))
 
 
 @pytest.fixture

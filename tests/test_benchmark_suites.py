@@ -99,8 +99,8 @@ def test_the_extended_grid_runs_its_extra_lrs_at_fewer_schedules_with_the_same_r
     assert len(grid_settings([1e-3], ["constant", "cosine"], [1e-1])) == 4  # no extended schedules: every schedule
 
     base = ["task=nqm", "seeds=[0,1]", "grid.lrs=[1e-3]", "grid.schedules=[constant,cosine]"]
-    extended = plan(compose("baseline_grid", [*base, "grid.extended_lrs=[0.1]", "grid.extended_schedules=[constant]"]))
-    full = plan(compose("baseline_grid", [*base[:2], "grid.lrs=[1e-3,0.1]", "grid.schedules=[constant,cosine]"]))
+    extended = plan(compose("baseline_grid", [*base, "grid.extended_lrs=[0.1]", "grid.extended_schedules=[constant]"])).jobs
+    full = plan(compose("baseline_grid", [*base[:2], "grid.lrs=[1e-3,0.1]", "grid.schedules=[constant,cosine]"])).jobs
     assert len(extended) == 2 * 3 and {j.run_id for j in extended} < {j.run_id for j in full}  # ids fixed by (seed, lr, schedule)
 
 
@@ -132,8 +132,8 @@ def test_an_untuned_setting_no_grid_runs_is_refused_in_one_line_before_any_folde
 
 def test_no_extended_schedules_means_no_extended_runs():
     base = ["task=nqm", "seeds=[0]", "grid.extended_lrs=[0.1]"]
-    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=[]"]))) == 35
-    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=null"]))) == 42
+    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=[]"])).jobs) == 35
+    assert len(plan(compose("baseline_grid", [*base, "grid.extended_schedules=null"])).jobs) == 42
 
 
 @pytest.mark.parametrize("args, message", [

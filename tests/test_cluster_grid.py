@@ -69,9 +69,15 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_the_rerun_completes(tmp_pat
                             start_new_session=True)
     runs_path = None
     deadline = time.time() + 180
+    def runs_recorded(path) -> int:
+        try:  # pyarrow opens the file twice: a rename between the two reads tears this poll, not the file
+            return len(pd.read_parquet(path))
+        except OSError:
+            return 0
+
     while time.time() < deadline and proc.poll() is None:
         found = list((tmp_path / "grid").glob("shards/*/runs.parquet"))
-        if found and len(pd.read_parquet(found[0])) >= 3:
+        if found and runs_recorded(found[0]) >= 3:
             runs_path = found[0]
             break
         time.sleep(0.05)

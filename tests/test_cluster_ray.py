@@ -1,5 +1,6 @@
 """train-policy's rollout workers as Ray actors on a real local Ray instance (2 CPUs)."""
 import os
+from pathlib import Path
 import signal
 import threading
 import time
@@ -25,7 +26,7 @@ def local_ray():
 
 def build(executor: str, *extra: str):
     cfg = compose("train_policy", ["debug=smoke", "workers=2", f"executor={executor}", *extra])
-    return train_policy.build(cfg)
+    return train_policy.build(train_policy.plan(cfg, Path("unused-run-folder")))  # a folder never made
 
 
 def same_weights(a: dict, b: dict) -> bool:

@@ -85,5 +85,5 @@ def test_a_run_from_before_the_decay_existed_reads_as_constant(tmp_path):
     cfg = compose("train_policy", ["debug=smoke", f"run_dir={tmp_path}"])
     older = OmegaConf.to_container(cfg, resolve=True)
     del older["controller"]["lr_decay"]  # a run folder's config.yaml written before the key
-    assert training_protocol(OmegaConf.create(older)).lr_decay == "constant"
-    assert training_protocol(OmegaConf.create(older)) == training_protocol(cfg)
+    assert training_protocol(OmegaConf.create(older).controller).lr_decay == "constant"
+    assert training_protocol(OmegaConf.create(older).controller) == training_protocol(cfg.controller)

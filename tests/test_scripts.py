@@ -49,7 +49,7 @@ def smoke_run(tmp_path_factory):
     cfg = compose("train_policy", ["debug=smoke", "task_family.kinds.mnist1d_conv.weight=0", f"run_dir={run_dir}",
                                    "controller.stats_every=2", "ppo.polyak=0.5"])
     make_run_dir(cfg)
-    train_policy.run(cfg, run_dir, Console(quiet=True))
+    train_policy.run(train_policy.plan(cfg, run_dir), Console(quiet=True))
     return run_dir
 
 

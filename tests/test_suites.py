@@ -84,7 +84,7 @@ def reference_grid_jobs(suite_name: str, member: dict):
     spec.loader.exec_module(script)
     cfg = compose("evaluate", [f"suite={suite_name}"])
     extended = (list(cfg.extended_lrs), None if cfg.extended_schedules is None else list(cfg.extended_schedules))
-    return baseline_grid.plan(script.member_grid_config(member, [0, 1, 2], extended, REPO / "unused", 1, []))
+    return baseline_grid.plan(script.member_grid_config(member, [0, 1, 2], extended, REPO / "unused", 1, [])).jobs
 
 
 # runs per member: 3 seeds x (the paper's 5 x 7 + the extended lrs x their schedules)

@@ -173,7 +173,7 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
     from lhopt_cli.config.compose import compose
 
     cfg = compose("train_policy", [*SMOKE, "ppo.polyak=0.99", f"init_policy={smoke_policy}", f"run_dir={tmp_path / 'a'}"])
-    ppo = train_policy.build(cfg)
+    ppo = train_policy.build(train_policy.plan(cfg, tmp_path / "a"))
     try:
         started, _ = load_policy(smoke_policy)
         for name, value in started.state_dict().items():  # weights, critic and input normaliser
@@ -183,7 +183,7 @@ def test_init_policy_starts_meta_training_from_a_policy_file(smoke_policy, run_c
     finally:
         ppo.workers.close()
     fresh = compose("train_policy", [*SMOKE, f"run_dir={tmp_path / 'b'}"])
-    ppo = train_policy.build(fresh)
+    ppo = train_policy.build(train_policy.plan(fresh, tmp_path / "b"))
     try:
         assert not all(torch.equal(ppo.agent.state_dict()[k], v) for k, v in started.state_dict().items())
     finally:

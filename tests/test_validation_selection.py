@@ -21,7 +21,7 @@ SMOKE = {"max_steps": 8, "eval_points": 4, "valid_size": 128}
 
 
 def smoke_protocol():
-    return train_policy.training_protocol(compose("train_policy", ["debug=smoke"]))
+    return train_policy.training_protocol(compose("train_policy", ["debug=smoke"]).controller)
 
 
 def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_resume(tmp_path):
@@ -29,9 +29,9 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
                  "validation.suite=smoke", "validation.seeds=[0,1]", "validation.keep=true", f"run_dir={tmp_path}"]
     cfg = compose("train_policy", overrides[:1] + ["ppo.iterations=2"] + overrides[2:])
     make_run_dir(cfg)
-    train_policy.run(cfg, tmp_path, Console(quiet=True))  # iterations 1-2, then resumed to 4
+    train_policy.run(train_policy.plan(cfg, tmp_path), Console(quiet=True))  # iterations 1-2, then resumed to 4
     cfg = compose("train_policy", [*overrides, "resume=true"])
-    train_policy.run(cfg, tmp_path, Console(quiet=True))
+    train_policy.run(train_policy.plan(cfg, tmp_path), Console(quiet=True))
     log = pd.read_csv(tmp_path / "meta_train.csv")
     scored = log.dropna(subset=["validation_speedup"])
     assert scored.iteration.tolist() == [2, 4] and (scored.validation_s > 0).all()
@@ -60,8 +60,8 @@ def test_best_pt_holds_the_policy_of_the_best_validation_score_and_survives_a_re
     assert suite.score(agent, greedy=False) == suite.score(agent, greedy=False)
     # a resume that would score on other tasks is refused before anything runs
     with pytest.raises(ConfigError, match="best.pt was chosen on validation.suite=smoke with validation.seeds=\\[0, 1\\]"):
-        train_policy.run(compose("train_policy", [*(o for o in overrides if not o.startswith("validation.suite")),
-                                                  "validation.suite=validation", "resume=true"]), tmp_path, Console(quiet=True))
+        train_policy.plan(compose("train_policy", [*(o for o in overrides if not o.startswith("validation.suite")),
+                                                   "validation.suite=validation", "resume=true"]), tmp_path)
     # the meta-training summary shows the validation scores
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "policy" / "meta_train_summary.py"), str(tmp_path), "--block", "2",
                            "--png", str(tmp_path / "curve.png")], capture_output=True, text=True, env=lhopt_env(), timeout=120)

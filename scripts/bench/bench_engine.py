@@ -87,11 +87,11 @@ def grid_seconds(name: str, overrides: list[str]) -> tuple[float, str]:
     from lhopt_cli.commands import baseline_grid
 
     cfg = compose("baseline_grid", [f"task={name}", *overrides])
-    baseline_grid.cached_task(baseline_grid.plan(cfg)[0].task_json)  # data loaded before timing, for both
+    baseline_grid.cached_task(baseline_grid.plan(cfg).jobs[0].task_json)  # data loaded before timing, for both
     log = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        baseline_grid.run(cfg, Path(tmp), Console(file=log, width=200))
+        baseline_grid.run(baseline_grid.plan(cfg), Path(tmp), Console(file=log, width=200))
         seconds = time.perf_counter() - start
     chosen = next((line for line in log.getvalue().splitlines() if " runs on " in line), "")
     return seconds, chosen

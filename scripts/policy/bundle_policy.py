@@ -46,7 +46,7 @@ def main() -> int:
             return 1
     try:
         _, meta = load_policy(policy)
-        run_protocol = training_protocol(OmegaConf.load(run / "config.yaml"))
+        run_protocol = training_protocol(OmegaConf.load(run / "config.yaml").controller)
     except (PolicyFileError, ProtocolError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

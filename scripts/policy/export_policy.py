@@ -40,7 +40,7 @@ def main(run_dir: str, out: str, polyak: bool = False) -> None:
     cfg["trained_iterations"] = int(state["iteration"])
     cfg["weights"] = "polyak" if polyak else "raw"
     # a run from before configs held the protocol keys is read as it was trained
-    protocol = (training_protocol(OmegaConf.create(cfg)) if "eval_points" in cfg["controller"]
+    protocol = (training_protocol(OmegaConf.create(cfg).controller) if "eval_points" in cfg["controller"]
                 else ObservationProtocol.from_training_config(cfg))
     try:
         save_policy(agent, Path(out), cfg, protocol)

@@ -25,11 +25,10 @@ from lhopt_cli.control.env import VecLhoptEnv
 from lhopt_cli.tasks.families import TaskFamily
 
 
-def evaluate(agent, cfg, groups: int = 4, seed: int = 12345) -> tuple[float, float]:
-    """Mean reward and mean final lr over `groups` episode groups with fixed seeds."""
-    family_cfg = train_policy.family_config(cfg)
-    kwargs = train_policy.episode_env_kwargs(cfg, family_cfg)
-    env = VecLhoptEnv(TaskFamily(family_cfg), **kwargs)
+def evaluate(agent, plan, groups: int = 4, seed: int = 12345) -> tuple[float, float]:
+    """Mean reward and mean final lr over `groups` episode groups with fixed seeds (`plan`: the
+    train-policy plan whose family and episodes are played)."""
+    env = VecLhoptEnv(TaskFamily(plan.family), **plan.env_kwargs)
     rewards, lrs = [], []
     generator = torch.Generator().manual_seed(seed)
     for g in range(groups):
@@ -56,17 +55,18 @@ def main() -> None:
     cfg = compose("train_policy", ["task_family=nqm_low_lr", f"ppo.iterations={args.iterations}",
                                    f"envs={args.envs}", f"run_dir={args.run_dir}", "resume=true", *args.overrides])
     run_dir = make_run_dir(cfg)
-    untrained = train_policy.build(cfg)
+    plan = train_policy.plan(cfg, Path(run_dir))
+    untrained = train_policy.build(plan)
     untrained.workers.close()
-    before = evaluate(untrained.agent, cfg, args.groups)
-    policy_path = train_policy.run(cfg, Path(run_dir), Console())
+    before = evaluate(untrained.agent, plan, args.groups)
+    policy_path = train_policy.run(plan, Console())
     log = pd.read_csv(Path(run_dir) / "meta_train.csv")
     print("reward curve (mean episode reward per block of 10 iterations):")
     for start in range(0, len(log), 10):
         block = log.iloc[start : start + 10]
         print(f"  iterations {start + 1:4d}-{start + len(block):4d}: {block.mean_episode_reward.mean():+.3f}")
     agent, _ = load_policy(policy_path)
-    after = evaluate(agent, cfg, args.groups)
+    after = evaluate(agent, plan, args.groups)
     print(f"untrained policy: mean reward {before[0]:+.3f}, final lr (geometric mean) {before[1]:.2e}")
     print(f"trained policy:   mean reward {after[0]:+.3f}, final lr (geometric mean) {after[1]:.2e}")
     print("start lr of every run: 1.00e-05 (AdamW default 1e-3 x 0.01)")

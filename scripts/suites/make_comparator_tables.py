@@ -18,13 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from rich.console import Console
 
 from lhopt_cli.commands import baseline_grid
 from lhopt_cli.config.compose import ConfigError, compose
-from lhopt_cli.control.checkpoint import load_policy, policy_protocol
-from lhopt_cli.commands.evaluate import STORED_COMPARATORS, grid_config, method_run_id, record_method_run, suite_members
+from lhopt_cli.commands.evaluate import STORED_COMPARATORS, method_run_id, plan, record_method_run
 from lhopt_cli.support.executor import resolve_workers, run_jobs
 from lhopt_cli.commands.method_runs import EXTRA_BASELINES, MethodRun, execute
 from lhopt_cli.support.progress import progress_bar
@@ -54,19 +52,18 @@ def main() -> None:
     out = args.out or STORED_COMPARATORS / args.suite
     console = Console(soft_wrap=True)
     try:
-        cfg = compose("evaluate", [f"suite={args.suite}", f"seeds={list(args.seeds)}", *args.overrides])
+        cfg = compose("evaluate", [f"suite={args.suite}", f"seeds={list(args.seeds)}", f"policy={BUNDLED}",
+                                   *args.overrides])
         if cfg.get("suite") is None:
             raise ConfigError(f"suite={args.suite}: not a suite")
-        _, meta = load_policy(BUNDLED)
-        protocol = policy_protocol(meta)
+        planned = plan(cfg)  # the bundled policy's protocol places the validations, as evaluate's runs
+        protocol = planned.protocol
         jobs, store = [], ResultsStore(out) if (out / "runs.parquet").exists() else None
         done = store.finished_ids() if store is not None else set()
-        for member in suite_members(cfg, Console(quiet=True)):
-            gcfg = grid_config(cfg, member, out / "unused-grid", protocol)
-            task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
-            task_json, key = json.dumps(task_cfg, sort_keys=True), baseline_grid.task_key(task_cfg)
-            jobs += [MethodRun(member["id"], method, task_json, seed) for method in args.methods for seed in args.seeds
-                     if method_run_id(member["id"], key, seed, method) not in done]
+        for member in planned.members:
+            task_json, key = member.task_json, baseline_grid.task_key(json.loads(member.task_json))
+            jobs += [MethodRun(member.id, method, task_json, seed) for method in args.methods for seed in args.seeds
+                     if method_run_id(member.id, key, seed, method) not in done]
     except ConfigError as error:
         sys.exit(f"error: {error}")
     if not jobs:

@@ -103,7 +103,7 @@ def make(args: argparse.Namespace) -> None:
             console.print(f"[bold]{suite_name}/{member['id']}[/bold]")
             cfg = member_grid_config(member, args.seeds, extended, run_dir, args.workers, args.overrides)
             start, cpu = time.perf_counter(), cpu_seconds()
-            baseline_grid.run(cfg, run_dir, console)
+            baseline_grid.run(baseline_grid.plan(cfg), run_dir, console)
             call["members"].append(member["id"])
             call["member_wall_s"][member["id"]] = round(time.perf_counter() - start, 1)
             call["member_cpu_s"][member["id"]] = round(cpu_seconds() - cpu, 1)

@@ -1,7 +1,8 @@
 """The baseline grid job: for each seed, AdamW at every (learning rate, schedule), one epoch.
 
-`run(cfg)` takes only the composed config, so the same job runs from the typer command or
-under a `hydra.main` entry point (and so under Hydra's launchers).
+`plan(cfg)` checks the composed config and turns it into a GridPlan; `run(plan)` runs from the plan
+alone, so the same job runs from the typer command or under a `hydra.main` entry point (and so
+under Hydra's launchers).
 """
 from __future__ import annotations
 
@@ -44,15 +45,34 @@ def task_key(task_cfg: dict) -> str:
     return hashlib.sha1(json.dumps(task_cfg, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def require_local_executor(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class GridPlan:
+    """A checked grid: every (seed, lr, schedule) run of its chunk (`jobs`, ids stable across
+    invocations), the table's rows (`lrs`: the paper's and the extended, sorted) and columns
+    (`schedules`), how the runs are spread (executor.workers, path, members), and the shard of
+    the shared store a multirun job writes (its task, seeds and chunk)."""
+
+    jobs: tuple[GridRun, ...]
+    task_name: str
+    lrs: tuple[float, ...]
+    schedules: tuple[str, ...]
+    workers: int
+    path: str
+    members: int
+    shard: str
+
+
+def require_local_executor(executor_name: str) -> None:
     """Grids run on local processes; executor=ray is train-policy's (grids spread with --multirun)."""
-    if cfg.executor.get("name", "local") != "local":
-        raise ConfigError(f"executor={cfg.executor.name} runs train-policy's rollout workers; spread a grid with "
+    if executor_name != "local":
+        raise ConfigError(f"executor={executor_name} runs train-policy's rollout workers; spread a grid with "
                           "`lhopt baseline-grid --multirun ... hydra/launcher=joblib|submitit_slurm|ray`")
 
 
-def plan(cfg: DictConfig) -> list[GridRun]:
-    """Every (seed, lr, schedule) run of the grid, with ids stable across invocations."""
+def plan(cfg: DictConfig) -> GridPlan:
+    """The grid's pre-flight: the composed config (or a grid folder's config.yaml) checked and
+    planned. Raises ConfigError (one line) for unknown schedules, empty or non-positive lrs, a
+    chunk outside its chunks, or a non-local executor."""
     grid = cfg.grid
     unknown = [s for s in grid.schedules if s not in SCHEDULES]
     if unknown:
@@ -68,7 +88,7 @@ def plan(cfg: DictConfig) -> list[GridRun]:
     bad = [lr for lr in [*map(float, grid.lrs), *extended_lrs] if not 0 < lr < math.inf]
     if bad:
         raise ConfigError(f"grid.lrs and grid.extended_lrs must all be positive and finite (got {bad[0]})")
-    require_local_executor(cfg)
+    require_local_executor(cfg.executor.get("name", "local"))
     if cfg.executor.path not in scheduling.PATHS or cfg.executor.members < 1:
         raise ConfigError(f"executor.path must be one of {', '.join(scheduling.PATHS)} and executor.members >= 1")
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
@@ -84,7 +104,12 @@ def plan(cfg: DictConfig) -> list[GridRun]:
                 json.dumps(fixed, sort_keys=True))
         for seed in cfg.seeds for lr, schedule in settings
     ]
-    return runs[chunk::chunks]  # interleaved, so every chunk mixes cheap and costly runs
+    seeds = "_".join(str(s) for s in cfg.seeds)
+    return GridPlan(jobs=tuple(runs[chunk::chunks]),  # interleaved, so every chunk mixes cheap and costly runs
+                    task_name=str(task_cfg["name"]), lrs=tuple(sorted({float(lr) for lr in [*grid.lrs, *extended_lrs]})),
+                    schedules=tuple(grid.schedules), workers=int(cfg.executor.workers), path=str(cfg.executor.path),
+                    members=int(cfg.executor.members),
+                    shard=f"{task_cfg['name']}-{task_key(task_cfg)}-s{seeds}-c{chunk}of{chunks}")
 
 
 def grid_settings(lrs, schedules, extended_lrs=(), extended_schedules=None) -> list[tuple[float, str]]:
@@ -95,13 +120,6 @@ def grid_settings(lrs, schedules, extended_lrs=(), extended_schedules=None) -> l
     extra = list(schedules if extended_schedules is None else extended_schedules)
     settings += [(float(lr), s) for lr in extended_lrs for s in extra if (float(lr), s) not in settings]
     return settings
-
-
-def shard_name(cfg: DictConfig) -> str:
-    """A multirun job's shard of the shared store: its task, seeds and chunk."""
-    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
-    seeds = "_".join(str(s) for s in cfg.seeds)
-    return f"{task_cfg['name']}-{task_key(task_cfg)}-s{seeds}-c{int(cfg.chunk)}of{int(cfg.chunks)}"
 
 
 _TASK_CACHE: dict[str, Task] = {}  # one Task (and its data) per worker process
@@ -155,12 +173,13 @@ def execute(chunk: list[GridRun]) -> list[tuple[dict, list[dict]]]:
 
 
 @on_run_threads  # the whole command on the runs' thread count (docs/method.md)
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None,
-        shard: str | None = None) -> pd.DataFrame:
-    """Run (or resume) the grid into `run_dir` (its `shard` only, when given); returns the
-    lr x schedule table of final losses."""
+def run(plan: GridPlan, run_dir: Path, console: Console | None = None, jobs: list[GridRun] | None = None,
+        shard: bool = False) -> pd.DataFrame:
+    """Run (or resume) the plan's grid into `run_dir` (only `jobs` of it, when given; into the
+    plan's shard of the store with `shard`); returns the lr x schedule table of final losses."""
     console = console or Console(soft_wrap=True)
-    jobs = plan(cfg) if jobs is None else jobs
+    jobs = list(plan.jobs) if jobs is None else jobs
+    shard = plan.shard if shard else None
     store = ResultsStore(run_dir, shard)
     finished = store.finished_ids()
     todo = [job for job in jobs if job.run_id not in finished]
@@ -169,9 +188,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
     else:
         if len(todo) < len(jobs):
             console.print(f"Resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go.")
-        ex = cfg.executor
-        requested = resolve_workers(int(ex.workers), len(jobs))
-        path = scheduling.choose(cached_task(jobs[0].task_json), len(jobs), requested, ex.path, int(ex.members))
+        requested = resolve_workers(plan.workers, len(jobs))
+        path = scheduling.choose(cached_task(jobs[0].task_json), len(jobs), requested, plan.path, plan.members)
         # chunks of the whole plan, so a resumed run has the batch-mates it would have had; a
         # chunk with a run to do runs whole, and only its runs not yet done are added
         work = [chunk for chunk in scheduling.chunks(jobs, path.members) if any(j.run_id not in finished for j in chunk)]
@@ -180,7 +198,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
         console.print(f"{len(todo)} runs on {workers} worker process{'es' * (workers > 1)}, {how}"
                       + (f" ({path.note})" if path.note else ""))
         with progress_bar(console) as bar:
-            progress = bar.add_task(f"{cfg.task.name} grid", total=len(todo))
+            progress = bar.add_task(f"{plan.task_name} grid", total=len(todo))
             for _, chunk_results in run_jobs(execute, work, workers):
                 results = [r for r in chunk_results if r[0]["run_id"] not in finished]
                 store.add(results)
@@ -189,22 +207,21 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None, jobs: li
                         console.print(f"[red]failed[/red] {run_row['run_id']}: {run_row['error']}")
                 bar.advance(progress, len(results))
     ids = {job.run_id for job in jobs}
-    lrs = sorted({float(lr) for lr in [*cfg.grid.lrs, *(cfg.grid.get("extended_lrs") or [])]})
-    return grid_table(store.runs[store.runs.run_id.isin(ids)], lrs, cfg.grid.schedules)
+    return grid_table(store.runs[store.runs.run_id.isin(ids)], plan.lrs, plan.schedules)
 
 
-def curves_reusing(cfg: DictConfig, run_dir: Path, stored: Path | None, console: Console) -> pd.DataFrame:
-    """The curves of every run of the grid `cfg`: read from the `stored` results store where it
+def curves_reusing(plan: GridPlan, run_dir: Path, stored: Path | None, console: Console) -> pd.DataFrame:
+    """The curves of every run of the grid `plan`: read from the `stored` results store where it
     holds them (never written: the reference grids stay as made), the rest run (or resumed) in
     `run_dir`. With `stored` None this is `run` followed by reading `run_dir`."""
-    jobs = plan(cfg)
+    jobs = plan.jobs
     stored_store = ResultsStore(stored) if stored is not None and (Path(stored) / "runs.parquet").exists() else None
     have = stored_store.finished_ids() if stored_store is not None else set()
     missing = [job for job in jobs if job.run_id not in have]
     if stored_store is not None:
         console.print(f"{len(jobs) - len(missing)} of {len(jobs)} grid runs read from {stored}")
     if missing:
-        run(cfg, run_dir, console, jobs=missing)
+        run(plan, run_dir, console, jobs=missing)
     ids = {job.run_id for job in jobs}
     stores = [s for s in (stored_store, ResultsStore(run_dir)) if s is not None]
     curves = pd.concat([s.curves for s in stores], ignore_index=True)  # with any shards a multirun wrote
@@ -227,10 +244,10 @@ def refresh_grid_reports(grid_dir: Path, note: str | None = None) -> list[Path]:
     if not (grid_dir / "grid_table.csv").is_file() or not (grid_dir / "config.yaml").is_file():
         return []
     try:
-        made = OmegaConf.load(grid_dir / "config.yaml")
-        jobs = plan(made)
+        made = plan(OmegaConf.load(grid_dir / "config.yaml"))
     except Exception:  # not a baseline-grid config: its files are left as they are
         return []
+    jobs = made.jobs
     runs = ResultsStore(grid_dir).runs
     runs = runs[runs.task_params == jobs[0].task_json]
     settings = {(float(job.lr), job.schedule) for job in jobs}
@@ -238,9 +255,9 @@ def refresh_grid_reports(grid_dir: Path, note: str | None = None) -> list[Path]:
     if runs.empty:
         return []
     lrs = sorted({float(job.lr) for job in jobs})
-    table = grid_table(runs, lrs, list(made.grid.schedules))
+    table = grid_table(runs, lrs, list(made.schedules))
     seeds = sorted({int(s) for s in runs.seed})
-    title = f"{made.task.name}: final validation loss (median over seeds {seeds})"
+    title = f"{made.task_name}: final validation loss (median over seeds {seeds})"
     written = [write_grid_csv(table, grid_dir / "grid_table.csv"), grid_heatmap(table, title, grid_dir / "grid_heatmap.png")]
     if note:
         with open_append(grid_dir / "lhopt.log") as log:

@@ -189,11 +189,11 @@ def baseline_grid(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
 
     from lhopt_cli.results.store import ResultsStore
 
-    jobs = job.plan(cfg)  # checks the grid's values before anything is written
+    plan = job.plan(cfg)  # checks the grid's values before anything is written
     # a damaged table already in run_dir is refused before this command writes there
     with run_folder(cfg, check=ResultsStore, overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
-        table = job.run(cfg, run_dir, console, jobs)
-        title = f"{cfg.task.name}: final validation loss (median over seeds {list(cfg.seeds)})"
+        table = job.run(plan, run_dir, console)
+        title = f"{plan.task_name}: final validation loss (median over seeds {list(cfg.seeds)})"
         print_grid(table, title, console)
         csv_path = write_grid_csv(table, run_dir / "grid_table.csv")
         png_path = grid_heatmap(table, title, run_dir / "grid_heatmap.png")
@@ -243,9 +243,11 @@ def train_policy(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "train_policy", cfg_only)  # config errors before torch is imported
     from lhopt_cli.commands import train_policy as job
 
-    with (run_folder(cfg, check=lambda run_dir: job.refuse_occupied(cfg, run_dir), overrides=ctx.args) as run_dir,
+    plans = []  # the pre-flight's plan: every check before the first byte
+
+    with (run_folder(cfg, check=lambda run_dir: plans.append(job.plan(cfg, run_dir)), overrides=ctx.args) as run_dir,
           _logged(run_dir, ctx), _resumable()):
-        policy = job.run(cfg, run_dir, console)
+        policy = job.run(plans[0], console)
         console.print(f"policy: {policy}\nlog: {run_dir / 'meta_train.csv'}")
 
 
@@ -288,14 +290,14 @@ def evaluate(ctx: typer.Context, cfg_only: CfgFlag = False) -> None:
     cfg = _compose(ctx, "evaluate", cfg_only)  # config errors before torch is imported
     from lhopt_cli.commands import evaluate as job
 
-    checked, held = [], ExitStack()  # the pre-flight's policy, read once, and the grid_dir's lock
+    plans, held = [], ExitStack()  # the pre-flight's plan (the policy read once) and the grid_dir's lock
 
     def check(run_dir):  # every check and lock before the first byte: a refused command leaves nothing
-        checked.append(job.preflight(cfg, run_dir))
-        held.enter_context(job.hold_grid_dir(cfg, run_dir))
+        plans.append(job.plan(cfg, run_dir))
+        held.enter_context(job.hold_grid_dir(plans[0].grid_dir, run_dir))
 
     with held, run_folder(cfg, check=check, overrides=ctx.args) as run_dir, _logged(run_dir, ctx), _resumable():
-        job.run(cfg, run_dir, console, checked[0], grid_dir_held=True)
+        job.run(plans[0], run_dir, console, grid_dir_held=True)
 
 
 @app.command("scaling-fit", context_settings=OVERRIDES, epilog=config_groups_help("scaling_fit"))

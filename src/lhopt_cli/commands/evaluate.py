@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -50,78 +51,131 @@ SUMMARY_COLUMNS = ["task", "seed", "method", "final_valid_loss", "speedup", "bes
                    "best_at_edge", "speedup_extended", "best_lr_extended"]
 
 
-def suite_members(cfg: DictConfig, console: Console) -> list[dict]:
+@dataclass(frozen=True)
+class GridRequest:
+    """The AdamW grid an evaluate runs on every member: the paper's lrs and schedules, the
+    extended lrs at `extended_schedules` (None: every schedule), the seeds, how the runs are
+    spread (executor.workers, executor.path), the job's debug values and the user's task overrides."""
+
+    lrs: tuple[float, ...]
+    schedules: tuple[str, ...]
+    extended_lrs: tuple[float, ...]
+    extended_schedules: tuple[str, ...] | None
+    seeds: tuple[int, ...]
+    workers: int
+    path: str
+    debug: dict | None
+    task_overrides: tuple[str, ...]
+
+    def settings(self) -> list[tuple[float, str]]:
+        """Every (lr, schedule) the grid runs (baseline_grid.grid_settings)."""
+        return baseline_grid.grid_settings(list(self.lrs), list(self.schedules), list(self.extended_lrs),
+                                           None if self.extended_schedules is None else list(self.extended_schedules))
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """One task of the evaluate: its id (labels tables, files and figures) and its grid, planned
+    at the policy's validation points."""
+
+    id: str
+    grid: baseline_grid.GridPlan
+
+    @property
+    def task_json(self) -> str:
+        return self.grid.jobs[0].task_json
+
+
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """Everything `lhopt evaluate` runs from, checked in one pre-flight (`plan`): the policy file
+    (its path, network, metadata and observation protocol), the suite's name (None for `tasks`),
+    the members with their grids, the grid every member runs, the tuning-free comparators, the
+    untuned settings reported from the grid ({method: (lr, schedule)}) and where fixed_default
+    was chosen, the schedule file replayed (path and contents), greedy or sampled actions, the
+    divergence guard, and the user's grid_dir (None: run_dir/grid)."""
+
+    policy_path: Path
+    agent: RecurrentActorCritic
+    policy_meta: dict
+    protocol: ObservationProtocol
+    suite: str | None
+    members: tuple[MemberPlan, ...]
+    request: GridRequest
+    extra_baselines: tuple[str, ...]
+    untuned: dict
+    fixed_chosen_on: str | None
+    replay_path: Path | None
+    replay: dict | None
+    greedy: bool
+    guard: bool
+    grid_dir: Path | None
+
+    def grid_dir_of(self, run_dir: Path) -> Path:
+        """Where grid runs the stored grids lack go: grid_dir, else run_dir/grid."""
+        return self.grid_dir if self.grid_dir is not None else run_dir / "grid"
+
+
+def suite_members(suite: dict | None, tasks: list[str] | None) -> list[dict]:
     """The tasks to evaluate: the suite's members, or one member per name in `tasks`, each
-    {"id", "task" (a conf/task/ name), "params" (task.KEY values)}."""
-    if cfg.get("suite") is None:
-        tasks = DEFAULT_TASKS if cfg.tasks is None else list(cfg.tasks)
+    {"id", "task" (a conf/task/ name), "params" (task.KEY values)}. ConfigError (one line) for
+    both given, an empty task list, or a suite without members."""
+    if suite is None:
+        tasks = DEFAULT_TASKS if tasks is None else list(tasks)
         if not tasks:
             raise ConfigError("tasks=[] names no task; give task names or suite=test / suite=validation")
         return [{"id": name, "task": name, "params": {}} for name in tasks]
-    if cfg.tasks is not None:
-        raise ConfigError(f"give either suite={cfg.suite.name} or tasks=[...], not both")
-    suite = OmegaConf.to_container(cfg.suite, resolve=True)
+    if tasks is not None:
+        raise ConfigError(f"give either suite={suite['name']} or tasks=[...], not both")
     if not suite["members"]:
         family = f" (the task family '{suite['family']}')" if suite.get("family") else ""
         raise ConfigError(f"suite '{suite['name']}' lists no tasks{family}; evaluate suite=validation or suite=test")
-    console.print(f"suite: {suite['name']} ({len(suite['members'])} tasks)")
     return suite["members"]
 
 
-def fixed_default(cfg: DictConfig) -> tuple[float, str] | None:
-    """The untuned fixed setting (lr, schedule) reported beside every method: `fixed_default`,
-    else the suite's record, else the test suite's (chosen on the leave-kinds-out validation
-    suite by scripts/suites/choose_fixed_default.py); None where none is recorded."""
-    chosen = fixed_default_record(cfg)
-    return None if chosen is None else (float(chosen.lr), str(chosen.schedule))
-
-
-def fixed_default_record(cfg: DictConfig):
-    """The record behind fixed_default (lr, schedule, chosen_on), or None."""
-    chosen = cfg.get("fixed_default")
-    if chosen is None and cfg.get("suite") is not None:
-        chosen = cfg.suite.get("fixed_default")
-    if chosen is None:
-        chosen = compose("evaluate", ["suite=test"]).suite.get("fixed_default")
-    return chosen
-
-
-def check_grid_settings(cfg: DictConfig) -> None:
-    """ConfigError (one line) unless the fixed setting is one of the grid's settings: both its lr
-    and schedule given, a setting the paper's or the extended grid runs (a suite's recorded
+def check_fixed_default(record: dict | None, request: GridRequest) -> None:
+    """ConfigError (one line) unless the user's fixed setting is one of the grid's settings: both
+    its lr and schedule given, a setting the paper's or the extended grid runs (a suite's recorded
     setting that a reduced grid lacks is simply not reported)."""
-    record = cfg.get("fixed_default")  # the user's own; a suite's record on a reduced grid is just not shown
     if record is None:
         return
-    missing = [k for k in ("lr", "schedule") if OmegaConf.is_missing(record, k)]
+    missing = [k for k in ("lr", "schedule") if record.get(k) in (None, "???")]
     if missing:
         raise ConfigError(f"fixed_default needs both lr and schedule (missing: {missing[0]}), e.g. "
                           "fixed_default={lr: 0.003, schedule: linear}")
-    lr, schedule = float(record.lr), str(record.schedule)
-    extended = cfg.get("extended_schedules")
-    settings = baseline_grid.grid_settings(list(cfg.grid.lrs), list(cfg.grid.schedules), list(cfg.extended_lrs or []),
-                                           None if extended is None else list(extended))
-    if not any(math.isclose(lr, a, rel_tol=1e-9) and schedule == b for a, b in settings):
+    lr, schedule = float(record["lr"]), str(record["schedule"])
+    if not any(math.isclose(lr, a, rel_tol=1e-9) and schedule == b for a, b in request.settings()):
         raise ConfigError(f"fixed_default: lr {lr:g} {schedule} is not a setting of the grid (the paper's lrs and "
                           "schedules, and extended_lrs at extended_schedules); give one that is")
 
 
-def grid_config(cfg: DictConfig, member: dict, grid_dir: Path, protocol: ObservationProtocol) -> DictConfig:
-    """The baseline grid's config for a suite member, validated at the protocol's points (a task
-    override that contradicts them is refused): the paper's grid, then `extended_lrs` with
-    `extended_schedules`."""
-    grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    extended_schedules = cfg.get("extended_schedules")
-    overrides = [*member_overrides(member), f"seeds={list(cfg.seeds)}", f"run_dir={grid_dir}",
-                 f"executor.workers={cfg.executor.workers}", f"executor.path={cfg.executor.path}",
-                 f"grid.lrs={list(grid['lrs'])}", f"grid.extended_lrs={list(cfg.extended_lrs or [])}",
-                 "grid.extended_schedules=" + ("null" if extended_schedules is None else f"[{','.join(extended_schedules)}]"),
-                 f"grid.schedules=[{','.join(grid['schedules'])}]"]
-    overrides += debug_overrides(cfg.get("debug"))  # the same debug values, overrides of them included
-    overrides += list(cfg.task_overrides)
-    if any(o.split("=")[0].lstrip("+~") == "task.eval_points" for o in cfg.task_overrides):
+def grid_request(cfg: DictConfig) -> GridRequest:
+    """The grid part of an evaluate config (this command's, or a validation suite's)."""
+    extended = cfg.get("extended_schedules")
+    debug = cfg.get("debug")
+    return GridRequest(lrs=tuple(float(lr) for lr in cfg.grid.lrs), schedules=tuple(str(s) for s in cfg.grid.schedules),
+                       extended_lrs=tuple(float(lr) for lr in cfg.extended_lrs or []),
+                       extended_schedules=None if extended is None else tuple(str(s) for s in extended),
+                       seeds=tuple(int(s) for s in cfg.seeds), workers=int(cfg.executor.workers),
+                       path=str(cfg.executor.path),
+                       debug=None if debug is None else OmegaConf.to_container(debug, resolve=True),
+                       task_overrides=tuple(str(o) for o in cfg.task_overrides))
+
+
+def member_grid(request: GridRequest, member: dict, protocol: ObservationProtocol) -> baseline_grid.GridPlan:
+    """The baseline grid of a suite member, validated at the protocol's points (a task override
+    that contradicts them is refused): the paper's grid, then the extended lrs at their schedules."""
+    extended = request.extended_schedules
+    overrides = [*member_overrides(member), f"seeds={list(request.seeds)}",
+                 f"executor.workers={request.workers}", f"executor.path={request.path}",
+                 f"grid.lrs={list(request.lrs)}", f"grid.extended_lrs={list(request.extended_lrs)}",
+                 "grid.extended_schedules=" + ("null" if extended is None else f"[{','.join(extended)}]"),
+                 f"grid.schedules=[{','.join(request.schedules)}]"]
+    overrides += debug_overrides(request.debug)  # the same debug values, overrides of them included
+    overrides += list(request.task_overrides)
+    if any(o.split("=")[0].lstrip("+~") == "task.eval_points" for o in request.task_overrides):
         protocol.check("task_overrides", eval_points=int(compose("baseline_grid", overrides).task.eval_points))
-    return compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"])
+    return baseline_grid.plan(compose("baseline_grid", overrides + [f"task.eval_points={protocol.eval_points}"]))
 
 
 def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = True, write: bool = True) -> None:
@@ -153,47 +207,61 @@ def claim_run_dir(run_dir: Path, policy_path: Path, greedy: bool, guard: bool = 
                                               "guard": guard}) + "\n")
 
 
-def check_protocol(cfg: DictConfig, protocol: ObservationProtocol) -> None:
-    """Refuse `protocol.*` settings that contradict the policy file's (ProtocolError)."""
-    protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
-
-
-def preflight(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, RecurrentActorCritic, dict]:
-    """What `run` checks before it writes anything: the executor, the extra baselines, the policy
+def plan(cfg: DictConfig, run_dir: Path | None = None) -> EvaluatePlan:
+    """The command's pre-flight, everything `run` checks before it writes anything: the executor,
+    the extra baselines, fixed_default against the grid, the replayed schedule file, the policy
     file, the protocol settings against it, every task's config (task_overrides applied) and,
     given the `run_dir`, that it and `grid_dir` hold no other policy's runs nor a damaged table
     and that `grid_dir` neither is nor lies under a file.
-    Returns (policy path, agent, the file's metadata); raises ConfigError, PolicyFileError,
-    ProtocolError or StoreError (one line each)."""
-    baseline_grid.require_local_executor(cfg)
-    check_grid_settings(cfg)
-    unknown = [b for b in cfg.extra_baselines if b not in EXTRA_BASELINES]
+    Raises ConfigError, PolicyFileError, ProtocolError or StoreError (one line each)."""
+    baseline_grid.require_local_executor(cfg.executor.get("name", "local"))
+    request = grid_request(cfg)
+    user_fixed = cfg.get("fixed_default")  # the user's own; a suite's record on a reduced grid is just not shown
+    user_fixed = None if user_fixed is None else OmegaConf.to_container(user_fixed, throw_on_missing=False)
+    check_fixed_default(user_fixed, request)
+    extra = tuple(str(b) for b in cfg.extra_baselines)
+    unknown = [b for b in extra if b not in EXTRA_BASELINES]
     if unknown:
         raise ConfigError(f"unknown extra baseline '{unknown[0]}'; known: {', '.join(EXTRA_BASELINES)}")
-    twice = sorted({b for b in cfg.extra_baselines if list(cfg.extra_baselines).count(b) > 1})
+    twice = sorted({b for b in extra if extra.count(b) > 1})
     if twice:
         raise ConfigError(f"extra_baselines lists {twice[0]} more than once")
-    if cfg.get("replay"):
+    replay_path = Path(str(cfg.replay)) if cfg.get("replay") else None
+    replay = None
+    if replay_path is not None:
         try:
-            read_schedule(cfg.replay)
+            replay = read_schedule(replay_path)
         except ScheduleFileError as err:
             raise ConfigError(f"replay={cfg.replay}: {str(err).split(': ', 1)[1]}") from None
     policy_path = default_policy_path() if cfg.policy == "default" else Path(cfg.policy)
     agent, policy_meta = load_policy(policy_path)
     protocol = policy_protocol(policy_meta)
-    check_protocol(cfg, protocol)
-    for member in suite_members(cfg, Console(quiet=True)):  # each task's config, task_overrides included
-        grid_config(cfg, member, Path("grid"), protocol)
+    protocol.check("evaluate protocol", **OmegaConf.to_container(cfg.protocol, resolve=True))
+    suite = None if cfg.get("suite") is None else OmegaConf.to_container(cfg.suite, resolve=True)
+    members = tuple(MemberPlan(m["id"], member_grid(request, m, protocol))  # task_overrides included
+                    for m in suite_members(suite, None if cfg.tasks is None else list(cfg.tasks)))
+    chosen = user_fixed or (suite or {}).get("fixed_default")
+    if chosen is None:
+        chosen = OmegaConf.to_container(compose("evaluate", ["suite=test"]).suite, resolve=True).get("fixed_default")
+    untuned = {"adamw_default": ADAMW_DEFAULT}
+    if chosen is not None:
+        untuned["fixed_default"] = (float(chosen["lr"]), str(chosen["schedule"]))
+    made = EvaluatePlan(policy_path=policy_path, agent=agent, policy_meta=policy_meta, protocol=protocol,
+                        suite=None if suite is None else str(suite["name"]), members=members, request=request,
+                        extra_baselines=extra, untuned=untuned,
+                        fixed_chosen_on=None if chosen is None else chosen.get("chosen_on"),
+                        replay_path=replay_path, replay=replay, greedy=bool(cfg.greedy), guard=bool(cfg.guard),
+                        grid_dir=Path(str(cfg.grid_dir)) if cfg.grid_dir else None)
     if run_dir is not None:
-        claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard), write=False)
+        claim_run_dir(run_dir, policy_path, made.greedy, made.guard, write=False)
         ResultsStore(run_dir)  # a damaged table there: StoreError
-        grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
+        grid_dir = made.grid_dir_of(run_dir)
         blocker = file_in_the_way(grid_dir)
         if blocker is not None:
             raise ConfigError(f"grid_dir: {blocker} is a file, not a folder")
         if grid_dir.is_dir():
             ResultsStore(grid_dir)  # a damaged grid table: StoreError
-    return policy_path, agent, policy_meta
+    return made
 
 
 def note_other_settings(grid_dir: Path, runs: pd.DataFrame, task_name: str, task_json: str, console: Console) -> None:
@@ -212,12 +280,12 @@ def note_other_settings(grid_dir: Path, runs: pd.DataFrame, task_name: str, task
 
 
 @contextmanager
-def hold_grid_dir(cfg: DictConfig, run_dir: Path):
-    """Hold a `grid_dir` outside `run_dir` for the body (created if missing): another command
-    writing it at the same time would lose runs. ConfigError (one line) where another command
-    holds it or the file system refuses (a read-only folder)."""
-    grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-    if not cfg.grid_dir or grid_dir.resolve() == run_dir.resolve():
+def hold_grid_dir(grid_dir: Path | None, run_dir: Path):
+    """Hold the user's `grid_dir` (None: none given), when outside `run_dir`, for the body
+    (created if missing): another command writing it at the same time would lose runs.
+    ConfigError (one line) where another command holds it or the file system refuses (a
+    read-only folder)."""
+    if grid_dir is None or grid_dir.resolve() == run_dir.resolve():
         yield
         return
     try:
@@ -235,81 +303,79 @@ def hold_grid_dir(cfg: DictConfig, run_dir: Path):
 
 
 @on_run_threads  # the whole command on the runs' thread count (docs/method.md)
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
-        checked: tuple[Path, RecurrentActorCritic, dict] | None = None, grid_dir_held: bool = False) -> pd.DataFrame:
-    """`checked`: what `preflight(cfg)` returned (else it runs here); `grid_dir_held`: the
-    caller holds `grid_dir` (hold_grid_dir), as the CLI does before the run folder is written."""
+def run(plan: EvaluatePlan, run_dir: Path, console: Console | None = None, grid_dir_held: bool = False) -> pd.DataFrame:
+    """Run the plan into `run_dir`: the grids the stored ones lack, the policy and every method
+    run not yet done, then summary.csv, the tables and the figures. `grid_dir_held`: the caller
+    holds `grid_dir` (hold_grid_dir), as the CLI does before the run folder is written."""
     console = console or Console(soft_wrap=True)
-    policy_path, agent, policy_meta = checked or preflight(cfg)
-    protocol = policy_protocol(policy_meta)
-    claim_run_dir(run_dir, policy_path, bool(cfg.greedy), bool(cfg.guard))
+    policy_path, policy_meta, protocol, seeds = plan.policy_path, plan.policy_meta, plan.protocol, plan.request.seeds
+    claim_run_dir(run_dir, policy_path, plan.greedy, plan.guard)
     trained = (policy_meta.get("config") or {}).get("trained_iterations")
     console.print(f"policy: {policy_path}" + (f" ({trained} PPO iterations)" if trained else "")
                   + (f", lr decay {protocol.lr_decay}" if protocol.lr_decay != "constant" else ""))
-    grid_dir = Path(cfg.grid_dir) if cfg.grid_dir else run_dir / "grid"
-    with ExitStack() if grid_dir_held else hold_grid_dir(cfg, run_dir):
+    grid_dir = plan.grid_dir_of(run_dir)
+    with ExitStack() if grid_dir_held else hold_grid_dir(plan.grid_dir, run_dir):
         # a suite's stored reference grids are read (never written) unless grid_dir names a store to use
-        stored = baseline_grid.STORED_GRIDS / cfg.suite.name if cfg.get("suite") is not None and not cfg.grid_dir else None
+        stored = baseline_grid.STORED_GRIDS / plan.suite if plan.suite is not None and plan.grid_dir is None else None
         if stored is not None and not (stored / "runs.parquet").exists():
-            console.print(f"no stored grids for suite {cfg.suite.name} ({stored}: a source checkout has them); "
+            console.print(f"no stored grids for suite {plan.suite} ({stored}: a source checkout has them); "
                           f"the grid runs go into {grid_dir}")
             stored = None
         store = ResultsStore(run_dir)
-        comparators = stored_comparators(cfg)  # the suite's extra baselines, run once and kept
+        comparators = stored_comparators(plan)  # the suite's extra baselines, run once and kept
         from_stored = 0
         summary, figures = [], []
         members, jobs = [], []  # (task name, task JSON, task, grid curves) per member; the method runs to do
         policy_digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()  # in every schedule file
-        replay = read_schedule(cfg.replay) if cfg.get("replay") else None
-        replay_digest = hashlib.sha256(Path(cfg.replay).read_bytes()).hexdigest() if replay is not None else ""
+        replay = plan.replay
+        replay_digest = hashlib.sha256(plan.replay_path.read_bytes()).hexdigest() if replay is not None else ""
         if replay is not None:
-            console.print(f"replay: {cfg.replay} (recorded on {replay['task']}, seed {replay['seed']}, "
+            console.print(f"replay: {plan.replay_path} (recorded on {replay['task']}, seed {replay['seed']}, "
                           f"{replay['total_steps']} steps)")
-        untuned = {"adamw_default": ADAMW_DEFAULT}
-        fixed = fixed_default(cfg)
-        if fixed is not None:
-            untuned["fixed_default"] = fixed
-            chosen_on = fixed_default_record(cfg).get("chosen_on")
+        untuned = dict(plan.untuned)
+        if "fixed_default" in untuned:
+            fixed = untuned["fixed_default"]
             console.print(f"fixed_default: lr {fixed[0]:g} {fixed[1]} (one setting for every task, chosen on "
-                          f"{chosen_on or 'an unnamed suite'})")
-        for member in suite_members(cfg, console):
-            task_name = member["id"]  # labels the tables, files and figures; run ids carry the parameters too
-            gcfg = grid_config(cfg, member, grid_dir, protocol)
+                          f"{plan.fixed_chosen_on or 'an unnamed suite'})")
+        if plan.suite is not None:
+            console.print(f"suite: {plan.suite} ({len(plan.members)} tasks)")
+        for member in plan.members:
+            task_name = member.id  # labels the tables, files and figures; run ids carry the parameters too
             console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
-            held_runs = ResultsStore(grid_dir).runs if cfg.grid_dir else None  # read once: the note and the count
+            held_runs = ResultsStore(grid_dir).runs if plan.grid_dir is not None else None  # read once: the note and the count
             if held_runs is not None:
-                note_other_settings(grid_dir, held_runs, task_name, baseline_grid.plan(gcfg)[0].task_json, console)
+                note_other_settings(grid_dir, held_runs, task_name, member.task_json, console)
             recorded = len(held_runs) if held_runs is not None else 0
-            grid_curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
-            added = len(ResultsStore(grid_dir).runs) - recorded if cfg.grid_dir else 0
+            grid_curves = baseline_grid.curves_reusing(member.grid, grid_dir, stored, console)
+            added = len(ResultsStore(grid_dir).runs) - recorded if plan.grid_dir is not None else 0
             if added:  # a baseline-grid folder this command added runs to: its table, heatmap and log follow
                 import datetime
 
                 baseline_grid.refresh_grid_reports(
                     grid_dir, note=f"{datetime.datetime.now().isoformat(timespec='seconds')} lhopt evaluate "
                                    f"(run_dir {run_dir}) added {added} runs of {task_name}")
-            task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
-            task_json = json.dumps(task_cfg, sort_keys=True)
+            task_json = member.task_json
+            task_cfg = json.loads(task_json)
             task = baseline_grid.cached_task(task_json)  # the one the method runs of this process use
             key = baseline_grid.task_key(task_cfg)
             members.append((task_name, task_json, task, grid_curves))
             done = store.finished_ids()
             if comparators is not None:  # read, not run again: the same task settings and seeds
-                wanted = {method_run_id(task_name, key, int(s), m) for m in cfg.extra_baselines for s in cfg.seeds}
+                wanted = {method_run_id(task_name, key, int(s), m) for m in plan.extra_baselines for s in seeds}
                 found = sorted((wanted - done) & comparators.finished_ids())
                 if found:
                     store.add([(run, comparators.curves[comparators.curves.run_id == run["run_id"]].to_dict("records"))
                                for run in comparators.runs[comparators.runs.run_id.isin(found)].to_dict("records")])
                     done, from_stored = done | set(found), from_stored + len(found)
-            methods = ["lhopt", *(["replay"] if replay is not None else []), *cfg.extra_baselines]
-            jobs += [MethodRun(task_name, method, task_json, int(s), str(policy_path), bool(cfg.greedy), bool(cfg.guard),
-                               str(cfg.replay) if replay is not None else "")
-                     for method in methods for s in cfg.seeds
+            methods = ["lhopt", *(["replay"] if replay is not None else []), *plan.extra_baselines]
+            jobs += [MethodRun(task_name, method, task_json, int(s), str(policy_path), plan.greedy, plan.guard,
+                               str(plan.replay_path) if replay is not None else "")
+                     for method in methods for s in seeds
                      if method_run_id(task_name, key, int(s), method, replay_digest) not in done]
         if from_stored:
-            console.print(f"{from_stored} comparator runs read from {STORED_COMPARATORS / cfg.suite.name}")
+            console.print(f"{from_stored} comparator runs read from {STORED_COMPARATORS / plan.suite}")
         if jobs:
-            workers = resolve_workers(int(cfg.executor.workers), len(jobs))
+            workers = resolve_workers(plan.request.workers, len(jobs))
             if sum(cached_steps(job) for job in jobs) < SMALL_METHOD_JOB_STEPS:
                 workers = 1  # seconds of work: starting workers would cost more
             console.print(f"{len(jobs)} method runs ({', '.join(dict.fromkeys(j.method for j in jobs))}) on "
@@ -322,10 +388,10 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         for task_name, task_json, task, grid_curves in members:
             grid_curves = grid_curves[grid_curves.task_params == task_json]
             ours = store.curves[store.curves.task_params == task_json]
-            rows = summarize(task_name, cfg.seeds, grid_curves, ours, list(cfg.grid.lrs), untuned)
+            rows = summarize(task_name, seeds, grid_curves, ours, list(plan.request.lrs), untuned)
             summary += rows
             figures.append(learning_curve_plot(task_name, grid_curves, ours, run_dir / f"curves_{task_name}.png",
-                                               paper_lrs=list(cfg.grid.lrs)))
+                                               paper_lrs=list(plan.request.lrs)))
             decisions_files = sorted(run_dir.glob(f"decisions_{task_name}_s*.csv"))
             if decisions_files:
                 figures.append(hyperparameter_plot(task_name, decisions_files, run_dir / f"hyperparameters_{task_name}.png",
@@ -345,12 +411,12 @@ SMALL_METHOD_JOB_STEPS = 5_000  # below this many run-steps in all, the method r
 STORED_COMPARATORS = baseline_grid.STORED_GRIDS.parent / "comparators"
 
 
-def stored_comparators(cfg: DictConfig) -> ResultsStore | None:
-    """The stored comparator runs of `cfg`'s suite (read only), or None: no suite, no extra
+def stored_comparators(plan: EvaluatePlan) -> ResultsStore | None:
+    """The stored comparator runs of the plan's suite (read only), or None: no suite, no extra
     baselines, a grid_dir of the user's (their own settings), or nothing stored."""
-    if cfg.get("suite") is None or not cfg.extra_baselines or cfg.grid_dir:
+    if plan.suite is None or not plan.extra_baselines or plan.grid_dir is not None:
         return None
-    folder = STORED_COMPARATORS / cfg.suite.name
+    folder = STORED_COMPARATORS / plan.suite
     return ResultsStore(folder) if (folder / "runs.parquet").is_file() else None
 
 

@@ -40,8 +40,7 @@ def grid_job(cfg: DictConfig) -> float:
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
         run_dir = make_run_dir(cfg)
-    shard = baseline_grid.shard_name(cfg) if multirun else None
-    table = baseline_grid.run(cfg, Path(run_dir), jobs=baseline_grid.plan(cfg), shard=shard)
+    table = baseline_grid.run(baseline_grid.plan(cfg), Path(run_dir), shard=multirun)
     if not multirun:  # in a sweep, `lhopt baseline-grid` with the same run_dir writes the table
         write_grid_csv(table, Path(run_dir) / "grid_table.csv")
     return float(table.min().min())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +32,8 @@ from lhopt_cli.support.executor import resolve_workers
 from lhopt_cli.support.progress import progress_bar
 from lhopt_cli.tasks import HELDOUT_KINDS
 from lhopt_cli.tasks.families import FamilyError, TaskFamily, check_family_shape
-from lhopt_cli.commands.validation import ValidationSuite, validation_settings
+from lhopt_cli.commands.validation import ValidationSuite, check_validation_settings
+from lhopt_cli.config.schemas import ControllerConfig, ExecutorConfig, RewardConfig, ValidationConfig
 from lhopt_cli.support.threads import on_run_threads
 
 LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "episodes_per_s", "approx_kl",
@@ -40,36 +41,121 @@ LOG_COLUMNS = ["iteration", "global_step", "episodes", "mean_episode_reward", "e
                "reference_s", "update_epochs", "validation_speedup_polyak", "anchor_kl", "imitation_loss", "label_agreement"]
 
 
-def make_workers(cfg: DictConfig, family_cfg: dict, env_kwargs: dict, agent_kwargs: dict):
-    """The rollout workers on the chosen executor: local (this process or local processes) or Ray."""
-    count, ex = int(cfg.workers), cfg.executor
+@dataclass(frozen=True)
+class TrainPolicyPlan:
+    """Everything `lhopt train-policy` runs from, checked in one pre-flight (`plan`) before
+    anything is written: the run folder, the composed config as plain data (recorded in every
+    policy file), the trained policy's observation protocol, the controller, PPO and validation
+    settings, the task family (its tasks validated at the protocol's points), the episodes'
+    VecLhoptEnv arguments and the network's, the seed, the rollout workers and their executor,
+    the policy a fresh run starts from (init_policy: the network and the lr decay it ran under),
+    the checkpoint a resume continues (read once) with the record of best.pt, the job's debug
+    values, and the TensorBoard and checkpoint cadence settings."""
+
+    run_dir: Path
+    config: dict
+    protocol: ObservationProtocol
+    controller: ControllerConfig
+    ppo: PPOConfig
+    validation: ValidationConfig
+    family: dict
+    env_kwargs: dict
+    agent_kwargs: dict
+    seed: int
+    workers: int
+    executor: ExecutorConfig
+    initial: tuple[RecurrentActorCritic, str] | None
+    resume_state: dict | None
+    best: dict
+    debug: dict | None
+    tensorboard: bool
+    checkpoint_every: int
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+
+def plan(cfg: DictConfig, run_dir: Path) -> TrainPolicyPlan:
+    """The command's pre-flight. ConfigError (one line) for a task family, PPO, reward, run or
+    validation setting no run can use, `init_policy` that cannot start this run, a `run_dir` that
+    holds a meta-training run without `resume`, a resume that would be refused (a damaged
+    checkpoint or log, another protocol or worker count, another validation suite), or
+    tensorboard=true without the tensorboard package: checked before anything is written, so a
+    refused command changes nothing."""
+    run_dir = Path(run_dir)
+    controller = OmegaConf.to_object(cfg.controller)
+    protocol = training_protocol(controller)
+    family = family_config(OmegaConf.to_container(cfg.task_family, resolve=True), protocol)
+    ppo = ppo_config(OmegaConf.to_container(cfg.ppo, resolve=True))
+    sweep = reference_sweep(OmegaConf.to_object(cfg.reward) if cfg.get("reward") is not None else None)
+    validation = OmegaConf.to_object(cfg.validation)
+    debug = None if cfg.get("debug") is None else OmegaConf.to_container(cfg.debug, resolve=True)
+    extrapolation = float(cfg.reward_extrapolation)
+    check_run_settings(int(cfg.envs), int(cfg.workers), int(cfg.checkpoint_every), extrapolation, validation, debug)
+    env_kwargs = episode_env_kwargs(controller, protocol, family, sweep, ppo.imitation_coef, int(cfg.envs), extrapolation)
+    tensorboard = bool(cfg.get("tensorboard", False))
+    if tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401  (the writer itself comes once the folder is held)
+        except ImportError:
+            raise ConfigError('tensorboard=true needs the tensorboard package: pip install "lhopt-cli[tensorboard]"'
+                              ) from None
+    checkpoint, resume = run_dir / "checkpoint.pt", bool(cfg.resume)
+    initial = None
+    if cfg.get("init_policy") and not (resume and checkpoint.exists()):
+        # a resumed run continues from its checkpoint, whatever became of that file
+        initial = initial_policy(Path(str(cfg.init_policy)), controller, protocol)
+    if not resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
+        raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
+    state = None
+    if resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        workers = len(state["ppo"]["worker_states"])
+        if workers != int(cfg.workers):
+            raise ConfigError(f"{checkpoint} was written with {workers} rollout workers; resume it with workers={workers}")
+        check_resumed_protocol(protocol, controller, state, checkpoint)
+        _log_rows(run_dir / "meta_train.csv", int(state["ppo"]["iteration"]))
+    best = resumed_best(state, checkpoint, validation.suite, list(validation.seeds))
+    agent_kwargs = {"hidden": int(controller.hidden), "obs_clip": float(controller.obs_clip),
+                    "privileged_critic": bool(controller.privileged_critic)}
+    return TrainPolicyPlan(run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True), protocol=protocol,
+                           controller=controller, ppo=ppo, validation=validation, family=family, env_kwargs=env_kwargs,
+                           agent_kwargs=agent_kwargs, seed=int(cfg.seed), workers=int(cfg.workers),
+                           executor=OmegaConf.to_object(cfg.executor), initial=initial, resume_state=state, best=best,
+                           debug=debug, tensorboard=tensorboard, checkpoint_every=int(cfg.checkpoint_every))
+
+
+def make_workers(count: int, executor: ExecutorConfig, family: dict, env_kwargs: dict, agent_kwargs: dict):
+    """`count` rollout workers on the chosen executor: local (this process or local processes) or Ray."""
     if count < 1:
         raise ConfigError(f"workers must be >= 1 (got {count})")
-    if ex.name == "ray":
+    if executor.name == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError("executor=ray needs Ray: pip install 'lhopt-cli[ray]'") from None
-        return RayWorkers(count, family_cfg, env_kwargs, agent_kwargs, address=ex.address,
-                          num_cpus=ex.num_cpus, max_restarts=int(ex.max_restarts))
-    return LocalWorkers(count, resolve_workers(int(ex.workers), count), family_cfg, env_kwargs, agent_kwargs)
+        return RayWorkers(count, family, env_kwargs, agent_kwargs, address=executor.address,
+                          num_cpus=executor.num_cpus, max_restarts=int(executor.max_restarts))
+    return LocalWorkers(count, resolve_workers(int(executor.workers), count), family, env_kwargs, agent_kwargs)
 
 
-def training_protocol(cfg: DictConfig) -> ObservationProtocol:
-    """The observation protocol the trained policy's file will carry (conf/controller/)."""
-    c = cfg.controller
+def training_protocol(controller) -> ObservationProtocol:
+    """The observation protocol the trained policy's file will carry, from the controller
+    settings (conf/controller/; ControllerConfig, or a recorded config's `controller` section:
+    files from before lr_decay existed ran under `constant`)."""
+    c = controller
     try:
         return ObservationProtocol(decisions=int(c.eval_decisions), stats_every=int(c.stats_every),
                                    eval_points=int(c.eval_points), parameter_count=str(c.parameter_count),
-                                   min_interval=int(c.min_interval), lr_decay=str(c.get("lr_decay", "constant")))
+                                   min_interval=int(c.min_interval), lr_decay=str(getattr(c, "lr_decay", None) or "constant"))
     except ProtocolError as err:
         raise ConfigError(f"controller: {str(err).removeprefix('observation protocol: ')}") from None
 
 
-def family_config(cfg: DictConfig) -> dict:
-    """The task family, its tasks validated as the protocol says (a contradicting family refused)."""
-    family_cfg = OmegaConf.to_container(cfg.task_family, resolve=True)
-    protocol = training_protocol(cfg)
+def family_config(family_cfg: dict, protocol: ObservationProtocol) -> dict:
+    """The task family (task_family as plain data), its tasks validated as the protocol says (a
+    contradicting family refused, ConfigError), with the protocol's eval_points."""
     try:
         # validations come from the protocol alone: where the family or one kind sets them, they must agree
         check_family_shape(family_cfg)  # kinds a mapping of mappings, before reading them
@@ -88,32 +174,33 @@ def family_config(cfg: DictConfig) -> dict:
     return {**family_cfg, "eval_points": protocol.eval_points}
 
 
-def episode_env_kwargs(cfg: DictConfig, family_cfg: dict) -> dict:
-    """VecLhoptEnv's arguments for meta-training episodes under `cfg`."""
-    c = cfg.controller
-    around = family_cfg.get("start_around_best") or 0.0
+def episode_env_kwargs(controller: ControllerConfig, protocol: ObservationProtocol, family: dict,
+                       sweep: ReferenceSweep | None, imitation_coef: float, envs: int, extrapolation: float) -> dict:
+    """VecLhoptEnv's arguments for meta-training episodes; ConfigError (one line) for a
+    start_around_best or lr labels without the sweep they read the best lr from."""
+    c = controller
+    around = family.get("start_around_best") or 0.0
     if isinstance(around, bool) or not isinstance(around, (int, float)) or not (around == 0 or 1 < around < math.inf):
         raise ConfigError(f"task_family.start_around_best must be 0 (off) or a spread above 1 (got {around!r})")
-    if around and reference_sweep(cfg) is None:
+    if around and sweep is None:
         raise ConfigError("task_family.start_around_best needs reward.reference=sweep: the best lr comes from the sweep")
-    imitation = float(cfg.ppo.get("imitation_coef", 0.0) or 0.0)
-    if imitation > 0 and reference_sweep(cfg) is None:
+    imitation = float(imitation_coef or 0.0)
+    if imitation > 0 and sweep is None:
         raise ConfigError("ppo.imitation_coef needs reward.reference=sweep: the lr labels point at the sweep's best lr")
-    return {"num_envs": int(cfg.envs), "decisions": (int(c.decisions[0]), int(c.decisions[1])),
-            "protocol": training_protocol(cfg).as_dict(), "reuse": int(family_cfg.get("reuse", 2)),
-            "randomize_start": "start_lr_scale" not in family_cfg,
-            "start_lr_scale": float(family_cfg.get("start_lr_scale", 1.0)),
-            "reward_extrapolation": float(cfg.reward_extrapolation), "reference_sweep": reference_sweep(cfg),
-            "eval_start_share": float(family_cfg.get("eval_start_share", 0.0)),
-            "guard": bool(c.get("guard", False)),
-            "start_around_best": float(around), "label_lr": imitation > 0}
+    return {"num_envs": envs, "decisions": (int(c.decisions[0]), int(c.decisions[1])),
+            "protocol": protocol.as_dict(), "reuse": int(family.get("reuse", 2)),
+            "randomize_start": "start_lr_scale" not in family,
+            "start_lr_scale": float(family.get("start_lr_scale", 1.0)),
+            "reward_extrapolation": extrapolation, "reference_sweep": sweep,
+            "eval_start_share": float(family.get("eval_start_share", 0.0)),
+            "guard": bool(c.guard), "start_around_best": float(around), "label_lr": imitation > 0}
 
 
-def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
+def reference_sweep(reward: RewardConfig | None) -> ReferenceSweep | None:
     """The tuned reference the reward is measured against (reward.reference=sweep), or None for
-    AdamW at its defaults (reward.reference=defaults). Raises ConfigError on bad settings."""
-    reward = cfg.get("reward") or {"reference": "defaults"}
-    if reward.reference == "defaults":
+    AdamW at its defaults (reward.reference=defaults, or no reward settings). Raises ConfigError
+    on bad settings."""
+    if reward is None or reward.reference == "defaults":
         return None
     if reward.reference != "sweep":
         raise ConfigError(f"reward.reference must be defaults or sweep (got {reward.reference!r})")
@@ -123,57 +210,49 @@ def reference_sweep(cfg: DictConfig) -> ReferenceSweep | None:
         raise ConfigError(str(err)) from None
 
 
-def build(cfg: DictConfig, fresh: bool = True, initial: tuple[RecurrentActorCritic, str] | None = None) -> PPO:
-    """PPO with its agent and rollout workers; a `fresh` run starts from `init_policy` where one
-    is set (`initial`: that file as `initial_policy` read it, else it is read here; a resumed run
-    starts from its checkpoint, loaded afterwards)."""
-    family_cfg = family_config(cfg)
-    c = cfg.controller
-    env_kwargs = episode_env_kwargs(cfg, family_cfg)
-    agent_kwargs = {"hidden": int(c.hidden), "obs_clip": float(c.obs_clip),
-                    "privileged_critic": bool(c.get("privileged_critic", False))}
-    torch.manual_seed(int(cfg.seed))
-    agent = lhopt_agent(**agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
-    if fresh and cfg.get("init_policy"):  # before PPO, so its Polyak average starts here too
-        agent.load_state_dict((initial or initial_policy(cfg))[0].state_dict())
-    ppo_cfg = ppo_config(cfg)
-    states = [initial_worker_state(int(cfg.seed), i, family_cfg, env_kwargs) for i in range(int(cfg.workers))]
-    workers = make_workers(cfg, family_cfg, env_kwargs, agent_kwargs)
-    return PPO(None, agent, ppo_cfg, seed=int(cfg.seed), workers=workers, worker_states=states)
+def build(plan: TrainPolicyPlan, fresh: bool = True) -> PPO:
+    """PPO with its agent and rollout workers; a `fresh` run starts from the plan's init_policy
+    where one is set (a resumed run starts from its checkpoint, loaded afterwards)."""
+    c = plan.controller
+    torch.manual_seed(plan.seed)
+    agent = lhopt_agent(**plan.agent_kwargs, prior_logits=prior_logits(float(c.noop_logit), float(c.restart_none_logit)))
+    if fresh and plan.initial is not None:  # before PPO, so its Polyak average starts here too
+        agent.load_state_dict(plan.initial[0].state_dict())
+    states = [initial_worker_state(plan.seed, i, plan.family, plan.env_kwargs) for i in range(plan.workers)]
+    workers = make_workers(plan.workers, plan.executor, plan.family, plan.env_kwargs, plan.agent_kwargs)
+    return PPO(None, agent, plan.ppo, seed=plan.seed, workers=workers, worker_states=states)
 
 
-def initial_policy(cfg: DictConfig) -> tuple[RecurrentActorCritic, str]:
+def initial_policy(path: Path, controller: ControllerConfig, protocol: ObservationProtocol) -> tuple[RecurrentActorCritic, str]:
     """The policy a fresh run starts from (`init_policy`: a policy file, e.g. another run's
     best.pt): its weights, input normaliser and critic replace the untrained network's, so
     meta-training continues it on this run's family and reward (and lr decay, which may differ).
     Returns the agent and the lr decay the file ran under. ConfigError (one line) for an
     unreadable file or one of another network width, observation protocol or critic."""
-    path = Path(str(cfg.init_policy))
     try:
         agent, meta = load_policy(path)
     except PolicyFileError as err:
         raise ConfigError(f"init_policy: {err}") from None
-    c = cfg.controller
+    c = controller
     ours = {"controller.hidden": int(c.hidden), "controller.obs_clip": float(c.obs_clip),
-            "controller.privileged_critic": bool(c.get("privileged_critic", False))}
+            "controller.privileged_critic": bool(c.privileged_critic)}
     theirs = {"controller.hidden": agent.hidden, "controller.obs_clip": agent.obs_clip,
               "controller.privileged_critic": bool(agent.privileged_dim)}
-    ours_protocol = training_protocol(cfg)
     # the lr decay may change: the continued policy learns to set its scale under the new one
-    theirs_protocol = replace(policy_protocol(meta), lr_decay=ours_protocol.lr_decay)
-    if theirs_protocol != ours_protocol:
+    theirs_protocol = replace(policy_protocol(meta), lr_decay=protocol.lr_decay)
+    if theirs_protocol != protocol:
         raise ConfigError(f"init_policy {path} was trained under another observation protocol; start it with "
-                          f"{protocol_overrides(theirs_protocol, ours_protocol)}")
+                          f"{protocol_overrides(theirs_protocol, protocol)}")
     differ = [f"{k}={v}" for k, v in theirs.items() if ours[k] != v]
     if differ:
         raise ConfigError(f"init_policy {path} is another network; start it with {' '.join(differ)}")
     return agent, policy_protocol(meta).lr_decay
 
 
-def ppo_config(cfg: DictConfig) -> PPOConfig:
-    """PPO's settings (conf/ppo/); ConfigError on a bad value."""
+def ppo_config(settings: dict) -> PPOConfig:
+    """PPO's settings (conf/ppo/, as plain data); ConfigError on a bad value."""
     try:
-        return PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True))
+        return PPOConfig(**settings)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -219,89 +298,51 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def check_run_settings(cfg: DictConfig) -> None:
+def check_run_settings(envs: int, workers: int, checkpoint_every: int, extrapolation: float,
+                       validation: ValidationConfig, debug: dict | None) -> None:
     """ConfigError (one line) for run-level values no run can use: envs, workers or
-    checkpoint_every below 1, a reward_extrapolation that is not a finite number > 1, or a
-    validation suite that does not exist (the suite is composed only when passes will run)."""
-    for name in ("envs", "workers", "checkpoint_every"):
-        if int(cfg[name]) < 1:
-            raise ConfigError(f"{name} must be >= 1 (got {cfg[name]})")
-    extrapolation = float(cfg.reward_extrapolation)
+    checkpoint_every below 1, a reward_extrapolation that is not a finite number > 1, validation
+    settings that are refused (the test suite, no seeds), or a validation suite that does not
+    exist (the suite is composed only when passes will run)."""
+    for name, value in (("envs", envs), ("workers", workers), ("checkpoint_every", checkpoint_every)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1 (got {value})")
     if not 1 < extrapolation < math.inf:
-        raise ConfigError(f"reward_extrapolation must be a finite number > 1 (got {cfg.reward_extrapolation})")
-    every, suite_name, seeds = validation_settings(cfg)
-    if every:
-        ValidationSuite.suite_config(suite_name, seeds, cfg.get("debug"))
-
-
-def refuse_occupied(cfg: DictConfig, run_dir: Path) -> tuple[RecurrentActorCritic, str] | None:
-    """ConfigError if `init_policy` cannot start this run, if `run_dir` holds a meta-training run and `resume` is not set, or if a resume
-    would be refused (a damaged checkpoint, another protocol or worker count, another validation
-    suite), if the task family or the PPO or reward settings are refused, or tensorboard=true
-    without the tensorboard package: checked before anything
-    is written, so a refused command changes nothing. Returns
-    what `initial_policy` read for a fresh run with `init_policy`, else None."""
-    checkpoint = run_dir / "checkpoint.pt"
-    family_config(cfg)  # the protocol and the family (no held-out kind)
-    ppo_config(cfg), reference_sweep(cfg)  # PPO's and the reward's settings
-    check_run_settings(cfg)
-    if bool(cfg.get("tensorboard", False)):
-        try:
-            import torch.utils.tensorboard  # noqa: F401  (the writer itself comes once the folder is held)
-        except ImportError:
-            raise ConfigError('tensorboard=true needs the tensorboard package: pip install "lhopt-cli[tensorboard]"'
-                              ) from None
-    initial = None
-    if cfg.get("init_policy") and not (cfg.resume and checkpoint.exists()):
-        initial = initial_policy(cfg)  # a resumed run continues from its checkpoint, whatever became of that file
-    if not cfg.resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
-        raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
-    if cfg.resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        workers = len(state["ppo"]["worker_states"])
-        if workers != int(cfg.workers):
-            raise ConfigError(f"{checkpoint} was written with {workers} rollout workers; resume it with workers={workers}")
-        try:
-            check_resumed_protocol(cfg, state, checkpoint)
-        except ProtocolError as err:
-            raise ConfigError(f"{checkpoint}: {err}") from None
-        _, suite_name, seeds = validation_settings(cfg)
-        resumed_best(state, checkpoint, suite_name, seeds)
-        _log_rows(run_dir / "meta_train.csv", int(state["ppo"]["iteration"]))
-    return initial
+        raise ConfigError(f"reward_extrapolation must be a finite number > 1 (got {extrapolation})")
+    check_validation_settings(validation)
+    if validation.every:
+        ValidationSuite.suite_config(validation.suite, list(validation.seeds), debug)
 
 
 @on_run_threads  # the whole command on the runs' thread count: PPO's updates too (docs/method.md)
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Path:
+def run(plan: TrainPolicyPlan, console: Console | None = None) -> Path:
+    """Meta-train from the plan (a fresh run, or its resume) into plan.run_dir; returns policy.pt's path."""
     console = console or Console(soft_wrap=True)
-    checkpoint = run_dir / "checkpoint.pt"
+    run_dir = plan.run_dir
     log_path = run_dir / "meta_train.csv"
-    initial = refuse_occupied(cfg, run_dir)
-    if initial is not None and initial[1] != training_protocol(cfg).lr_decay:
-        console.print(f"init_policy ran under lr_decay={initial[1]}; this run trains it under "
-                      f"lr_decay={training_protocol(cfg).lr_decay} (controller.lr_decay)")
-    every, suite_name, seeds = validation_settings(cfg)
-    state = load_checkpoint(checkpoint) if cfg.resume and checkpoint.exists() else None  # read once, used thrice
-    best = resumed_best(state, checkpoint, suite_name, seeds)
+    if plan.initial is not None and plan.initial[1] != plan.protocol.lr_decay:
+        console.print(f"init_policy ran under lr_decay={plan.initial[1]}; this run trains it under "
+                      f"lr_decay={plan.protocol.lr_decay} (controller.lr_decay)")
+    state, best = plan.resume_state, dict(plan.best)
     done = None if state is None else int(state["ppo"]["iteration"])
-    if done is not None and done >= int(cfg.ppo.iterations) and (run_dir / "policy.pt").exists():
+    if done is not None and done >= plan.ppo.iterations and (run_dir / "policy.pt").exists():
         # nothing to train: say so before any validation suite is built or any file rewritten
-        console.print(f"{run_dir}: complete, {done} PPO iterations done (ppo.iterations={cfg.ppo.iterations}); "
+        console.print(f"{run_dir}: complete, {done} PPO iterations done (ppo.iterations={plan.ppo.iterations}); "
                       f"raise ppo.iterations to train further")
         return run_dir / "policy.pt"
     validation = None
-    if every:
+    if plan.validation.every:
         start = time.perf_counter()
-        validation = ValidationSuite(suite_name, seeds, training_protocol(cfg), run_dir / "validation_grid",
-                                     debug=cfg.get("debug"), console=console)
-        console.print(f"validation suite {suite_name} ready in {time.perf_counter() - start:.1f} s")
-    ppo = build(cfg, fresh=state is None, initial=initial)
+        validation = ValidationSuite(plan.validation.suite, list(plan.validation.seeds), plan.protocol,
+                                     run_dir / "validation_grid", debug=plan.debug, console=console)
+        console.print(f"validation suite {plan.validation.suite} ready in {time.perf_counter() - start:.1f} s")
+    ppo = build(plan, fresh=state is None)
     try:
-        _train(cfg, ppo, state, run_dir, checkpoint, log_path, console, validation, best)
+        _train(plan, ppo, state, log_path, console, validation, best)
     finally:
         ppo.workers.close()
     policy_path = run_dir / "policy.pt"
-    save_policy(ppo.agent, policy_path, OmegaConf.to_container(cfg, resolve=True), training_protocol(cfg))
+    save_policy(ppo.agent, policy_path, plan.config, plan.protocol)
     from lhopt_cli.support.plots import meta_training_plot
 
     figure = meta_training_plot(pd.read_csv(log_path), run_dir.name, run_dir / "meta_training.png")
@@ -315,16 +356,20 @@ def protocol_overrides(theirs: ObservationProtocol, ours: ObservationProtocol) -
                     for k, v in theirs.as_dict().items() if v != getattr(ours, k))
 
 
-def check_resumed_protocol(cfg: DictConfig, state: dict, checkpoint: Path) -> None:
-    """Refuse to resume under another observation protocol than the checkpoint was trained with
-    (checkpoints without one were trained under the legacy protocol of their controller settings)."""
-    ours = training_protocol(cfg)
-    if state.get("protocol") is not None:
-        theirs = ObservationProtocol.from_dict(state["protocol"])
-    else:
-        c = cfg.controller
-        theirs = ObservationProtocol.from_training_config(
-            {"controller": {"eval_decisions": int(c.eval_decisions), "stats_every": int(c.stats_every)}})
+def check_resumed_protocol(ours: ObservationProtocol, controller: ControllerConfig, state: dict,
+                           checkpoint: Path) -> None:
+    """Refuse (ConfigError) to resume under another observation protocol than the checkpoint was
+    trained with (checkpoints without one were trained under the legacy protocol of their
+    controller settings)."""
+    try:
+        if state.get("protocol") is not None:
+            theirs = ObservationProtocol.from_dict(state["protocol"])
+        else:
+            theirs = ObservationProtocol.from_training_config(
+                {"controller": {"eval_decisions": int(controller.eval_decisions),
+                                "stats_every": int(controller.stats_every)}})
+    except ProtocolError as err:
+        raise ConfigError(f"{checkpoint}: {err}") from None
     if theirs != ours:
         raise ConfigError(f"{checkpoint} was trained under another observation protocol; resume it with "
                           f"{protocol_overrides(theirs, ours)}")
@@ -348,16 +393,17 @@ def resumed_best(state: dict | None, checkpoint: Path, suite_name: str, seeds: l
     return held
 
 
-def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpoint: Path, log_path: Path,
-           console: Console, validation: ValidationSuite | None, best: dict) -> None:
-    """PPO from `state` (the checkpoint loaded from `checkpoint` for a resume; None: a fresh run)."""
+def _train(plan: TrainPolicyPlan, ppo: PPO, state: dict | None, log_path: Path, console: Console,
+           validation: ValidationSuite | None, best: dict) -> None:
+    """PPO from `state` (the checkpoint the plan resumes; None: a fresh run)."""
+    run_dir, checkpoint = plan.run_dir, plan.checkpoint
     if state is not None:
         if "env" in state and state["ppo"].get("worker_states") is None:  # a one-env checkpoint of v0.1
             state["ppo"]["worker_states"] = [{**ppo.worker_states[0], "env": state["env"]}]
         if len(state["ppo"]["worker_states"]) != len(ppo.worker_states):
             raise ConfigError(f"{checkpoint} was written with {len(state['ppo']['worker_states'])} rollout "
                               f"workers; resume it with workers={len(state['ppo']['worker_states'])}")
-        check_resumed_protocol(cfg, state, checkpoint)
+        check_resumed_protocol(plan.protocol, plan.controller, state, checkpoint)
         try:
             ppo.load_state_dict(state["ppo"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or fields of another kind
@@ -377,7 +423,7 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
 
     atomic_write(log_path, write_log)  # a link planted at its name is replaced, then appends refuse links
     board = None
-    if bool(cfg.get("tensorboard", False)):
+    if plan.tensorboard:
         from lhopt_cli.support.tensorboard_log import log_scalars, summary_writer
 
         board = summary_writer(run_dir / "tensorboard", purge_step=ppo.iteration + 1)
@@ -388,31 +434,31 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
 
         def on_iteration(stats: dict) -> None:
             final, improved = ppo.iteration == ppo.cfg.iterations, False
-            if validation is not None and (ppo.iteration % int(cfg.validation.every) == 0 or final):
+            if validation is not None and (ppo.iteration % plan.validation.every == 0 or final):
                 start = time.perf_counter()
                 candidates = {"raw": ppo.agent}
                 averaged = ppo.polyak_agent()
                 if averaged is not None:  # the averaged weights compete with the raw ones
                     candidates["polyak"] = averaged
-                guard = bool(cfg.validation.get("guard", True))
+                guard = plan.validation.guard
                 scores = {kind: validation.score(agent, guard=guard)[0] for kind, agent in candidates.items()}
                 stats = {**stats, "validation_speedup": scores["raw"], "validation_s": time.perf_counter() - start,
                          "validation_speedup_polyak": scores.get("polyak")}
                 kind = max(scores, key=lambda k: scores[k])
                 score = scores[kind]
-                if cfg.validation.get("keep", False):  # every pass's policies, to score neighbouring passes again
+                if plan.validation.keep:  # every pass's policies, to score neighbouring passes again
                     (run_dir / "passes").mkdir(exist_ok=True)
                     for name, agent in candidates.items():
-                        config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
+                        config = {**plan.config, "trained_iterations": ppo.iteration,
                                   "validation_speedup": scores[name], "weights": name}
                         save_policy(agent, run_dir / "passes" / f"iteration_{ppo.iteration:05d}_{name}.pt", config,
-                                    training_protocol(cfg))
+                                    plan.protocol)
                 improved = score > best["validation_speedup"]
                 if improved:
                     best.update(iteration=ppo.iteration, validation_speedup=score, weights=kind)
-                    config = {**OmegaConf.to_container(cfg, resolve=True), "trained_iterations": ppo.iteration,
+                    config = {**plan.config, "trained_iterations": ppo.iteration,
                               "validation_speedup": score, "weights": kind}
-                    save_policy(candidates[kind], run_dir / "best.pt", config, training_protocol(cfg))
+                    save_policy(candidates[kind], run_dir / "best.pt", config, plan.protocol)
                 shown = ", ".join(f"{k} {v:.3f}x" for k, v in scores.items())
                 console.print(f"iteration {ppo.iteration}: validation median speedup {shown} "
                               f"(best {best['validation_speedup']:.3f}x at iteration {best['iteration']})")
@@ -426,8 +472,8 @@ def _train(cfg: DictConfig, ppo: PPO, state: dict | None, run_dir: Path, checkpo
             bar.update(task, advance=1, description=f"meta-training (reward {reward:+.2f})"
                        if math.isfinite(reward) else "meta-training")
             # a new best.pt comes with a checkpoint, so a resumed run knows of it
-            if ppo.iteration % int(cfg.checkpoint_every) == 0 or final or improved:
-                atomic_save({"ppo": ppo.state_dict(), "protocol": training_protocol(cfg).as_dict(), "best": best},
+            if ppo.iteration % plan.checkpoint_every == 0 or final or improved:
+                atomic_save({"ppo": ppo.state_dict(), "protocol": plan.protocol.as_dict(), "best": best},
                             checkpoint)
 
         try:

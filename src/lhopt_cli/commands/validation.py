@@ -13,6 +13,7 @@ computed once into the run folder's own grid store.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from lhopt_cli.config.compose import ConfigError, compose, debug_overrides
 from lhopt_cli.control.policy import RecurrentActorCritic
 from lhopt_cli.control.protocol import ObservationProtocol
 from lhopt_cli.control.rollout import run_policy
-from lhopt_cli.commands.evaluate import grid_config, summarize
+from lhopt_cli.commands.evaluate import grid_request, member_grid, summarize
+from lhopt_cli.config.schemas import ValidationConfig
 from lhopt_cli.results.suite_grid import TEST_SUITES
 
 
@@ -68,21 +70,21 @@ class ValidationSuite:
     """
 
     def __init__(self, suite: str, seeds: list[int], protocol: ObservationProtocol, grid_dir: Path,
-                 debug: DictConfig | dict | None = None, stored: Path | None = None, console: Console | None = None):
+                 debug: dict | None = None, stored: Path | None = None, console: Console | None = None):
         console = console or Console(soft_wrap=True)
         cfg = self.suite_config(suite, seeds, debug)
         self.seeds, self.protocol = list(seeds), protocol
         self.paper_lrs = list(cfg.grid.lrs)
         stored = Path(stored) if stored is not None else baseline_grid.STORED_GRIDS / suite
         self.members: list[_Member] = []
+        request = grid_request(cfg)
         for member in OmegaConf.to_container(cfg.suite.members, resolve=True):
-            gcfg = grid_config(cfg, member, grid_dir, protocol)
-            curves = baseline_grid.curves_reusing(gcfg, grid_dir, stored, console)
-            task_cfg = OmegaConf.to_container(gcfg.task, resolve=True)
-            self.members.append(_Member(member["id"], task_cfg, curves))
+            grid = member_grid(request, member, protocol)
+            curves = baseline_grid.curves_reusing(grid, grid_dir, stored, console)
+            self.members.append(_Member(member["id"], json.loads(grid.jobs[0].task_json), curves))
 
     @staticmethod
-    def suite_config(suite: str, seeds: list[int], debug: DictConfig | dict | None = None) -> DictConfig:
+    def suite_config(suite: str, seeds: list[int], debug: dict | None = None) -> DictConfig:
         """The evaluate config of a validation suite; ConfigError (one line) for the test suite, a
         suite that does not exist or lists no tasks, or one holding a test-suite task."""
         refuse_test_suite(suite)
@@ -117,12 +119,9 @@ class ValidationSuite:
         return float(np.median(list(per_member.values()))), per_member
 
 
-def validation_settings(cfg: DictConfig) -> tuple[int, str, list[int]]:
-    """(every, suite, seeds) from train-policy's `validation` group, checked even when no pass
-    will run (ConfigError)."""
-    v = cfg.validation
-    every, suite, seeds = int(v.every), str(v.suite), [int(s) for s in v.seeds]
-    refuse_test_suite(suite)  # the values' ranges are checked with every key's (ranges.py)
-    if not seeds:
+def check_validation_settings(validation: ValidationConfig) -> None:
+    """train-policy's `validation` group, checked even when no pass will run (ConfigError): not
+    the test suite, at least one seed."""
+    refuse_test_suite(str(validation.suite))  # the values' ranges are checked with every key's (ranges.py)
+    if not list(validation.seeds):
         raise ConfigError("validation.seeds must list at least one seed (got [])")
-    return every, suite, seeds

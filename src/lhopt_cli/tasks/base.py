@@ -3,12 +3,33 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Iterator
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+
+def plain(value: Any) -> Any:
+    """`value` as plain data: mappings as dicts, sequences (not strings) as lists, recursively
+    (a composed config's task section reads as the dict it holds)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain(v) for v in value]
+    return value
+
+
+class TaskSpec(dict):
+    """A task's settings (conf/task/ values) as plain data, read as items or attributes
+    (spec["batch_size"] is spec.batch_size); a key it lacks is an AttributeError."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class Task(ABC):
@@ -17,8 +38,9 @@ class Task(ABC):
     The seed fixes both the model's initialisation and the order of the training data.
     """
 
-    def __init__(self, cfg: DictConfig | dict):
-        self.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    def __init__(self, cfg: Mapping):
+        """`cfg`: the task's settings, any mapping (a dict, a composed config's task section)."""
+        self.cfg = TaskSpec(plain(cfg))
         self.name: str = self.cfg.name
 
     # --- what each task defines -------------------------------------------------------
@@ -118,7 +140,7 @@ class Task(ABC):
 
     def describe(self) -> str:
         """The task's parameters as canonical JSON (stored with every run)."""
-        return json.dumps(OmegaConf.to_container(self.cfg, resolve=True), sort_keys=True)
+        return json.dumps(self.cfg, sort_keys=True)
 
 
 def eval_steps(total_steps: int, points: int) -> list[int]:
