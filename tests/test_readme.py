@@ -45,11 +45,13 @@ def test_readme_lightning_and_hugging_face_examples_run(tmp_path):
     blocks = _blocks()
     assert len(blocks) >= 4, "README.md lost its framework examples"
     for block, expected in ((blocks[2], "lightning: 64 decisions"), (blocks[3], "hf: 64 decisions")):
-        proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        # as written, each validates where the policy expects it (step 0 included: Lightning's sanity check,
+        # the Trainer's eval_on_start), with weight decay to set: no UserWarning of lhopt's or the framework's
+        proc = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", block], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert expected in proc.stdout, proc.stdout[-2000:]
-        if expected.startswith("hf"):  # validated where the policy expects it, with weight decay to set
-            assert "ControllerMisuseWarning" not in proc.stderr, proc.stderr[-2000:]
+        assert "ControllerMisuseWarning" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_readme_replay_example_runs(tmp_path):

@@ -1,6 +1,6 @@
 """A Hugging Face transformers TrainerCallback that lets an lhopt policy drive the Trainer's AdamW.
 
-    from lhopt_cli.loop.integrations.hf import LhoptTrainerCallback
+    from lhopt_cli.integrations.hf import LhoptTrainerCallback
     args = TrainingArguments(..., optim="adamw_torch", max_grad_norm=0.0)   # lhopt clips
     Trainer(model=model, args=args, train_dataset=ds, callbacks=[LhoptTrainerCallback()]).train()
 

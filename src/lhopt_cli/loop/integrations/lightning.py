@@ -1,6 +1,6 @@
 """A PyTorch Lightning callback that lets an lhopt policy drive the run's AdamW.
 
-    from lhopt_cli.loop.integrations.lightning import LhoptCallback
+    from lhopt_cli.integrations.lightning import LhoptCallback
     trainer = L.Trainer(max_steps=2000, callbacks=[LhoptCallback()])   # configure_optimizers: AdamW only
     trainer.fit(module, train_loader, val_loader)
 
@@ -10,7 +10,9 @@ steps, with the LightningModule as the model (restarts and the divergence guard 
 Every micro-batch's loss is read at `on_before_backward`; at `on_before_optimizer_step` (after
 backward and, under mixed precision, after unscaling) the Controller clips the gradient, decides
 at its decision points and says whether this update is taken. Validation: the metric named
-`monitor` (default "val_loss") is handed to the Controller at the step after each validation.
+`monitor` (default "val_loss") is handed to the Controller at the step after each validation;
+the sanity check's validation before training (`num_sanity_val_steps=-1`: all of it) is the
+one at step 0, the policy's first validation point.
 The Controller's state goes into Lightning's checkpoints, so `fit(ckpt_path=...)` with the same
 max_steps continues its decisions where they were.
 Install with `pip install lhopt-cli[lightning]`.
@@ -83,9 +85,11 @@ class LhoptCallback(pl.Callback):
         self.bridge.before_update()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
         value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking:  # before the first step: the policy's validation at step 0
+            if value is not None and trainer.global_step == 0:
+                self.bridge.record_validation(value)
+            return
         if value is None:  # a validation ran but logged no `monitor`: the Controller would never see one
             logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
             raise ValueError(f"LhoptCallback(monitor={self.monitor!r}): the validation logged no such metric "
