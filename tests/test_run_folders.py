@@ -656,3 +656,59 @@ def test_a_meta_training_log_emptied_to_its_header_is_refused_on_resume(trained,
     (run_dir / "meta_train.csv").write_text(header + "\n")
     line = one_error_line(lhopt("train-policy", "debug=smoke", "ppo.iterations=3", "resume=true", f"run_dir={run_dir}"))
     assert "rows are missing up to the checkpoint's iteration" in line
+
+
+def test_a_link_at_the_log_of_an_existing_folder_leaves_its_config_as_it_was(tmp_path):
+    run_dir, outside = tmp_path / "g", tmp_path / "outside.txt"
+    first = lhopt(*GRID, "seeds=[0]", "grid.lrs=[1e-3]", "grid.schedules=[constant]", f"run_dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    config, overrides = (run_dir / "config.yaml").read_bytes(), (run_dir / "overrides.yaml").read_bytes()
+    (run_dir / "lhopt.log").unlink()
+    outside.write_text("mine\n")
+    (run_dir / "lhopt.log").symlink_to(outside)
+    again = lhopt(*GRID, "seeds=[0,1]", "grid.lrs=[1e-3]", "grid.schedules=[constant]", f"run_dir={run_dir}")
+    one_error_line(again)
+    assert (run_dir / "config.yaml").read_bytes() == config and (run_dir / "overrides.yaml").read_bytes() == overrides
+    assert outside.read_text() == "mine\n"
+
+
+def test_a_link_planted_at_the_run_folders_grid_is_refused_not_followed(trained, tmp_path):
+    run_dir, elsewhere = tmp_path / "e", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    (run_dir / "grid").symlink_to(elsewhere, target_is_directory=True)
+    proc = lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]", "seeds=[0]",
+                 "extra_baselines=[]", "extended_lrs=[]", f"run_dir={run_dir}")
+    assert "a link stands at the run folder's grid" in one_error_line(proc)
+    assert not any(elsewhere.iterdir()) and sorted(p.name for p in run_dir.iterdir()) == ["grid"]
+
+
+def test_a_folder_planted_at_a_result_file_is_named_not_its_temporary(tmp_path):
+    from test_scaling import curves
+
+    pd.concat([curves("baseline", 1e8, 0.076), curves("lhopt", 5e7, 0.076)]).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "o"
+    (out / "fits.json").mkdir(parents=True)
+    line = one_error_line(lhopt("scaling-fit", f"inputs=[{tmp_path / 't.csv'}]", "bootstrap=10", "parametric=false",
+                                f"run_dir={out}"))
+    assert "fits.json" in line and "a folder stands at its name" in line and ".tmp" not in line, line
+
+
+def test_a_command_into_a_folder_another_command_made_is_refused_naming_it(trained, tmp_path):
+    run_dir = tmp_path / "t"
+    shutil.copytree(trained, run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    line = one_error_line(lhopt(*GRID, f"run_dir={run_dir}"))
+    assert "holds a `lhopt train-policy` run" in line, line
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_grid_folder_at_other_settings_whose_curves_are_gone_still_gets_the_notice(trained, tmp_path):
+    grid = tmp_path / "grid"
+    made = lhopt(*GRID, "seeds=[0]", f"run_dir={grid}", "executor.workers=1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    (grid / "results.parquet").unlink()  # the runs are recorded, their curves deleted
+    proc = lhopt("evaluate", "debug=smoke", f"policy={trained / 'policy.pt'}", "tasks=[nqm]", "seeds=[0]",
+                 f"grid_dir={grid}", "extra_baselines=[]", "extended_lrs=[]", f"run_dir={tmp_path / 'eval'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"grid_dir {grid}: its nqm runs were made at other task settings" in proc.stdout.replace("\n", " ")

@@ -256,6 +256,9 @@ def plan(cfg: DictConfig, run_dir: Path | None = None) -> EvaluatePlan:
         claim_run_dir(run_dir, policy_path, made.greedy, made.guard, write=False)
         ResultsStore(run_dir)  # a damaged table there: StoreError
         grid_dir = made.grid_dir_of(run_dir)
+        if made.grid_dir is None and grid_dir.is_symlink():  # lhopt never writes through a link planted in its folder
+            raise ConfigError(f"{grid_dir}: a link stands at the run folder's grid; remove it, or name the folder "
+                              "the grid runs go into with grid_dir=...")
         blocker = file_in_the_way(grid_dir)
         if blocker is not None:
             raise ConfigError(f"grid_dir: {blocker} is a file, not a folder")
@@ -342,10 +345,10 @@ def run(plan: EvaluatePlan, run_dir: Path, console: Console | None = None, grid_
         for member in plan.members:
             task_name = member.id  # labels the tables, files and figures; run ids carry the parameters too
             console.print(f"[bold]{task_name}[/bold]: AdamW grid" + ("" if stored else f" ({grid_dir})"))
-            held_runs = ResultsStore(grid_dir).runs if plan.grid_dir is not None else None  # read once: the note and the count
-            if held_runs is not None:
-                note_other_settings(grid_dir, held_runs, task_name, member.task_json, console)
-            recorded = len(held_runs) if held_runs is not None else 0
+            held = ResultsStore(grid_dir) if plan.grid_dir is not None else None  # read once: the note and the count
+            if held is not None:  # every run it records, those whose curves are gone too
+                note_other_settings(grid_dir, held.recorded_runs, task_name, member.task_json, console)
+            recorded = len(held.runs) if held is not None else 0
             grid_curves = baseline_grid.curves_reusing(member.grid, grid_dir, stored, console)
             added = len(ResultsStore(grid_dir).runs) - recorded if plan.grid_dir is not None else 0
             if added:  # a baseline-grid folder this command added runs to: its table, heatmap and log follow

@@ -270,6 +270,8 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
     lock_file, holder = run_dir / LOCK_NAME, run_dir / HOLDER_NAME
     had_lock = lock_file.exists()
     held_record = holder.read_bytes() if holder.is_file() else None
+    # the set-up records an earlier command left: a refusal puts them back as they were
+    earlier = {name: _bytes_or_none(run_dir / name) for name in ("config.yaml", "overrides.yaml")}
     _writable(lambda: run_dir.mkdir(parents=True, exist_ok=True), run_dir)
     lock, locked, refused = folder_lock(run_dir, f"lhopt {cfg.command}"), False, False
     try:
@@ -278,6 +280,7 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
             locked = True
         except FolderBusy as err:
             raise ConfigError(str(err)) from None
+        _refuse_another_commands(run_dir, str(cfg.command))
         if check is not None:
             check(run_dir)
         _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
@@ -303,12 +306,42 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
                     holder.unlink(missing_ok=True)
                 else:
                     atomic_write(holder, lambda temporary: temporary.write_bytes(held_record))
+                if run_dir not in created:
+                    for name, data in earlier.items():
+                        if data is None:
+                            (run_dir / name).unlink(missing_ok=True)
+                        elif _bytes_or_none(run_dir / name) != data:
+                            atomic_write(run_dir / name, lambda temporary, data=data: temporary.write_bytes(data))
                 if run_dir in created and _only_set_up_files(run_dir):
                     for entry in run_dir.iterdir():
                         entry.rmdir() if entry.is_dir() else entry.unlink()
             with suppress(OSError):  # stops at the first folder something else has written into
                 for folder in created:
                     folder.rmdir()
+
+
+def _bytes_or_none(path: Path) -> bytes | None:
+    """A regular file's bytes (links not followed), else None."""
+    try:
+        return path.read_bytes() if path.is_file() and not path.is_symlink() else None
+    except OSError:
+        return None
+
+
+def _refuse_another_commands(run_dir: Path, command: str) -> None:
+    """ConfigError (one line) where `run_dir` holds another command's run (its config.yaml names
+    that command): one folder's files would mix the two. A config.yaml that does not read as a
+    command's is left to the command's own checks."""
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file() or recorded.is_symlink():
+        return
+    try:
+        owner = OmegaConf.load(recorded).get("command")
+    except Exception:  # noqa: BLE001  (not a command's config: nothing to compare)
+        return
+    if isinstance(owner, str) and owner and owner != command:
+        raise ConfigError(f"{run_dir} holds a `lhopt {owner}` run (its config.yaml); give this {command} "
+                          "another run_dir")
 
 
 # What a command writes into its run folder before any result: removed again when it fails there

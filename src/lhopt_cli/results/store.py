@@ -127,6 +127,7 @@ class ResultsStore:
         runs = _merge([r for r, _ in self._others] + [self._own_runs], RUN_COLUMNS)
         runs = runs.assign(_finished=runs.status.isin(FINISHED)).sort_values("_finished", kind="stable")
         self.runs = runs.drop_duplicates("run_id", keep="last").drop(columns="_finished").sort_index()
+        self.recorded_runs = self.runs  # every run recorded, its curve rows kept or not (what a folder was made for)
         curves = []
         for runs_part, curves_part in [*self._others, (self._own_runs, self._own_curves)]:
             curves.append(curves_part[curves_part.run_id.isin(runs_part.run_id)])  # drop unrecorded runs

@@ -22,11 +22,16 @@ os.umask(_UMASK)  # read once: mkstemp makes 0600 files, the written file gets t
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(temporary_path)` and rename the result to `path` (returned). The temporary name
     ends in `path`'s suffix (writers that pick a format by suffix, as savefig, keep working).
-    Raises FileNotFoundError (one line) where the folder does not exist, and whatever `write`
-    or the rename raise, after removing the temporary file."""
+    Raises FileNotFoundError (one line) where the folder does not exist, IsADirectoryError (one
+    line naming `path`) where a folder, a device, a pipe or a socket stands at `path` (a link
+    there is replaced, never written through), and whatever `write` or the rename raise, after
+    removing the temporary file."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, f"its folder {path.parent} does not exist", str(path))
+    if not path.is_symlink() and path.exists() and not path.is_file():  # the rename would replace it
+        what = "a folder" if path.is_dir() else "something that is not a file (a device, a pipe or a socket)"
+        raise IsADirectoryError(errno.EISDIR, f"{what} stands at its name; lhopt writes only files there", str(path))
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(handle)
     temporary = Path(name)
