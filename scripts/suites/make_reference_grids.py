@@ -61,7 +61,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "grids"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every grid (e.g. debug=smoke)")
-    args = parser.parse_args()
+    # KEY=VALUE words are Hydra overrides wherever they stand (`--seeds 0 debug=smoke`: not a seed)
+    words = sys.argv[1:]
+    overrides = [w for w in words if "=" in w and not w.startswith("-")]
+    args = parser.parse_args([w for w in words if w not in overrides])
+    args.overrides = [*args.overrides, *overrides]
     try:
         make(args)
     except ConfigError as err:
@@ -82,16 +86,22 @@ def make(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.members or []) - known)
     if unknown:
         raise ConfigError(f"unknown member id(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    # every grid planned (its overrides checked) before any folder is made: a bad one leaves nothing
+    planned = {}
     for suite_name, suite in suites.items():
-        members = [m for m in suite["members"] if not args.members or m["id"] in args.members]
-        run_dir = Path(args.out) / suite_name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path = run_dir / "MANIFEST.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
         evaluate_cfg = compose("evaluate", [f"suite={suite_name}"])  # the suite's extended grid (or evaluate's)
         extended = ([], None) if args.paper_only else (list(evaluate_cfg.extended_lrs or []),
                                                        None if evaluate_cfg.extended_schedules is None
                                                        else list(evaluate_cfg.extended_schedules))
+        run_dir = Path(args.out) / suite_name
+        members = [m for m in suite["members"] if not args.members or m["id"] in args.members]
+        planned[suite_name] = (extended, [(m, baseline_grid.plan(member_grid_config(
+            m, args.seeds, extended, run_dir, args.workers, args.overrides))) for m in members])
+    for suite_name, (extended, members) in planned.items():
+        run_dir = Path(args.out) / suite_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = run_dir / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"calls": []}
         call = {"command": "python scripts/suites/make_reference_grids.py " + " ".join(sys.argv[1:]),
                 "date": date.today().isoformat(), "seeds": args.seeds, "lrs": PAPER_LRS + extended[0],
                 "extended_schedules": extended[1], "machine": platform.machine(),
@@ -99,11 +109,10 @@ def make(args: argparse.Namespace) -> None:
                                                               "scikit-image", "scikit-learn")},
                 "members": [], "member_wall_s": {}, "member_cpu_s": {}}
         manifest["calls"].append(call)
-        for member in members:
+        for member, grid in members:
             console.print(f"[bold]{suite_name}/{member['id']}[/bold]")
-            cfg = member_grid_config(member, args.seeds, extended, run_dir, args.workers, args.overrides)
             start, cpu = time.perf_counter(), cpu_seconds()
-            baseline_grid.run(baseline_grid.plan(cfg), run_dir, console)
+            baseline_grid.run(grid, run_dir, console)
             call["members"].append(member["id"])
             call["member_wall_s"][member["id"]] = round(time.perf_counter() - start, 1)
             call["member_cpu_s"][member["id"]] = round(cpu_seconds() - cpu, 1)

@@ -303,15 +303,15 @@ def check_run_settings(envs: int, workers: int, checkpoint_every: int, extrapola
     """ConfigError (one line) for run-level values no run can use: envs, workers or
     checkpoint_every below 1, a reward_extrapolation that is not a finite number > 1, validation
     settings that are refused (the test suite, no seeds), or a validation suite that does not
-    exist (the suite is composed only when passes will run)."""
+    exist (with validation passes on or off)."""
     for name, value in (("envs", envs), ("workers", workers), ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1 (got {value})")
     if not 1 < extrapolation < math.inf:
         raise ConfigError(f"reward_extrapolation must be a finite number > 1 (got {extrapolation})")
     check_validation_settings(validation)
-    if validation.every:
-        ValidationSuite.suite_config(validation.suite, list(validation.seeds), debug)
+    # composed whether or not passes will run: a suite that does not exist is refused either way
+    ValidationSuite.suite_config(validation.suite, list(validation.seeds), debug)
 
 
 @on_run_threads  # the whole command on the runs' thread count: PPO's updates too (docs/method.md)

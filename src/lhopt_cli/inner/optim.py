@@ -66,7 +66,10 @@ def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams, scales: list[di
     `scales` (group_scales), group i gets each value times its ratio (betas: 1 - beta scaled)."""
     for i, group in enumerate(optimizer.param_groups):
         r = scales[i] if scales is not None else dict.fromkeys(GROUP_KEYS, 1.0)
-        group["lr"] = hp.lr * r["lr"]
+        if torch.is_tensor(group["lr"]):  # a tensor lr (fused or capturable AdamW) stays the same tensor
+            group["lr"].fill_(hp.lr * r["lr"])
+        else:
+            group["lr"] = hp.lr * r["lr"]
         group["betas"] = (1.0 - (1.0 - hp.beta1) * r["one_minus_beta1"], 1.0 - (1.0 - hp.beta2) * r["one_minus_beta2"])
         group["eps"] = hp.eps * r["eps"]
         group["weight_decay"] = hp.weight_decay * r["weight_decay"]

@@ -21,15 +21,16 @@ import torch
 
 from lhopt_cli.inner.hooks import Hook
 from lhopt_cli.inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
-from lhopt_cli.loop.schedule_file import hparams_at, read_schedule
+from lhopt_cli.loop.schedule_file import check_schedule, hparams_at, read_schedule
 
 
 class ReplaySchedule:
     """Sets `optimizer`'s lr, betas, eps and weight decay for each of `total_steps` steps from a
     schedule file (a path, or the dict `read_schedule` returns).
 
-    Raises ScheduleFileError (a ValueError) for a file that is not a valid schedule, ValueError for
-    a total_steps that is not a positive integer, TypeError for an optimizer without AdamW's keys."""
+    Raises ScheduleFileError (a ValueError) for a file or dict that is not a valid schedule,
+    ValueError for a total_steps that is not a positive integer or an optimizer whose lr is 0 in
+    every group, TypeError for an optimizer without AdamW's keys."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str | Path | dict, total_steps: int):
         given = total_steps
@@ -43,7 +44,10 @@ class ReplaySchedule:
             raise TypeError(f"{type(optimizer).__name__} is not AdamW-like: a replay sets lr, betas, eps and "
                             "weight_decay in its param groups")
         refuse_coupled_decay(optimizer)
-        self.schedule = schedule if isinstance(schedule, dict) else read_schedule(schedule)
+        if all(float(group["lr"]) == 0.0 for group in optimizer.param_groups):
+            raise ValueError("the optimizer's learning rate is 0 in every param group: a replay keeps each group's "
+                             "ratio to the first, so give AdamW its base lr (the schedule sets the value)")
+        self.schedule = check_schedule(schedule, "given as a dict") if isinstance(schedule, dict) else read_schedule(schedule)
         self.optimizer, self.total_steps = optimizer, total_steps
         _, self.group_scales = group_scales(optimizer)  # each group's ratio to the first: kept
         self.clipper = RollingMaxClipper()

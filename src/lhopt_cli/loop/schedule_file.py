@@ -14,9 +14,10 @@ import json
 import math
 from pathlib import Path
 
-from lhopt_cli.support.files import atomic_write_text, not_a_regular_file
+from lhopt_cli.control.actions import BOUNDS
 from lhopt_cli.inner.optim import HParams
 from lhopt_cli.inner.schedules import SCHEDULES
+from lhopt_cli.support.files import atomic_write_text, not_a_regular_file
 
 FORMAT, VERSION = "lhopt-schedule", 1
 KEYS = ("lr", "beta1", "beta2", "eps", "weight_decay", "clip")
@@ -71,13 +72,27 @@ def read_schedule(path: str | Path) -> dict:
 
     try:
         schedule = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ScheduleFileError(f"schedule {path}: nested too deeply to be a schedule") from None
     except ValueError as err:
         raise ScheduleFileError(f"schedule {path}: not strict JSON ({str(err).splitlines()[0]})") from None
     return check_schedule(schedule, str(path))
 
 
+def _finite_number(value) -> bool:
+    """A JSON number (not a bool) that is a finite float (a 400-digit integer is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def check_schedule(schedule, where: str) -> dict:
-    """`schedule` if it is a valid schedule, else ScheduleFileError naming `where` and the fault."""
+    """`schedule` if it is a valid schedule, else ScheduleFileError naming `where` and the fault:
+    checked whole (every point, the group ratios) before anything uses it. The values are those
+    AdamW can run with, at most the policy's own bounds (lr, eps and weight decay at most 1)."""
     def fail(fault: str):
         raise ScheduleFileError(f"schedule {where}: {fault}")
 
@@ -89,8 +104,13 @@ def check_schedule(schedule, where: str) -> dict:
     if not isinstance(total, int) or isinstance(total, bool) or total < 1:
         fail(f"total_steps must be a positive integer (got {total!r})")
     decay = schedule.get("lr_decay")
-    if decay != "constant" and decay not in SCHEDULES:
-        fail(f"unknown lr_decay {decay!r}; known: {', '.join(SCHEDULES)}")
+    if not isinstance(decay, str) or (decay != "constant" and decay not in SCHEDULES):
+        fail(f"unknown lr_decay {str(decay)[:80]!r}; known: constant, {', '.join(SCHEDULES)}")
+    ratios = schedule.get("group_ratios", [{"lr": 1.0, "weight_decay": 1.0}])
+    if not isinstance(ratios, list) or not ratios or not all(
+            isinstance(r, dict) and all(k in r and _finite_number(r[k]) and r[k] >= 0 for k in ("lr", "weight_decay"))
+            for r in ratios):
+        fail("group_ratios must be a non-empty list of {lr, weight_decay} ratios, each a finite number >= 0")
     points = schedule.get("points")
     if not isinstance(points, list) or not points:
         fail("points must be a non-empty list")
@@ -99,13 +119,16 @@ def check_schedule(schedule, where: str) -> dict:
         if not isinstance(point, dict) or any(k not in point for k in ("progress", *KEYS)):
             fail(f"points[{i}] must hold progress and {', '.join(KEYS)}")
         values = {k: point[k] for k in ("progress", *KEYS)}
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values()):
+        if not all(_finite_number(v) for v in values.values()):
             fail(f"points[{i}] holds a value that is not a finite number")
+        values = {k: float(v) for k, v in values.items()}
         if not last <= values["progress"] <= 1.0 or (i == 0 and values["progress"] != 0.0):
             fail(f"points[{i}].progress {values['progress']} out of order (from 0, rising, at most 1)")
         last = values["progress"]
-        ranges = {"lr": values["lr"] >= 0, "beta1": 0 <= values["beta1"] < 1, "beta2": 0 <= values["beta2"] < 1,
-                  "eps": values["eps"] > 0, "weight_decay": values["weight_decay"] >= 0,
+        # the values AdamW can run with, up to the policy's own bounds (control/actions.py)
+        ranges = {"lr": 0 <= values["lr"] <= BOUNDS["lr"][1], "beta1": 0 <= values["beta1"] < 1,
+                  "beta2": 0 <= values["beta2"] < 1, "eps": 0 < values["eps"] <= BOUNDS["eps"][1],
+                  "weight_decay": 0 <= values["weight_decay"] <= BOUNDS["weight_decay"][1],
                   "clip": 0 < values["clip"] <= 1}
         bad = [k for k, ok in ranges.items() if not ok]
         if bad:

@@ -109,7 +109,15 @@ def load_points(paths: list[str], columns: dict[str, str | None], console=None) 
     Sizes (params, tokens, flops) may carry unit suffixes (K, M, B/G, T). Points of an lhopt run folder whose loss is
     not finite (diverged runs, lhopt's normal output) are dropped and counted (printed to
     `console`); in other tables they are refused. Raises FitError (one line) for a table without
-    rows, a value that is not a number (naming its column), a size that is not positive."""
+    rows, a value that is not a number (naming its column), a size that is not positive, two
+    `columns` roles naming one column (columns.loss=params)."""
+    named = {}
+    for role, source in columns.items():  # one column read as two quantities would fit nonsense
+        if source and str(source).lower() in named:
+            raise FitError(f"columns.{named[str(source).lower()]} and columns.{role} both name the column "
+                           f"{source!r}: give each quantity its own column")
+        if source:
+            named[str(source).lower()] = role
     frames, dropped = [], 0
     for raw in paths:
         path = Path(raw)
