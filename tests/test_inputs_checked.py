@@ -103,3 +103,25 @@ def test_make_reference_grids_plans_before_it_writes_and_reads_overrides_after_s
                           capture_output=True, text=True, env=lhopt_env(), timeout=600)
     assert good.returncode == 0, good.stderr[-2000:]
     assert (tmp_path / "good" / "smoke" / "runs.parquet").is_file()
+
+
+def test_a_one_task_evaluate_prints_the_totals_and_a_ratio_that_leaves_a_task_out_names_it(run_cli, smoke_policy, tmp_path):
+    import pandas as pd
+    from rich.console import Console
+
+    from lhopt_cli.commands.evaluate import SUMMARY_COLUMNS, print_summary
+
+    result = run_cli("evaluate", "debug=smoke", f"policy={smoke_policy}", "tasks=[nqm]", "seeds=[0]",
+                     "extra_baselines=[]", "extended_lrs=[]", f"run_dir={tmp_path / 'e'}")
+    assert result.exit_code == 0, result.output
+    assert "over the tasks: median of the per-task medians over seeds" in result.output
+    rows = []
+    for task, fixed in (("kept", 0.5), ("zero", 0.0)):
+        for method, speedup in (("best_baseline", 1.0), ("lhopt", 0.8), ("fixed_default", fixed)):
+            rows.append({"task": task, "seed": 0, "method": method, "final_valid_loss": 1.0, "speedup": speedup,
+                         "best_lr": 1e-3, "best_schedule": "constant", "best_at_edge": False,
+                         "speedup_extended": speedup, "best_lr_extended": 1e-3})
+    console = Console(record=True, width=200)
+    print_summary(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), console)
+    text = console.export_text()
+    assert "vs fixed_default leaves out zero: fixed_default scores 0 there" in text, text

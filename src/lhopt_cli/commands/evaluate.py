@@ -39,7 +39,7 @@ from lhopt_cli.commands.method_runs import execute as execute_method_run
 from lhopt_cli.support.plots import hyperparameter_plot, learning_curve_plot
 from lhopt_cli.results.speedup import NoFinishedBaseline, best_curve, best_single_run, padded, speedup
 from lhopt_cli.results.locks import FolderBusy, folder_lock
-from lhopt_cli.results.summary import comparators_beaten, overall, per_task, rank_among_untuned
+from lhopt_cli.results.summary import comparators_beaten, left_out_of_ratio, overall, per_task, rank_among_untuned
 from lhopt_cli.results.store import ResultsStore
 from lhopt_cli.support.progress import progress_bar
 from lhopt_cli.loop.schedule_file import ScheduleFileError, build_schedule, read_schedule, write_schedule
@@ -514,8 +514,7 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
         console.print(shown)
     tasks = per_task(table)
     totals = overall(tasks)
-    if table.task.nunique() > 1:
-        print_totals(totals, console)
+    print_totals(totals, console, left_out_of_ratio(tasks))
     rank = rank_among_untuned(totals)
     if rank is not None and rank[1] > 1:
         beaten = comparators_beaten(tasks)
@@ -524,10 +523,15 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
                       "it beats, per task: " + ", ".join(f"{task} {count} of {others}" for task, count in beaten.items()))
 
 
-def print_totals(totals: pd.DataFrame, console: Console) -> None:
-    """The suite in one table: per method, the median over tasks (of the medians over seeds) against
-    the best of 35 and the extended grid, the worst task, and the median ratio to fixed_default."""
+def print_totals(totals: pd.DataFrame, console: Console, left_out: list[str] | None = None) -> None:
+    """The suite in one table (one task too): per method, the median over tasks (of the medians over
+    seeds) against the best of 35 and the extended grid, the worst task, and the median ratio to
+    fixed_default, whose caption names the tasks that ratio leaves out (`left_out`: fixed_default
+    scores 0 there)."""
     shown = Table(title="over the tasks: median of the per-task medians over seeds")
+    if left_out:
+        shown.caption = (f"vs fixed_default leaves out {', '.join(left_out)}: fixed_default scores 0 there "
+                         "(no ratio to it exists)")
     for column in ("method", "vs best of 35", "vs extended grid", "worst task", "vs fixed_default"):
         shown.add_column(column, justify="left" if column in ("method", "worst task") else "right")
     for r in totals.itertuples():

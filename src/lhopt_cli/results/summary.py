@@ -50,6 +50,16 @@ def ratio_to(table: pd.DataFrame, method: str, reference: str) -> float | None:
     return float(ratios.median()) if len(ratios) else None
 
 
+def left_out_of_ratio(table: pd.DataFrame, reference: str = "fixed_default") -> list[str]:
+    """The tasks ratio_to leaves out for `reference`: where its per-task median speedup is 0 (it
+    never reached the best of 35's final loss) or not a number, so no ratio to it exists there."""
+    by = table.pivot_table(index="task", columns="method", values="median")
+    if reference not in by:
+        return []
+    values = by[reference]
+    return [str(task) for task, value in values.items() if not (np.isfinite(value) and value > 0)]
+
+
 def bootstrap_intervals(summary: pd.DataFrame, resamples: int = 10_000, level: float = 0.95,
                         seed: int = 0, resample: tuple[str, ...] = ("tasks", "seeds")) -> pd.DataFrame:
     """Percentile bootstrap intervals of the suite's headline numbers, resampling tasks and, within
