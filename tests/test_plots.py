@@ -79,3 +79,26 @@ def test_a_blow_up_leaves_the_top_of_the_curves_figure_instead_of_flattening_the
     plots.learning_curve_plot("t", grid, ours, tmp_path / "c.png")
     low, high = figures[0].axes[0].get_ylim()
     assert high <= plots.VIEW_ABOVE_START * 2.0 * 1.02 and low < 1.0  # the other curves keep the room
+
+
+def test_the_scaling_figure_draws_each_frontier_over_its_points_and_reads_loss_as_plain_numbers():
+    import numpy as np
+    import pandas as pd
+
+    from lhopt_cli.support.plots import scaling_curves_figure
+
+    rows = []
+    for method, sizes in (("baseline", (1e4, 1e5, 1e6)), ("replay", (1e4, 2e4))):
+        for n in sizes:
+            for c in np.logspace(np.log10(n * 1e3), np.log10(n * 1e5), 20):
+                rows.append({"method": method, "params": n, "compute": c, "run_id": f"{method}-{n}",
+                             "loss": 1.5 + 3.0 * (1e6 / c) ** 0.1})
+    data = pd.DataFrame(rows)
+    fig = scaling_curves_figure(data, {"baseline": (0.1, np.log(1e6)), "replay": (0.3, np.log(1e6))})
+    ax = fig.axes[0]
+    replay_line = next(line for line in ax.get_lines() if line.get_label().startswith("frontier replay"))
+    spanned = data[data.method == "replay"].compute
+    assert spanned.min() * 0.999 <= replay_line.get_xdata().min() and replay_line.get_xdata().max() <= spanned.max() * 1.001
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.yaxis.get_ticklabels(which="both") if t.get_text()]
+    assert labels and not any("10^" in t or "times" in t or "\\mathdefault" in t for t in labels), labels

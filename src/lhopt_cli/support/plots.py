@@ -158,30 +158,41 @@ def scaling_plot(data: pd.DataFrame, fronts: dict, fits: dict, target: float | N
         ax.scatter(group.compute, group.loss, s=4, alpha=0.25, color=color)
         front = fronts[method]
         ax.scatter(front.compute, front.loss, s=18, color=color, label=f"{method} frontier")
-        grid = np.logspace(np.log10(front.compute.min()), np.log10(high), 100)
         fit = fits[method]
-        ax.plot(grid, fit.loss(grid), color=color, ls="-" if method != "baseline" else "--",
+        spanned = np.logspace(np.log10(front.compute.min()), np.log10(front.compute.max()), 100)
+        ax.plot(spanned, fit.loss(spanned), color=color, ls="-" if method != "baseline" else "--",
                 label=f"{method}: alpha {fit.alpha:.3f}")
+        if high > front.compute.max():  # beyond its points: the extrapolation, dotted
+            beyond = np.logspace(np.log10(front.compute.max()), np.log10(high), 50)
+            ax.plot(beyond, fit.loss(beyond), color=color, ls=":", lw=1.0)
     if target:
         ax.axvline(target, color="gray", lw=0.8, ls=":", label=f"target compute {target:.3g} FLOPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    plain_log_ticks(ax.yaxis)
     ax.tick_params(which="both", labelsize=7)
     ax.set_xlabel("compute (FLOPs)")
     ax.set_ylabel("loss")
     ax.set_title("compute frontier per method: faint dots every evaluation, large dots the frontier,\n"
-                 "lines the fitted L = (C_c / C)^alpha (dashed: the baseline)", fontsize=9)
+                 "lines the fitted L = (C_c / C)^alpha over its points (dashed: the baseline; dotted: extrapolated)",
+                 fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def scaling_curves_plot(data: pd.DataFrame, fits: dict[str, tuple[float, float]], path: Path) -> Path:
-    """The paper's Figure 2 layout: validation loss against compute (FLOPs, 6 N D), one colour per
-    model size: dotted the grid's best run at that size (lowest final loss), full the live policy
-    (method `lhopt`), dashed a replayed schedule (method `replay`); black lines the fitted
-    frontiers L = (C_c / C)^alpha, `fits` {method: (alpha, log C_c)}, dotted for `baseline`.
-    `data`: load_points' table (method, params, compute, loss, run_id)."""
+def plain_log_ticks(axis) -> None:
+    """A log axis labelled with plain numbers (2, 3, 4; 0.5) instead of 2 x 10^0: loss ranges
+    span less than a decade, where the default labels read as exponents."""
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
+def scaling_curves_figure(data: pd.DataFrame, fits: dict[str, tuple[float, float]]):
+    """scaling_curves_plot's figure (returned, not saved): each fitted frontier is drawn over the
+    compute its own frontier points span (a fit from small models says nothing beyond them)."""
+    from lhopt_cli.scaling.frontier import frontier
+
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sizes = sorted(data.params.unique())
     colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(sizes)))
@@ -196,17 +207,32 @@ def scaling_curves_plot(data: pd.DataFrame, fits: dict[str, tuple[float, float]]
             curve = runs[runs.run_id == finals.idxmin()].sort_values("compute")
             ax.plot(curve.compute, curve.loss, color=color, ls=style, lw=1.2,
                     label=f"N = {size:,.0f}" if method == "baseline" else None)
-    grid = np.logspace(np.log10(data.compute.min()), np.log10(data.compute.max()), 100)
     for method, (alpha, log_cc) in fits.items():
+        front = frontier(data[data.method == method])
+        if front.empty:
+            continue
+        grid = np.logspace(np.log10(front.compute.min()), np.log10(front.compute.max()), 100)
         ax.plot(grid, np.exp(alpha * (log_cc - np.log(grid))), color="black", lw=1.0, ls=styles.get(method, "-."),
                 alpha=0.8, label=f"frontier {method}: alpha {alpha:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("compute (FLOPs, 6 N D)")
     ax.set_ylabel("validation loss")
-    ax.set_title("dotted: best of the AdamW grid; full: lhopt live; dashed: schedule replayed", fontsize=9)
+    ax.set_title("dotted: best of the AdamW grid; full: lhopt live; dashed: schedule replayed;\n"
+                 "black: each method's fitted frontier over the compute its frontier points span", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return fig
+
+
+def scaling_curves_plot(data: pd.DataFrame, fits: dict[str, tuple[float, float]], path: Path) -> Path:
+    """The paper's Figure 2 layout: validation loss against compute (FLOPs, 6 N D), one colour per
+    model size: dotted the grid's best run at that size (lowest final loss), full the live policy
+    (method `lhopt`), dashed a replayed schedule (method `replay`); black lines the fitted
+    frontiers L = (C_c / C)^alpha, `fits` {method: (alpha, log C_c)}, dotted for `baseline`, each
+    over the compute its frontier points span. The loss axis reads as plain numbers.
+    `data`: load_points' table (method, params, compute, loss, run_id)."""
+    return _save(scaling_curves_figure(data, fits), path)
 
 
 def meta_training_plot(log: pd.DataFrame, title: str, path: Path) -> Path:
