@@ -561,3 +561,20 @@ def test_seeds_needed_counts_only_an_exclusion_that_holds_up_to_all_the_seeds():
 
     assert seeds_needed(summary([2.0, 2.0, 2.0])) == 1
     assert seeds_needed(summary([2.0, 0.5, 0.5])) is None  # the first seed alone excluded 1.0; all three do not
+
+
+def test_the_timing_and_profiling_scripts_run_in_a_smoke_form():
+    proc = script("time_tasks.py", "nqm", "--max-steps", "5", timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1].split()[:2] == ["nqm", "5"], proc.stdout + proc.stderr
+    assert script("time_tasks.py", "nope", timeout=60).stderr.startswith("error: unknown task 'nope'")
+    proc = script("profile_batched_step.py", "nqm", "2", "--steps", "2", timeout=120)
+    assert proc.returncode == 0 and "nqm K=2: 2 batched steps" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scripts").glob("*/*.py")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_answers_help_is_listed_in_scripts_readme_and_is_run_by_a_test(path):
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr[-2000:]
+    assert f"| {path.name} |" in (REPO / "scripts" / "README.md").read_text(), f"{path.name} is not in scripts/README.md"
+    tested = "".join(test.read_text() for test in (REPO / "tests").glob("test_*.py"))
+    assert f'"{path.name}"' in tested or f"/{path.name}" in tested, f"no test runs {path.name}"

@@ -1,10 +1,10 @@
 """Profile batched-engine steps (torch.profiler), top operators by CPU time.
 
-    python scripts/bench/profile_batched_step.py [task] [K]
+    python scripts/bench/profile_batched_step.py [task] [K] [--steps N]
 """
 from __future__ import annotations
 
-import sys
+import argparse
 
 from torch.profiler import ProfilerActivity, profile
 
@@ -24,4 +24,9 @@ def main(name: str = "mlp_mnist", k: int = 32, steps: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "mlp_mnist", int(sys.argv[2]) if len(sys.argv) > 2 else 32)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", nargs="?", default="mlp_mnist", help="a task kind (conf/task/)")
+    parser.add_argument("k", nargs="?", type=int, default=32, help="members batched together")
+    parser.add_argument("--steps", type=int, default=10, help="batched steps profiled")
+    args = parser.parse_args()
+    main(args.task, args.k, args.steps)

@@ -1,9 +1,10 @@
 """Wall time of one default one-epoch AdamW run per task (lr 1e-3, cosine), in this process.
 
-    python scripts/bench/time_tasks.py [task ...]
+    python scripts/bench/time_tasks.py [task ...] [--max-steps N]
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -12,10 +13,13 @@ from lhopt_cli.inner import HParams, ScheduleHook, train_one_epoch
 from lhopt_cli.tasks import TASKS, build_task
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], max_steps: int | None = None) -> None:
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        sys.exit(f"error: unknown task '{unknown[0]}'; known: {', '.join(sorted(TASKS))}")
     print(f"{'task':<14}{'steps':>7}{'N':>10}{'build s':>9}{'epoch s':>9}{'valid loss':>20}")
     for name in names or sorted(TASKS):
-        cfg = compose("baseline_grid", [f"task={name}"])
+        cfg = compose("baseline_grid", [f"task={name}", *([f"task.max_steps={max_steps}"] if max_steps else [])])
         start = time.perf_counter()
         task = build_task(cfg.task)
         built = time.perf_counter() - start
@@ -26,4 +30,8 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", nargs="*", help="task kinds (default: every one)")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap each run at this many steps (a smoke run)")
+    args = parser.parse_args()
+    main(args.tasks, args.max_steps)
