@@ -125,3 +125,15 @@ def test_a_one_task_evaluate_prints_the_totals_and_a_ratio_that_leaves_a_task_ou
     print_summary(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), console)
     text = console.export_text()
     assert "vs fixed_default leaves out zero: fixed_default scores 0 there" in text, text
+
+
+def test_scaling_fit_says_why_no_speedup_follows_when_the_method_is_not_among_the_inputs(run_cli, tmp_path):
+    import pandas as pd
+    from test_scaling import curves
+
+    pd.concat([curves("baseline", 1e8, 0.076), curves("lhopt", 5e7, 0.076)]).to_csv(tmp_path / "t.csv", index=False)
+    result = run_cli("scaling-fit", f"inputs=[{tmp_path / 't.csv'}]", "method=nope", "bootstrap=10", "parametric=false",
+                     f"run_dir={tmp_path / 'o'}")
+    assert result.exit_code == 0, result.output
+    assert "no speedup of method=nope over baseline=baseline: the inputs' methods are baseline, lhopt" in \
+        result.output.replace("\n", " ")

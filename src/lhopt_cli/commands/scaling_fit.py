@@ -120,6 +120,9 @@ def run(plan: ScalingFitPlan, run_dir: Path, console: Console | None = None) -> 
         fronts = method_frontiers(data)
         parametric = plan.parametric and {"params", "tokens"} <= set(data.columns)
         paired = plan.baseline in fronts and plan.method in fronts
+        if not paired:  # the fits still run; say why no speedup follows them
+            console.print(f"no speedup of method={plan.method} over baseline={plan.baseline}: the inputs' methods "
+                          f"are {', '.join(sorted(fronts))}")
         total = (len(fronts) * (draws + max(draws // 4, 20)) + paired * draws * (1 + plan.has_target)
                  + parametric * data.method.nunique() * draws)
         with progress_bar(console) as bar:  # the refits take minutes on large inputs: say so as they go
