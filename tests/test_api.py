@@ -519,15 +519,15 @@ def test_a_step_reads_the_device_once_and_a_decision_a_few_times(policy_with_pro
     assert len(ctrl.tracker.history["grad_norm"]) == 8  # every decision saw its statistics
 
 
-def test_foreach_statistics_equal_the_engines_on_the_concatenated_parameters():
-    from lhopt_cli.inner.stats import STAT_NAMES, adamw_stats, foreach_adamw_stats
+def test_the_controllers_statistics_equal_the_engines_on_the_concatenated_parameters():
+    from lhopt_cli.inner.stats import STAT_NAMES, adamw_stats, concatenated_adamw_stats
 
     torch.manual_seed(0)
     shapes = [(30, 20), (20,), (5, 30), (5,)]
     p, g = [torch.randn(s) for s in shapes], [torch.randn(s) for s in shapes]
     m, v = [torch.randn(s) * 0.1 for s in shapes], [torch.rand(s) * 0.01 for s in shapes]
     before = [t.clone() for t in (*p, *g, *m, *v)]
-    ours = foreach_adamw_stats(p, g, m, v, 0.9, 0.999, 1e-8, torch.tensor(8.0))
+    ours = concatenated_adamw_stats(p, g, m, v, 0.9, 0.999, 1e-8, torch.tensor(8.0))
     assert all(torch.equal(a, b) for a, b in zip(before, (*p, *g, *m, *v)))  # nothing written in place
 
     def flat(ts):
@@ -831,3 +831,20 @@ def test_a_controller_state_that_does_not_belong_to_this_run_is_refused_whole(da
     with pytest.raises(ValueError, match="nothing was changed"):
         fresh.load_state_dict(state)
     assert fresh.step_index == 0 and fresh.history == []
+
+
+def test_the_bundled_policys_64_decisions_in_a_plain_loop_are_the_engines():
+    """The Controller's statistics (one concatenation per sample) against the engine's [K, N] rows
+    (inner/batched.py, unchanged): the bundled policy's 64 decisions on mlp_mnist are the same."""
+    from lhopt_cli.control.rollout import run_policy
+    from lhopt_cli.tasks import build_task
+
+    ctrl = Controller.from_pretrained()
+    task_cfg = {"name": "mlp_mnist", "hidden": [128], "activation": "relu", "norm": "none", "batch_size": 32,
+                "eval_points": ctrl.protocol.eval_points, "max_steps": None, "valid_size": None}
+    (engine,) = run_policy(ctrl.agent, task_cfg, [0], ctrl.protocol, greedy=True)
+    plain_loop(build_task(task_cfg), 0, ctrl)
+    assert len(ctrl.history) == len(engine.decisions) == 64
+    assert len({row["lr"] for row in ctrl.history}) >= 3  # the decisions move the lr
+    for ours, theirs in zip(ctrl.history, engine.decisions):
+        assert ours == theirs

@@ -32,7 +32,7 @@ from lhopt_cli.control.features import FeatureTracker, Register, no_restart_mask
 from lhopt_cli.control.protocol import ProtocolError, decision_steps
 from lhopt_cli.inner.hooks import restore, snapshot
 from lhopt_cli.inner.optim import ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
-from lhopt_cli.inner.stats import STAT_NAMES, foreach_adamw_stats
+from lhopt_cli.inner.stats import STAT_NAMES, concatenated_adamw_stats
 from lhopt_cli.loop import controller_state
 from lhopt_cli.loop.controller_guard import ControllerGuard
 from lhopt_cli.loop.misuse import ControllerMisuseWarning, LoopChecks
@@ -326,16 +326,14 @@ class Controller:
     @torch.no_grad()
     def _sample_stats(self, clipped: bool) -> None:
         """The engine's statistics, from the moments AdamW is about to compute at this step,
-        summed on the parameters' device (foreach kernels, no host transfer)."""
+        summed on the parameters' device (one concatenation, no host transfer)."""
         hp, with_grad = self.hparams, [p for p in self.params if p.grad is not None]
         if not with_grad:
             return
         moments = [self.optimizer.state.get(p, {}) for p in with_grad]
-        zeros = [torch.zeros_like(p.grad, dtype=torch.float32) for p in with_grad]
-        m = [s["exp_avg"] if "exp_avg" in s else z for s, z in zip(moments, zeros)]
-        v = [s["exp_avg_sq"] if "exp_avg_sq" in s else z for s, z in zip(moments, zeros)]
         step = moments[-1]["step"] + 1 if "step" in moments[-1] else 1.0  # a tensor stays a tensor
-        sample = foreach_adamw_stats(with_grad, [p.grad for p in with_grad], m, v, hp.beta1, hp.beta2, hp.eps, step)
+        sample = concatenated_adamw_stats(with_grad, [p.grad for p in with_grad], [s.get("exp_avg") for s in moments],
+                                          [s.get("exp_avg_sq") for s in moments], hp.beta1, hp.beta2, hp.eps, step)
         self.stat_sums = sample if self.stat_sums is None else self.stat_sums + sample.to(self.stat_sums.device)
         self.clipped_count += int(clipped)
         self.stats_count += 1
