@@ -106,7 +106,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> TrainPolicyPlan:
     if cfg.get("init_policy") and not (resume and checkpoint.exists()):
         # a resumed run continues from its checkpoint, whatever became of that file
         initial = initial_policy(Path(str(cfg.init_policy)), controller, protocol)
-    if not resume and ((run_dir / "meta_train.csv").exists() or checkpoint.exists()):
+    if not resume and (_holds_iterations(run_dir / "meta_train.csv") or checkpoint.exists()):
         raise ConfigError(f"{run_dir} already holds a meta-training run: pass resume=true or another run_dir")
     state = None
     if resume and checkpoint.exists():
@@ -124,6 +124,17 @@ def plan(cfg: DictConfig, run_dir: Path) -> TrainPolicyPlan:
                            agent_kwargs=agent_kwargs, seed=int(cfg.seed), workers=int(cfg.workers),
                            executor=OmegaConf.to_object(cfg.executor), initial=initial, resume_state=state, best=best,
                            debug=debug, tensorboard=tensorboard, checkpoint_every=int(cfg.checkpoint_every))
+
+
+def _holds_iterations(log: Path) -> bool:
+    """Whether a meta-training log records an iteration (a log with its header alone is what a
+    run that failed before its first iteration leaves: no run to protect)."""
+    if not log.exists():
+        return False
+    if log.is_symlink() or not log.is_file():
+        return True  # not ours to judge: refused as a run
+    with log.open(errors="replace") as handle:
+        return sum(1 for _, line in zip(range(2), handle) if line.strip()) > 1
 
 
 def make_workers(count: int, executor: ExecutorConfig, family: dict, env_kwargs: dict, agent_kwargs: dict):

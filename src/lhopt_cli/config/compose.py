@@ -281,6 +281,10 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
         except FolderBusy as err:
             raise ConfigError(str(err)) from None
         _refuse_another_commands(run_dir, str(cfg.command))
+        planted = next((run_dir / name for name in OWN_FOLDERS if (run_dir / name).is_symlink()), None)
+        if planted is not None:  # lhopt never writes through a link planted in its folder
+            raise ConfigError(f"{planted}: a link stands at the run folder's {planted.name}; remove it (lhopt writes "
+                              "only into folders of its own)")
         if check is not None:
             check(run_dir)
         _writable(lambda: atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg)), run_dir)
@@ -344,15 +348,28 @@ def _refuse_another_commands(run_dir: Path, command: str) -> None:
                           "another run_dir")
 
 
+# The folders commands write into inside a run folder (evaluate's grid, train-policy's validation
+# grids, kept passes and TensorBoard events, a multirun's shards)
+OWN_FOLDERS = ("grid", "validation_grid", "passes", "tensorboard", "shards")
+
 # What a command writes into its run folder before any result: removed again when it fails there
 SET_UP_FILES = ("config.yaml", "overrides.yaml", "lhopt.log", "policy.json", ".lhopt.lock", ".lhopt.lock.json")
 
 
 def _only_set_up_files(run_dir: Path) -> bool:
-    """Whether `run_dir` holds nothing but SET_UP_FILES (and empty folders)."""
+    """Whether `run_dir` holds nothing but SET_UP_FILES, a meta-training log with its header alone
+    (a run that failed before its first iteration), and empty folders."""
+    def set_up(entry: Path) -> bool:
+        if entry.is_symlink():
+            return False
+        if entry.is_dir():
+            return not any(entry.iterdir())
+        if entry.name == "meta_train.csv" and entry.is_file():
+            return entry.stat().st_size < 4096 and len(entry.read_text(errors="replace").splitlines()) <= 1
+        return entry.name in SET_UP_FILES and entry.is_file()
+
     try:
-        return all((entry.name in SET_UP_FILES and entry.is_file()) or (entry.is_dir() and not any(entry.iterdir()))
-                   for entry in run_dir.iterdir())
+        return all(set_up(entry) for entry in run_dir.iterdir())
     except OSError:
         return False
 

@@ -45,8 +45,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 def load_verified(path: Path) -> Any:
     """torch.load(weights_only=True) of a file whose zip records all match their CRC32s (torch
     writes them and does not check them on load). Nothing is unpickled beyond tensors and plain
-    data. Raises DamagedFile naming the file and what is wrong."""
+    data. Raises DamagedFile naming the file and what is wrong (a path that is not a regular file too)."""
     path = Path(path)
+    reason = not_a_regular_file(path)
+    if reason is not None:  # a device, a FIFO or a link to one is never opened: its read has no end
+        raise DamagedFile(reason)
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -130,6 +133,11 @@ def _agent(path: Path, blob: dict) -> tuple[RecurrentActorCritic, dict]:
         raise PolicyFileError(f"{path}: its hidden size {hidden!r} is not a positive integer; not a usable policy")
     if isinstance(obs_clip, bool) or not isinstance(obs_clip, (int, float)) or not 0 < float(obs_clip) < float("inf"):
         raise PolicyFileError(f"{path}: its obs_clip {obs_clip!r} is not a positive, finite number; not a usable policy")
+    stored = blob["state_dict"].get("encoder.0.weight")
+    if not torch.is_tensor(stored) or stored.dim() != 2 or stored.shape[0] != hidden:
+        # checked before the network is built: its size grows as hidden squared
+        raise PolicyFileError(f"{path}: its hidden size {hidden} is not its weights' "
+                              f"({tuple(stored.shape) if torch.is_tensor(stored) else 'none'}); not a usable policy")
     agent = lhopt_agent(int(blob["hidden"]), float(blob["obs_clip"]),
                         privileged_critic=bool(blob.get("privileged_critic", False)))
     bad = next((name for name, tensor in blob["state_dict"].items()

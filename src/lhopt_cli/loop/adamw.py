@@ -83,6 +83,34 @@ class LhoptAdamW(torch.optim.AdamW):
         if not isinstance(groups, list) or len(groups) != len(self.param_groups):
             raise ValueError(f"LhoptAdamW.load_state_dict: {len(groups) if isinstance(groups, list) else 'no'} param "
                              f"groups saved, this optimizer has {len(self.param_groups)}")
-        # the controller checks its whole state first (nothing changes when it refuses), then AdamW's follows
+        self._check_adamw_state(plain)
+        # the controller checks its whole state (nothing changes when it refuses), then AdamW's
+        # follows; should AdamW still refuse, the controller goes back to where it was
+        before = self.controller.state_dict()
         self.controller.load_state_dict(state_dict["lhopt"])
-        super().load_state_dict(plain)
+        try:
+            super().load_state_dict(plain)
+        except Exception:
+            self.controller.load_state_dict(before)
+            raise
+
+    def _check_adamw_state(self, plain: dict) -> None:
+        """ValueError unless AdamW's saved state fits these parameters: as many per group, each
+        moment of its parameter's shape, finite (torch checks only the group sizes, and a state of
+        another network of as many tensors would fail later, in the statistics)."""
+        saved = plain.get("state")
+        if not isinstance(saved, dict):
+            raise ValueError("LhoptAdamW.load_state_dict: no AdamW state in it")
+        for group, mine in zip(plain["param_groups"], self.param_groups):
+            ids = group.get("params") if isinstance(group, dict) else None
+            if not isinstance(ids, list) or len(ids) != len(mine["params"]):
+                raise ValueError("LhoptAdamW.load_state_dict: a param group of another size was saved; nothing "
+                                 "was changed")
+            for key, param in zip(ids, mine["params"]):
+                for name, moment in (saved.get(key) or {}).items():
+                    if name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") and (
+                            not torch.is_tensor(moment) or moment.shape != param.shape
+                            or not torch.isfinite(moment).all()):
+                        raise ValueError(f"LhoptAdamW.load_state_dict: the saved {name} of a parameter of shape "
+                                         f"{tuple(param.shape)} is not one of its shape, or not finite: another "
+                                         "network's state; nothing was changed")

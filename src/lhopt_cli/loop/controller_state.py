@@ -12,7 +12,7 @@ import math
 import torch
 
 from lhopt_cli.control.features import FeatureTracker, Register
-from lhopt_cli.inner.optim import HParams, RollingMaxClipper
+from lhopt_cli.inner.optim import GROUP_KEYS, HParams, RollingMaxClipper
 from lhopt_cli.inner.stats import STAT_NAMES
 from lhopt_cli.loop.controller_guard import ControllerGuard
 
@@ -20,9 +20,38 @@ FORMAT = "lhopt-controller"
 # The keys a state needs (checked before anything changes)
 STATE_KEYS = ("format", "total_steps", "step_index", "recurrent", "generator", "hparams", "group_scales", "clipper",
               "valid", "valid_is_new", "stats", "stats_count", "interval_losses", "history", "tracker")
-# The values AdamW can run with: (low, high, low included)
-HPARAM_RANGES = {"lr": (0, math.inf, False), "beta1": (0, 1, True), "beta2": (0, 1, True), "eps": (0, math.inf, False),
-                 "weight_decay": (0, math.inf, True), "clip": (0, math.inf, False)}
+# The values AdamW can run with: (low, high, low included); a param group's value (the reference
+# times its ratio) too. Far above the policy's own bounds (control/actions.py), far below overflow.
+HPARAM_RANGES = {"lr": (0, 10.0, False), "beta1": (0, 1, True), "beta2": (0, 1, True), "eps": (0, 1.0, False),
+                 "weight_decay": (0, 10.0, True), "clip": (0, math.inf, False)}
+
+
+def _check_values(values: dict, where: str) -> None:
+    """ValueError unless every value of `values` lies in HPARAM_RANGES."""
+    for name, (low, high, closed) in HPARAM_RANGES.items():
+        value = float(values.get(name, 1.0))
+        if not (math.isfinite(value) and (value >= low if closed else value > low) and value <= high):
+            raise ValueError(f"{where}{name} {value:g} is not one AdamW can run with")
+
+
+def _check_snapshot(ctrl, snap, where: str) -> None:
+    """ValueError unless a saved snapshot (a guard point, a restart register) fits the attached
+    model and optimizer: the model's tensors by name and shape, finite; as many param groups."""
+    if snap is None:
+        return
+    state = snap["state"] if "state" in snap else snap
+    if "hparams" in snap:
+        _check_values(snap["hparams"], f"its {where}'s ")
+    if ctrl.model is not None:
+        mine = ctrl.model.state_dict()
+        saved = state["model"]
+        if set(saved) != set(mine) or any(not torch.is_tensor(saved[k]) or saved[k].shape != mine[k].shape
+                                          for k in mine):
+            raise ValueError(f"its {where} holds another network's weights")
+        if any(t.is_floating_point() and not torch.isfinite(t).all() for t in saved.values()):
+            raise ValueError(f"its {where} holds weights that are not finite")
+    if len(state["optimizer"]["param_groups"]) != len(ctrl.optimizer.param_groups):
+        raise ValueError(f"its {where} holds another optimizer's state")
 
 
 def capture(ctrl) -> dict:
@@ -97,19 +126,29 @@ def read(ctrl, state: dict) -> dict:
     if isinstance(state["step_index"], bool) or not isinstance(state["step_index"], int):
         raise ValueError(f"its step {state['step_index']!r} is not a whole number")
     values = new["hparams"].as_dict()
-    for name, (low, high, closed) in HPARAM_RANGES.items():
-        value = float(values.get(name, 1.0))
-        if not (math.isfinite(value) and (value >= low if closed else value > low) and value < high):
-            raise ValueError(f"its {name} {value:g} is not one AdamW can run with")
+    _check_values(values, "its ")
     scales = [float(v) for group in new["group_scales"] for v in group.values()]
     if not all(math.isfinite(v) and v >= 0 for v in scales):
         raise ValueError("its param groups' ratios are not finite and non-negative")
+    for i, group in enumerate(new["group_scales"]):  # what each group runs with, not only the reference
+        if set(group) != set(GROUP_KEYS):
+            raise ValueError(f"its param group {i} ratios hold {sorted(group)}, not {list(GROUP_KEYS)}")
+        _check_values({"lr": values["lr"] * group["lr"], "beta1": 1 - (1 - values["beta1"]) * group["one_minus_beta1"],
+                       "beta2": 1 - (1 - values["beta2"]) * group["one_minus_beta2"],
+                       "eps": values["eps"] * group["eps"] if group["eps"] else 1e-8,
+                       "weight_decay": values["weight_decay"] * group["weight_decay"], "clip": values["clip"]},
+                      f"its param group {i}'s ")
     if not all(torch.isfinite(x).all() for x in new["state"]):
         raise ValueError("its recurrent state is not finite")
     if len(new["group_scales"]) != len(ctrl.optimizer.param_groups):
         raise ValueError(f"{len(new['group_scales'])} param groups saved, the optimizer has "
                          f"{len(ctrl.optimizer.param_groups)}")
+    for k, register in enumerate(new["tracker"].registers):
+        if register is not None:
+            _check_snapshot(ctrl, register.state, f"restart register {k}")
     saved_guard = state.get("guard") or {}
+    for name in ("point", "offered", "start"):
+        _check_snapshot(ctrl, saved_guard.get(name), f"guard's {name}")
     if "point" in saved_guard:  # a state without one keeps the guard attach() made
         guard = ControllerGuard(active=False)
         guard.active = ctrl.divergence_guard.active

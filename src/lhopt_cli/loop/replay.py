@@ -14,6 +14,7 @@ stays 0). Restarts are not replayed: a schedule sets hyperparameters, never weig
 """
 from __future__ import annotations
 
+import math
 import operator
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import torch
 from lhopt_cli.inner.hooks import Hook
 from lhopt_cli.inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
 from lhopt_cli.loop.schedule_file import check_schedule, hparams_at, read_schedule
+
+
+MAX_RATIO = 1e6  # a param group's ratio to the first: far above any real one (10x heads, 0 for no decay)
 
 
 class ReplaySchedule:
@@ -94,12 +98,29 @@ class ReplaySchedule:
                 "clipper": self.clipper.state_dict(), "group_scales": [dict(g) for g in self.group_scales]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()`. Raises ValueError for a state of a run of another length."""
-        if int(state["total_steps"]) != self.total_steps:
-            raise ValueError(f"the saved replay had total_steps={state['total_steps']}, this one {self.total_steps}")
-        self.step_index = int(state["step_index"])
-        self.clipper.load_state_dict(state["clipper"])
-        self.group_scales = [dict(g) for g in state["group_scales"]]
+        """Continue from `state_dict()`. Raises ValueError for a state of a run of another length,
+        of another number of param groups, or with values no run can use, checked whole before
+        anything changes."""
+        try:
+            total, step = int(state["total_steps"]), state["step_index"]
+            scales = [{str(k): float(v) for k, v in g.items()} for g in state["group_scales"]]
+            rolling = float(state["clipper"]["rolling_max"])
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            raise ValueError(f"not a ReplaySchedule state ({type(err).__name__}); nothing was changed") from None
+        if total != self.total_steps:
+            raise ValueError(f"the saved replay had total_steps={total}, this one {self.total_steps}")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total:
+            raise ValueError(f"its step {step!r} is not a step of the run's 0..{total}; nothing was changed")
+        if len(scales) != len(self.optimizer.param_groups):
+            raise ValueError(f"{len(scales)} param groups saved, the optimizer has {len(self.optimizer.param_groups)}; "
+                             "nothing was changed")
+        if any(set(g) != set(self.group_scales[0]) or not all(math.isfinite(v) and 0 <= v <= MAX_RATIO for v in g.values())
+               for g in scales) or not (math.isfinite(rolling) and rolling >= 0):
+            raise ValueError("its group ratios or clipping state are not finite non-negative numbers of a replay's "
+                             "keys; nothing was changed")
+        self.step_index = step
+        self.clipper.load_state_dict({"rolling_max": rolling})
+        self.group_scales = scales
         if self.step_index < self.total_steps:
             self._apply()
 

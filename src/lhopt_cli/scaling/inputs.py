@@ -44,7 +44,9 @@ def _read(path: Path) -> pd.DataFrame:
     raise FitError(f"{path}: expected an lhopt run folder, a .csv or a .parquet file")
 
 
-MAX_INPUT_BYTES = 2**30  # a table read whole into memory: far above any scaling study's curves
+# A table is read whole: pandas peaks near 5 bytes of memory per byte of CSV, so 256 MiB (about
+# 1.3 GB at the peak) bounds what a bad input can take; a CSV of 1,000,000 rows takes tens of MB
+MAX_INPUT_BYTES = 2**28
 
 UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}  # as papers' tables write sizes: 44M, 2B
 NUMERIC = ("params", "tokens", "flops", "loss", "step")

@@ -25,6 +25,10 @@ class FamilyError(ValueError):
     pass
 
 
+# w = s * w' keeps float32 weights normal and lr / s above AdamW's eps only within these scales
+PARAM_SCALE_RANGE = (1e-6, 1e6)
+
+
 def _sample_value(rng: np.random.Generator, spec: Any) -> Any:
     if isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
         low, high = float(spec[0]), float(spec[1])
@@ -73,9 +77,13 @@ class TaskFamily:
         if self.param_scale is not None:
             ranged = isinstance(self.param_scale, (list, tuple))
             bounds = self.param_scale if ranged else [self.param_scale]
-            if (ranged and len(bounds) != 2) or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in bounds):
-                raise FamilyError(f"task_family.param_scale must be null, a positive number or a [low, high] range "
-                                  f"of positive numbers (got {self.param_scale!r})")
+            if ((ranged and len(bounds) != 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          and PARAM_SCALE_RANGE[0] <= v <= PARAM_SCALE_RANGE[1]
+                                                          for v in bounds)
+                    or (ranged and bounds[0] > bounds[1])):
+                raise FamilyError(f"task_family.param_scale must be null, a number or a [low, high] range (low <= high) "
+                                  f"within {PARAM_SCALE_RANGE[0]:g} to {PARAM_SCALE_RANGE[1]:g} "
+                                  f"(got {self.param_scale!r})")
 
     def sample(self, rng: np.random.Generator) -> dict:
         """A task config (as conf/task/ would give) drawn from the family."""
