@@ -67,7 +67,7 @@ def test_lhopt_adamw_refuses_another_networks_state_before_anything_changes():
     torch.manual_seed(0)
     saved = trained_optimizer(net((4, 8, 3))).state_dict()
     other = LhoptAdamW(net((4, 16, 3)).parameters(), total_steps=40)  # as many tensors, other widths
-    with pytest.raises(ValueError, match="another network's state; nothing was changed"):
+    with pytest.raises(ValueError, match="another network's or a damaged state; nothing was changed"):
         other.load_state_dict(saved)
     deeper_model = net((4, 8, 8, 3))
     deeper = LhoptAdamW(deeper_model.parameters(), total_steps=40, model=deeper_model)
@@ -142,7 +142,7 @@ def test_a_policy_file_whose_hidden_size_is_not_its_weights_is_refused_before_th
 @pytest.mark.parametrize("scale", ["[100,0.01]", "1e300", "[0,1]"])
 def test_train_policy_refuses_a_param_scale_no_run_can_use_and_leaves_no_folder(tmp_path, scale):
     line = one_line(lhopt("train-policy", "debug=smoke", f"task_family.param_scale={scale}", f"run_dir={tmp_path / 'r'}"))
-    assert "task_family.param_scale must be" in line, line
+    assert "task_family.param_scale must be null, a positive number or a [low, high] range" in line, line
     assert not (tmp_path / "r").exists()
 
 
@@ -165,3 +165,33 @@ def test_a_meta_training_that_fails_before_its_first_iteration_leaves_no_folder_
         main()
     monkeypatch.undo()
     assert lhopt("train-policy", "debug=smoke", f"run_dir={run_dir}").returncode == 0
+
+
+def test_a_folder_where_a_command_writes_a_file_is_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "g"
+    (run_dir / "grid_table.csv").mkdir(parents=True)
+    line = one_line(lhopt("baseline-grid", "debug=smoke", "task=nqm", f"run_dir={run_dir}"))
+    assert "grid_table.csv: a folder (or something that is not a file) stands where this command writes" in line
+    assert sorted(p.name for p in run_dir.iterdir()) == ["grid_table.csv"]  # no run, no log, no lock left
+
+
+def test_replay_and_adamw_states_whose_values_no_run_can_use_are_refused():
+    weight = torch.nn.Parameter(torch.ones(2))
+    replay = ReplaySchedule(torch.optim.AdamW([weight], lr=1e-3), SCHEDULE, 10)
+    state = replay.state_dict()
+    state["group_scales"][0]["one_minus_beta1"] = 1e6
+    with pytest.raises(ValueError, match="ratios give values AdamW cannot run with"):
+        replay.load_state_dict(state)
+    torch.manual_seed(0)
+    model = net()
+    saved = trained_optimizer(model).state_dict()
+    first = next(iter(saved["state"]))
+    saved["state"][first]["exp_avg_sq"] = torch.full_like(saved["state"][first]["exp_avg_sq"], -1.0)
+    fresh = LhoptAdamW(model.parameters(), total_steps=40, model=model)
+    with pytest.raises(ValueError, match="negative"):
+        fresh.load_state_dict(saved)
+    saved = trained_optimizer(model).state_dict()
+    saved["lhopt"]["clipper"]["rolling_max"] = float("nan")
+    with pytest.raises(ValueError, match="clipping state"):
+        fresh.load_state_dict(saved)
+    assert fresh.controller.step_index == 0

@@ -691,7 +691,7 @@ def test_a_folder_planted_at_a_result_file_is_named_not_its_temporary(tmp_path):
     (out / "fits.json").mkdir(parents=True)
     line = one_error_line(lhopt("scaling-fit", f"inputs=[{tmp_path / 't.csv'}]", "bootstrap=10", "parametric=false",
                                 f"run_dir={out}"))
-    assert "fits.json" in line and "a folder stands at its name" in line and ".tmp" not in line, line
+    assert "fits.json" in line and "a folder" in line and ".tmp" not in line, line
 
 
 def test_a_command_into_a_folder_another_command_made_is_refused_naming_it(trained, tmp_path):

@@ -281,6 +281,12 @@ def run_folder(cfg: DictConfig, check: Callable[[Path], None] | None = None, ove
         except FolderBusy as err:
             raise ConfigError(str(err)) from None
         _refuse_another_commands(run_dir, str(cfg.command))
+        blocked = next((run_dir / name for name in OUTPUT_FILES
+                        if not (run_dir / name).is_symlink() and (run_dir / name).exists()
+                        and not (run_dir / name).is_file()), None)
+        if blocked is not None:  # found now, not after the work: the rename at the end would fail
+            raise ConfigError(f"{blocked}: a folder (or something that is not a file) stands where this command "
+                              "writes a file; remove it or give another run_dir")
         planted = next((run_dir / name for name in OWN_FOLDERS if (run_dir / name).is_symlink()), None)
         if planted is not None:  # lhopt never writes through a link planted in its folder
             raise ConfigError(f"{planted}: a link stands at the run folder's {planted.name}; remove it (lhopt writes "
@@ -351,6 +357,11 @@ def _refuse_another_commands(run_dir: Path, command: str) -> None:
 # The folders commands write into inside a run folder (evaluate's grid, train-policy's validation
 # grids, kept passes and TensorBoard events, a multirun's shards)
 OWN_FOLDERS = ("grid", "validation_grid", "passes", "tensorboard", "shards")
+
+# The files commands write into a run folder (a folder standing at one of these names is refused up front)
+OUTPUT_FILES = ("config.yaml", "overrides.yaml", "lhopt.log", "policy.json", "results.parquet", "runs.parquet",
+                "summary.csv", "grid_table.csv", "grid_heatmap.png", "fits.csv", "fits.json", "scaling_frontier.png",
+                "parametric_fit.png", "meta_train.csv", "checkpoint.pt", "best.pt", "policy.pt", "meta_training.png")
 
 # What a command writes into its run folder before any result: removed again when it fails there
 SET_UP_FILES = ("config.yaml", "overrides.yaml", "lhopt.log", "policy.json", ".lhopt.lock", ".lhopt.lock.json")

@@ -17,6 +17,7 @@ same run) resumes with the decisions of the uninterrupted run.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -106,11 +107,15 @@ class LhoptAdamW(torch.optim.AdamW):
             if not isinstance(ids, list) or len(ids) != len(mine["params"]):
                 raise ValueError("LhoptAdamW.load_state_dict: a param group of another size was saved; nothing "
                                  "was changed")
+            numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [])
+            if not all(isinstance(v, (int, float, torch.Tensor)) and math.isfinite(float(v)) for v in numbers):
+                raise ValueError("LhoptAdamW.load_state_dict: a saved param group holds an lr, betas, eps or weight "
+                                 "decay that is not a finite number; nothing was changed")
             for key, param in zip(ids, mine["params"]):
                 for name, moment in (saved.get(key) or {}).items():
                     if name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") and (
                             not torch.is_tensor(moment) or moment.shape != param.shape
-                            or not torch.isfinite(moment).all()):
+                            or not torch.isfinite(moment).all() or (name != "exp_avg" and bool((moment < 0).any()))):
                         raise ValueError(f"LhoptAdamW.load_state_dict: the saved {name} of a parameter of shape "
-                                         f"{tuple(param.shape)} is not one of its shape, or not finite: another "
-                                         "network's state; nothing was changed")
+                                         f"{tuple(param.shape)} is not one of its shape, not finite, or (a second "
+                                         "moment) negative: another network's or a damaged state; nothing was changed")

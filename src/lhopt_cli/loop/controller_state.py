@@ -143,8 +143,13 @@ def read(ctrl, state: dict) -> dict:
     if len(new["group_scales"]) != len(ctrl.optimizer.param_groups):
         raise ValueError(f"{len(new['group_scales'])} param groups saved, the optimizer has "
                          f"{len(ctrl.optimizer.param_groups)}")
+    if not (math.isfinite(clipper.rolling_max) and clipper.rolling_max >= 0):
+        raise ValueError(f"its clipping state {clipper.rolling_max!r} is not a finite number >= 0")
     for k, register in enumerate(new["tracker"].registers):
         if register is not None:
+            if not (isinstance(register.loss, (int, float)) and not isinstance(register.loss, bool)
+                    and isinstance(register.progress, (int, float)) and 0 <= register.progress <= 1):
+                raise ValueError(f"its restart register {k} holds a loss or progress that is not a number of a run")
             _check_snapshot(ctrl, register.state, f"restart register {k}")
     saved_guard = state.get("guard") or {}
     for name in ("point", "offered", "start"):

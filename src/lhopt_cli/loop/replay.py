@@ -118,6 +118,14 @@ class ReplaySchedule:
                for g in scales) or not (math.isfinite(rolling) and rolling >= 0):
             raise ValueError("its group ratios or clipping state are not finite non-negative numbers of a replay's "
                              "keys; nothing was changed")
+        for point in self.schedule["points"]:  # what each group would run with at every point
+            for i, ratio in enumerate(scales):
+                beta1 = 1 - (1 - point["beta1"]) * ratio["one_minus_beta1"]
+                beta2 = 1 - (1 - point["beta2"]) * ratio["one_minus_beta2"]
+                if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and point["lr"] * ratio["lr"] <= 10
+                        and point["weight_decay"] * ratio["weight_decay"] <= 10 and point["eps"] * ratio["eps"] <= 1):
+                    raise ValueError(f"its param group {i} ratios give values AdamW cannot run with (beta1 {beta1:g}, "
+                                     f"beta2 {beta2:g}); nothing was changed")
         self.step_index = step
         self.clipper.load_state_dict({"rolling_max": rolling})
         self.group_scales = scales

@@ -75,6 +75,8 @@ def read_schedule(path: str | Path) -> dict:
     except RecursionError:
         raise ScheduleFileError(f"schedule {path}: nested too deeply to be a schedule") from None
     except ValueError as err:
+        if "digits" in str(err):  # Python's limit on integer digits: a number no schedule holds
+            raise ScheduleFileError(f"schedule {path}: holds a number of thousands of digits, not a schedule's") from None
         raise ScheduleFileError(f"schedule {path}: not strict JSON ({str(err).splitlines()[0]})") from None
     return check_schedule(schedule, str(path))
 
@@ -105,7 +107,7 @@ def check_schedule(schedule, where: str) -> dict:
         fail(f"total_steps must be a positive integer (got {total!r})")
     decay = schedule.get("lr_decay")
     if not isinstance(decay, str) or (decay != "constant" and decay not in SCHEDULES):
-        fail(f"unknown lr_decay {str(decay)[:80]!r}; known: constant, {', '.join(SCHEDULES)}")
+        fail(f"unknown lr_decay {str(decay)[:80]!r}; known: {', '.join(dict.fromkeys(['constant', *SCHEDULES]))}")
     ratios = schedule.get("group_ratios", [{"lr": 1.0, "weight_decay": 1.0}])
     if not isinstance(ratios, list) or not ratios or not all(
             isinstance(r, dict) and all(k in r and _finite_number(r[k]) and r[k] >= 0 for k in ("lr", "weight_decay"))

@@ -81,9 +81,9 @@ class TaskFamily:
                                                           and PARAM_SCALE_RANGE[0] <= v <= PARAM_SCALE_RANGE[1]
                                                           for v in bounds)
                     or (ranged and bounds[0] > bounds[1])):
-                raise FamilyError(f"task_family.param_scale must be null, a number or a [low, high] range (low <= high) "
-                                  f"within {PARAM_SCALE_RANGE[0]:g} to {PARAM_SCALE_RANGE[1]:g} "
-                                  f"(got {self.param_scale!r})")
+                raise FamilyError(f"task_family.param_scale must be null, a positive number or a [low, high] range "
+                                  f"of positive numbers (low <= high, within {PARAM_SCALE_RANGE[0]:g} to "
+                                  f"{PARAM_SCALE_RANGE[1]:g}; got {self.param_scale!r})")
 
     def sample(self, rng: np.random.Generator) -> dict:
         """A task config (as conf/task/ would give) drawn from the family."""
