@@ -18,13 +18,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
 
 from lhopt_cli.config.compose import ConfigError
-from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, policy_protocol
 from lhopt_cli.control.rollout import run_policy
 from lhopt_cli.commands.evaluate import summarize
-from lhopt_cli.commands.validation import ValidationSuite
+from lhopt_cli.commands.validation import policy_and_suite
 
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "lhopt_cli" / "policies" / "default.pt"
 WITHIN = 3.0  # the final level counts as found within this factor of the best lr
@@ -55,13 +53,9 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
     try:
-        agent, meta = load_policy(args.policy)
-        protocol = policy_protocol(meta)
-        suite = ValidationSuite(args.suite, args.seeds, protocol, args.grid_dir / args.suite, console=Console(quiet=True))
-    except (PolicyFileError, ConfigError) as error:
+        agent, protocol, suite = policy_and_suite(args.policy, args.suite, args.seeds, args.grid_dir)
+    except ConfigError as error:
         sys.exit(f"error: {error}")
-    except OSError as error:
-        sys.exit(f"error: --grid-dir {args.grid_dir}: {error.strerror or error}")
     rows = []
     for member in suite.members:
         runs = run_policy(agent, member.task_cfg, args.seeds, protocol, greedy=True, guard=True)

@@ -17,11 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from lhopt_cli.config.compose import ConfigError
-from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, policy_protocol
-from lhopt_cli.commands.validation import ValidationSuite
+from lhopt_cli.commands.validation import policy_and_suite
 
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "lhopt_cli" / "policies" / "default.pt"
 
@@ -44,13 +42,9 @@ def main() -> None:
     if 1.0 not in args.scales:
         args.scales = [1.0, *args.scales]  # the yardstick
     try:
-        agent, meta = load_policy(args.policy)
-        protocol = policy_protocol(meta)
-        suite = ValidationSuite(args.suite, args.seeds, protocol, args.grid_dir / args.suite, console=Console(quiet=True))
-    except (PolicyFileError, ConfigError) as error:
+        agent, protocol, suite = policy_and_suite(args.policy, args.suite, args.seeds, args.grid_dir)
+    except ConfigError as error:
         sys.exit(f"error: {error}")
-    except OSError as error:
-        sys.exit(f"error: --grid-dir {args.grid_dir}: {error.strerror or error}")
     members = list(suite.members)
     scores: dict[float, dict[str, float]] = {}
     for scale in args.scales:

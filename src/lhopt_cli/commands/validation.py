@@ -119,6 +119,25 @@ class ValidationSuite:
         return float(np.median(list(per_member.values()))), per_member
 
 
+def policy_and_suite(policy: Path, suite: str, seeds: list[int], grid_dir: Path,
+                     console: Console | None = None) -> tuple[RecurrentActorCritic, ObservationProtocol, ValidationSuite]:
+    """A policy file and a validation suite to score it on, under the file's protocol (the scripts
+    that read a policy against a suite: scale_check.py, decision_trace.py): (agent, protocol,
+    suite), the suite's missing grid runs going into `grid_dir`/`suite`. Raises ConfigError (one
+    line) for a policy file or a suite that is refused, or a grid_dir the file system refuses."""
+    from lhopt_cli.control.checkpoint import PolicyFileError, load_policy, policy_protocol
+
+    try:
+        agent, meta = load_policy(policy)
+        protocol = policy_protocol(meta)
+        return agent, protocol, ValidationSuite(suite, seeds, protocol, Path(grid_dir) / suite,
+                                                console=console or Console(quiet=True))
+    except PolicyFileError as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"--grid-dir {grid_dir}: {error.strerror or error}") from None
+
+
 def check_validation_settings(validation: ValidationConfig) -> None:
     """train-policy's `validation` group, checked even when no pass will run (ConfigError): not
     the test suite, at least one seed."""

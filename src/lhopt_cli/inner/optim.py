@@ -61,18 +61,42 @@ def group_scales(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> tuple[H
     return hp, scales
 
 
+def group_hparams(hp: HParams, ratio: dict[str, float]) -> HParams:
+    """The values a param group runs with: each of `hp` times the group's ratio (group_scales;
+    betas: 1 - beta scaled)."""
+    return HParams(hp.lr * ratio["lr"], 1.0 - (1.0 - hp.beta1) * ratio["one_minus_beta1"],
+                   1.0 - (1.0 - hp.beta2) * ratio["one_minus_beta2"], hp.eps * ratio["eps"],
+                   hp.weight_decay * ratio["weight_decay"], hp.clip)
+
+
+# The values AdamW can run with, checked where they come from a file or a saved state: (low, high,
+# low included). Far above the policy's own bounds (control/actions.py), far below overflow.
+RUNNABLE = {"lr": (0, 10.0, False), "beta1": (0, 1, True), "beta2": (0, 1, True), "eps": (0, 1.0, False),
+            "weight_decay": (0, 10.0, True), "clip": (0, math.inf, False)}
+
+
+def check_runnable(values: dict, where: str = "") -> None:
+    """ValueError ('{where}{name} {value} is not one AdamW can run with') unless every value of
+    `values` (HParams fields) lies in RUNNABLE (beta1 and beta2 below 1)."""
+    for name, (low, high, closed) in RUNNABLE.items():
+        value = float(values.get(name, 1.0))
+        inside = value < high if name in ("beta1", "beta2") else value <= high
+        if not (math.isfinite(value) and (value >= low if closed else value > low) and inside):
+            raise ValueError(f"{where}{name} {value:g} is not one AdamW can run with")
+
+
 def apply_hparams(optimizer: torch.optim.Optimizer, hp: HParams, scales: list[dict[str, float]] | None = None) -> None:
     """Write the hyperparameters into every param group (read by the next optimizer.step); with
-    `scales` (group_scales), group i gets each value times its ratio (betas: 1 - beta scaled)."""
+    `scales` (group_scales), group i gets each value times its ratio (group_hparams)."""
     for i, group in enumerate(optimizer.param_groups):
-        r = scales[i] if scales is not None else dict.fromkeys(GROUP_KEYS, 1.0)
+        values = group_hparams(hp, scales[i] if scales is not None else dict.fromkeys(GROUP_KEYS, 1.0))
         if torch.is_tensor(group["lr"]):  # a tensor lr (fused or capturable AdamW) stays the same tensor
-            group["lr"].fill_(hp.lr * r["lr"])
+            group["lr"].fill_(values.lr)
         else:
-            group["lr"] = hp.lr * r["lr"]
-        group["betas"] = (1.0 - (1.0 - hp.beta1) * r["one_minus_beta1"], 1.0 - (1.0 - hp.beta2) * r["one_minus_beta2"])
-        group["eps"] = hp.eps * r["eps"]
-        group["weight_decay"] = hp.weight_decay * r["weight_decay"]
+            group["lr"] = values.lr
+        group["betas"] = (values.beta1, values.beta2)
+        group["eps"] = values.eps
+        group["weight_decay"] = values.weight_decay
 
 
 def read_hparams(optimizer: torch.optim.Optimizer, clip: float = 1.0) -> HParams:

@@ -12,7 +12,7 @@ import math
 import torch
 
 from lhopt_cli.control.features import FeatureTracker, Register
-from lhopt_cli.inner.optim import GROUP_KEYS, HParams, RollingMaxClipper
+from lhopt_cli.inner.optim import GROUP_KEYS, HParams, RollingMaxClipper, check_runnable, group_hparams
 from lhopt_cli.inner.stats import STAT_NAMES
 from lhopt_cli.loop.controller_guard import ControllerGuard
 
@@ -20,20 +20,6 @@ FORMAT = "lhopt-controller"
 # The keys a state needs (checked before anything changes)
 STATE_KEYS = ("format", "total_steps", "step_index", "recurrent", "generator", "hparams", "group_scales", "clipper",
               "valid", "valid_is_new", "stats", "stats_count", "interval_losses", "history", "tracker")
-# The values AdamW can run with: (low, high, low included); a param group's value (the reference
-# times its ratio) too. Far above the policy's own bounds (control/actions.py), far below overflow.
-HPARAM_RANGES = {"lr": (0, 10.0, False), "beta1": (0, 1, True), "beta2": (0, 1, True), "eps": (0, 1.0, False),
-                 "weight_decay": (0, 10.0, True), "clip": (0, math.inf, False)}
-
-
-def _check_values(values: dict, where: str) -> None:
-    """ValueError unless every value of `values` lies in HPARAM_RANGES."""
-    for name, (low, high, closed) in HPARAM_RANGES.items():
-        value = float(values.get(name, 1.0))
-        if not (math.isfinite(value) and (value >= low if closed else value > low) and value <= high):
-            raise ValueError(f"{where}{name} {value:g} is not one AdamW can run with")
-
-
 def _check_snapshot(ctrl, snap, where: str) -> None:
     """ValueError unless a saved snapshot (a guard point, a restart register) fits the attached
     model and optimizer: the model's tensors by name and shape, finite; as many param groups."""
@@ -41,7 +27,7 @@ def _check_snapshot(ctrl, snap, where: str) -> None:
         return
     state = snap["state"] if "state" in snap else snap
     if "hparams" in snap:
-        _check_values(snap["hparams"], f"its {where}'s ")
+        check_runnable(snap["hparams"], f"its {where}'s ")
     if ctrl.model is not None:
         mine = ctrl.model.state_dict()
         saved = state["model"]
@@ -126,18 +112,15 @@ def read(ctrl, state: dict) -> dict:
     if isinstance(state["step_index"], bool) or not isinstance(state["step_index"], int):
         raise ValueError(f"its step {state['step_index']!r} is not a whole number")
     values = new["hparams"].as_dict()
-    _check_values(values, "its ")
+    check_runnable(values, "its ")
     scales = [float(v) for group in new["group_scales"] for v in group.values()]
     if not all(math.isfinite(v) and v >= 0 for v in scales):
         raise ValueError("its param groups' ratios are not finite and non-negative")
     for i, group in enumerate(new["group_scales"]):  # what each group runs with, not only the reference
         if set(group) != set(GROUP_KEYS):
             raise ValueError(f"its param group {i} ratios hold {sorted(group)}, not {list(GROUP_KEYS)}")
-        _check_values({"lr": values["lr"] * group["lr"], "beta1": 1 - (1 - values["beta1"]) * group["one_minus_beta1"],
-                       "beta2": 1 - (1 - values["beta2"]) * group["one_minus_beta2"],
-                       "eps": values["eps"] * group["eps"] if group["eps"] else 1e-8,
-                       "weight_decay": values["weight_decay"] * group["weight_decay"], "clip": values["clip"]},
-                      f"its param group {i}'s ")
+        applied = group_hparams(new["hparams"], group).as_dict()
+        check_runnable({**applied, "eps": applied["eps"] if group["eps"] else 1e-8}, f"its param group {i}'s ")
     if not all(torch.isfinite(x).all() for x in new["state"]):
         raise ValueError("its recurrent state is not finite")
     if len(new["group_scales"]) != len(ctrl.optimizer.param_groups):

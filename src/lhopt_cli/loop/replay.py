@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from lhopt_cli.inner.hooks import Hook
-from lhopt_cli.inner.optim import ADAMW_KEYS, RollingMaxClipper, apply_hparams, group_scales, refuse_coupled_decay
-from lhopt_cli.loop.schedule_file import check_schedule, hparams_at, read_schedule
+from lhopt_cli.inner.optim import (ADAMW_KEYS, HParams, RollingMaxClipper, apply_hparams, check_runnable, group_hparams,
+                                  group_scales, refuse_coupled_decay)
+from lhopt_cli.loop.schedule_file import KEYS, check_schedule, hparams_at, read_schedule
 
 
 MAX_RATIO = 1e6  # a param group's ratio to the first: far above any real one (10x heads, 0 for no decay)
@@ -120,12 +121,12 @@ class ReplaySchedule:
                              "keys; nothing was changed")
         for point in self.schedule["points"]:  # what each group would run with at every point
             for i, ratio in enumerate(scales):
-                beta1 = 1 - (1 - point["beta1"]) * ratio["one_minus_beta1"]
-                beta2 = 1 - (1 - point["beta2"]) * ratio["one_minus_beta2"]
-                if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and point["lr"] * ratio["lr"] <= 10
-                        and point["weight_decay"] * ratio["weight_decay"] <= 10 and point["eps"] * ratio["eps"] <= 1):
-                    raise ValueError(f"its param group {i} ratios give values AdamW cannot run with (beta1 {beta1:g}, "
-                                     f"beta2 {beta2:g}); nothing was changed")
+                applied = group_hparams(HParams(**{k: float(point[k]) for k in KEYS}), ratio).as_dict()
+                try:
+                    check_runnable({**applied, "lr": applied["lr"] or 1.0, "eps": applied["eps"] or 1e-8},
+                                   f"its param group {i}'s ")
+                except ValueError as err:
+                    raise ValueError(f"{err}; nothing was changed") from None
         self.step_index = step
         self.clipper.load_state_dict({"rolling_max": rolling})
         self.group_scales = scales
