@@ -77,7 +77,7 @@ def concatenated_adamw_stats(params: list[torch.Tensor], grads: list[torch.Tenso
     count = g.numel()
     above_eps = torch.count_nonzero(v_hat_sqrt > eps).float() / count
     update = torch.div(m, v_hat_sqrt.add_(eps).mul_(bias1))  # (m / bias1) / (v_hat_sqrt + eps)
-    g_norm, p_norm, u_norm, m_norm = torch.linalg.vector_norm(torch.stack([g, p, update, m]), dim=1)
+    g_norm, p_norm, u_norm, m_norm = (torch.linalg.vector_norm(t) for t in (g, p, update, m))  # no stacked copy
     cos_gm = torch.dot(g, m) / (g_norm * m_norm).clamp_min(_TINY)
     cos_gu = torch.dot(g, update) / (g_norm * u_norm).clamp_min(_TINY)
     cos_gp = torch.dot(g, p) / (g_norm * p_norm).clamp_min(_TINY)
