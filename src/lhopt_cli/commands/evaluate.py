@@ -256,9 +256,6 @@ def plan(cfg: DictConfig, run_dir: Path | None = None) -> EvaluatePlan:
         claim_run_dir(run_dir, policy_path, made.greedy, made.guard, write=False)
         ResultsStore(run_dir)  # a damaged table there: StoreError
         grid_dir = made.grid_dir_of(run_dir)
-        if made.grid_dir is None and grid_dir.is_symlink():  # lhopt never writes through a link planted in its folder
-            raise ConfigError(f"{grid_dir}: a link stands at the run folder's grid; remove it, or name the folder "
-                              "the grid runs go into with grid_dir=...")
         blocker = file_in_the_way(grid_dir)
         if blocker is not None:
             raise ConfigError(f"grid_dir: {blocker} is a file, not a folder")

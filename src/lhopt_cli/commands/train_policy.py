@@ -27,7 +27,7 @@ from lhopt_cli.control.ppo import PPO, PPOConfig
 from lhopt_cli.control.protocol import ObservationProtocol, ProtocolError
 from lhopt_cli.control.reference import ReferenceSweep
 from lhopt_cli.control.workers import LocalWorkers, RayWorkers, initial_worker_state
-from lhopt_cli.support.files import atomic_write, open_append
+from lhopt_cli.support.files import atomic_write, header_only, open_append
 from lhopt_cli.support.executor import resolve_workers
 from lhopt_cli.support.progress import progress_bar
 from lhopt_cli.tasks import HELDOUT_KINDS
@@ -129,12 +129,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> TrainPolicyPlan:
 def _holds_iterations(log: Path) -> bool:
     """Whether a meta-training log records an iteration (a log with its header alone is what a
     run that failed before its first iteration leaves: no run to protect)."""
-    if not log.exists():
-        return False
-    if log.is_symlink() or not log.is_file():
-        return True  # not ours to judge: refused as a run
-    with log.open(errors="replace") as handle:
-        return sum(1 for _, line in zip(range(2), handle) if line.strip()) > 1
+    return log.exists() and not header_only(log)  # a link to a file, or a folder: refused as a run
 
 
 def make_workers(count: int, executor: ExecutorConfig, family: dict, env_kwargs: dict, agent_kwargs: dict):

@@ -17,7 +17,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from lhopt_cli.support.files import atomic_write, atomic_write_text, file_in_the_way
+from lhopt_cli.support.files import atomic_write, atomic_write_text, file_in_the_way, header_only
 from lhopt_cli.config.schemas import COMMAND_SCHEMAS, TASK_SCHEMAS
 from lhopt_cli.tasks.limits import TaskValueError, check_task_values
 
@@ -375,8 +375,8 @@ def _only_set_up_files(run_dir: Path) -> bool:
             return False
         if entry.is_dir():
             return not any(entry.iterdir())
-        if entry.name == "meta_train.csv" and entry.is_file():
-            return entry.stat().st_size < 4096 and len(entry.read_text(errors="replace").splitlines()) <= 1
+        if entry.name == "meta_train.csv":
+            return header_only(entry)
         return entry.name in SET_UP_FILES and entry.is_file()
 
     try:

@@ -62,6 +62,17 @@ def open_append(path: str | Path) -> TextIO:
     return os.fdopen(descriptor, "a", encoding="utf-8", newline="")
 
 
+def header_only(path: str | Path) -> bool:
+    """Whether `path` is a regular file (not a link) holding at most one non-empty line: a table's
+    header without rows, what a run that failed before its first result leaves. Reads two lines
+    at most."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    with path.open(errors="replace") as handle:
+        return sum(1 for _, line in zip(range(2), handle) if line.strip()) <= 1
+
+
 def not_a_regular_file(path: str | Path) -> str | None:
     """Why `path` cannot be read as a file's contents ('no such file', a folder, a device or a
     FIFO: what it is), or None for a regular file (or a link to one). Never opens it: a FIFO
